@@ -1,0 +1,132 @@
+//! Raw configuration types that mirror the file, one to one.
+//!
+//! These types only describe the *shape* of the file; every value is checked
+//! and converted in [`crate::config`] so that all errors are reported at once.
+//! `deny_unknown_fields` makes a misspelt key an error with its position.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listeners: Vec<FileListener>,
+    pub admin: Option<FileAdmin>,
+    pub timeouts: Option<FileTimeouts>,
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub addr: String,
+    pub tls: Option<FileTls>,
+}
+
+/// `tls = { cert, key }` on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: String,
+    pub key: String,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub addr: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub state_file: Option<String>,
+}
+
+/// `[timeouts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub connect: Option<String>,
+    pub response_headers: Option<String>,
+    pub client_idle: Option<String>,
+    pub client_headers: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: Option<FileMatch>,
+    pub sticky: Option<FileSticky>,
+    pub override_header: Option<String>,
+    pub failover: Option<bool>,
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backends: Vec<FileBackend>,
+    pub mirror: Option<FileMirror>,
+    pub canary: Option<FileCanary>,
+}
+
+/// `match = { host, path_prefix }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+}
+
+/// `sticky = { cookie = NAME }` or `{ header = NAME }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSticky {
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+}
+
+/// `[[routes.backends]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub name: String,
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub health: Option<FileHealth>,
+}
+
+/// `[routes.backends.health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+}
+
+/// `[routes.mirror]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMirror {
+    pub backend: String,
+    pub percent: f64,
+}
+
+/// `[routes.canary]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCanary {
+    pub baseline: String,
+    pub canary: String,
+    pub steps: Vec<f64>,
+    pub interval: Option<String>,
+    pub min_requests: Option<u64>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
+}

@@ -1,0 +1,108 @@
+//! The built-in blue/green demo: two tiny backends and a proxy at 90/10.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Format};
+use crate::error::ServerError;
+use crate::server::{self, Listeners};
+
+/// A demo backend: answers every request with its colour and version.
+pub async fn serve_backend(listener: TcpListener, colour: &'static str, version: &'static str) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(backend_response(&req, colour, version))
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn backend_response(req: &Request<Incoming>, colour: &str, version: &str) -> Response<Full<Bytes>> {
+    let body = if req.uri().path() == "/healthz" {
+        "ok\n".to_string()
+    } else {
+        format!("{colour} {version} {} {}\n", req.method(), req.uri().path())
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(colour) {
+        resp.headers_mut().insert("x-backend", value);
+    }
+    resp
+}
+
+/// The demo's config: one route `web`, blue 90 / green 10.
+pub fn demo_config(port: u16, admin_port: u16, blue: SocketAddr, green: SocketAddr) -> String {
+    format!(
+        r#"[[listeners]]
+addr = "127.0.0.1:{port}"
+
+[admin]
+addr = "127.0.0.1:{admin_port}"
+
+[[routes]]
+name = "web"
+
+  [[routes.backends]]
+  name = "blue"
+  weight = 90
+  endpoints = ["{blue}"]
+
+  [[routes.backends]]
+  name = "green"
+  weight = 10
+  endpoints = ["{green}"]
+"#
+    )
+}
+
+/// Starts blue and green on loopback and the proxy in front of them; runs
+/// until `shutdown` resolves.
+pub async fn run(
+    port: u16,
+    admin_port: u16,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let blue = TcpListener::bind("127.0.0.1:0").await?;
+    let green = TcpListener::bind("127.0.0.1:0").await?;
+    let (blue_addr, green_addr) = (blue.local_addr()?, green.local_addr()?);
+    tokio::spawn(serve_backend(blue, "blue", "v1"));
+    tokio::spawn(serve_backend(green, "green", "v2"));
+    let text = demo_config(port, admin_port, blue_addr, green_addr);
+    let config = Config::parse(&text, "demo.toml", Format::Toml)
+        .map_err(|e| ServerError::Unsupported(format!("demo config is invalid: {e}")))?;
+    let listeners = Listeners::bind(&config).await?;
+    let proxy_addr = listeners.data.first().and_then(|l| l.local_addr().ok());
+    let proxy = proxy_addr.map_or_else(|| format!("127.0.0.1:{port}"), |a| a.to_string());
+    println!(
+        "sluicegate demo\n\
+         \n  blue  (v1) backend  http://{blue_addr}\
+         \n  green (v2) backend  http://{green_addr}\
+         \n  proxy (90 % blue / 10 % green)  http://{proxy}/\
+         \n\nTry it:\
+         \n  for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\
+         \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop."
+    );
+    server::run(config, listeners, shutdown).await
+}

@@ -1,0 +1,77 @@
+//! Error types. Every error the request path can meet maps to one status code.
+
+use http::StatusCode;
+
+/// Why a request could not be proxied; each maps to one status code (SPEC §5).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("no endpoint is available for this request")]
+    NoEndpoint,
+    #[error("upstream failed: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(e) => e.status(),
+        }
+    }
+}
+
+/// A failure talking to one upstream endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+    #[error("no response headers within the response_headers timeout")]
+    ResponseTimeout,
+    #[error("request failed: {0}")]
+    Request(hyper::Error),
+}
+
+impl UpstreamError {
+    /// 504 for timeouts (like NGINX, a connect timeout too), 502 otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether nothing reached the upstream, so another endpoint may be tried
+    /// for any request, idempotent or not.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Handshake(_)
+        )
+    }
+}
+
+/// Failures that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} listeners given for {1} configured")]
+    ListenerCount(usize, usize),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

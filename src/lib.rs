@@ -1,0 +1,31 @@
+//! sluicegate: a reverse proxy that splits live HTTP traffic between versions
+//! of a service (blue/green, canary) by exact weights.
+//!
+//! # Map of the code
+//! - [`config`]: the file (TOML or YAML) → raw types → validated [`config::Config`],
+//!   collecting every error with file, line, column and field.
+//! - [`state`]: the one `ArcSwap` [`state::Snapshot`] of routes, backends and weights.
+//! - [`server`]: listeners, accept loop, per-connection HTTP/1.1 + h2c, shutdown.
+//! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
+//! - [`balance`]: exact weighted choice (smooth WRR in basis points).
+//! - [`upstream`]: endpoints and their keep-alive connection pools.
+//! - [`body`]: the body types of the request path.
+//! - [`error`]: error types; each proxy error maps to one status code.
+//! - [`demo`]: the built-in blue/green demo.
+//!
+//! # How a request flows
+//! `server` accepts a connection and hands each request to [`proxy::handle`],
+//! which loads the current snapshot, matches a route, picks a backend by
+//! weight and an endpoint round-robin, rewrites the headers, sends the request
+//! over a pooled upstream connection and streams the response back.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,150 @@
+//! The `sluicegate` command: parse arguments, call the library, map errors to
+//! exit codes.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sluicegate::config::Config;
+use sluicegate::server::{self, Listeners};
+
+/// Split live HTTP traffic between versions of a service.
+#[derive(Debug, Parser)]
+#[command(name = "sluicegate", version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy from a config file.
+    #[command(
+        after_help = "Examples:\n  sluicegate run -c config/blue-green.toml\n  RUST_LOG=debug sluicegate run -c sluicegate.yaml --log-format json"
+    )]
+    Run {
+        /// Config file: TOML, or YAML when the name ends in .yaml/.yml.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file; print every error as FILE:LINE:COL: message.
+    #[command(
+        after_help = "Exit status: 0 valid, 1 invalid.\n\nExamples:\n  sluicegate check -c config/blue-green.toml\n  for f in config/*; do sluicegate check -c \"$f\"; done"
+    )]
+    Check {
+        /// Config file to validate.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start built-in blue and green backends and a proxy at 90/10 on loopback.
+    #[command(
+        after_help = "Examples:\n  sluicegate demo\n  sluicegate demo --port 18080 --admin-port 19901"
+    )]
+    Demo {
+        /// Proxy port on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin port on 127.0.0.1.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => block_on(run(config)),
+        Command::Demo { port, admin_port } => block_on(async move {
+            sluicegate::demo::run(port, admin_port, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!("{}: ok ({} routes)", path.display(), config.routes.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+    server::run(config, listeners, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn block_on(future: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluicegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sluicegate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,241 @@
+//! The request path, top to bottom:
+//!
+//! 1. load the routing snapshot (one atomic load; a reload never splits a request)
+//! 2. match a route by host and path prefix (404 when none)
+//! 3. pick a backend by weight (smooth WRR, see [`crate::balance`])
+//! 4. rewrite the request for the upstream: origin-form URI, HTTP/1.1, Host kept,
+//!    hop-by-hop headers removed, `X-Forwarded-*` added
+//! 5. get a connection to an endpoint of that backend, trying the next endpoint
+//!    when a connect fails (nothing was sent, so this is safe for any method)
+//! 6. send, wait for response headers, stream the body back untouched
+//!
+//! Errors become short plain-text responses with the status of [`ProxyError`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::error::ProxyError;
+use crate::state::{Backend, Route, State};
+
+/// `X-Forwarded-For`, `-Proto`, `-Host`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// What the request path knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Proxies one request; never fails: errors become responses.
+pub async fn handle(
+    state: &State,
+    client: ClientInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    match forward(state, client, req).await {
+        Ok(resp) => resp,
+        Err(error) => {
+            tracing::debug!(%error, "request failed");
+            error_response(&error)
+        }
+    }
+}
+
+async fn forward(
+    state: &State,
+    client: ClientInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let snapshot = state.snapshot_full();
+    let host = request_host(&req).map(str::to_owned);
+    let route = snapshot
+        .find_route(host.as_deref(), req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    let req = upstream_request(req, host.as_deref(), client);
+    let timeouts = snapshot.config.timeouts;
+    let conn = connect(route, backend, timeouts.connect).await?;
+    let resp = conn.send(req, timeouts.response_headers).await?;
+    Ok(client_response(resp))
+}
+
+/// A connection to one endpoint of `backend`, moving to the next endpoint on a
+/// connect failure, up to the route's `retries`.
+async fn connect(
+    route: &Route,
+    backend: &Backend,
+    connect_timeout: std::time::Duration,
+) -> Result<crate::upstream::Connection, ProxyError> {
+    let mut attempt = 0;
+    loop {
+        let endpoint = backend.pick_endpoint().ok_or(ProxyError::NoEndpoint)?;
+        match endpoint.connection(connect_timeout).await {
+            Ok(conn) => return Ok(conn),
+            Err(error) if attempt < route.config.retries && error.nothing_sent() => {
+                tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed, trying again");
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// The host the client asked for: the Host header, or the h2 `:authority`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Rewrites the client's request for an HTTP/1.1 upstream.
+fn upstream_request(
+    req: Request<Incoming>,
+    host: Option<&str>,
+    client: ClientInfo,
+) -> Request<UpstreamBody> {
+    let (mut parts, body) = req.into_parts();
+    let origin_form = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    parts.uri = origin_form;
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    if let Some(host) = host {
+        if !headers.contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(host)
+        {
+            headers.insert(header::HOST, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(host) {
+            headers.insert(X_FORWARDED_HOST, value);
+        }
+    }
+    append_forwarded_for(headers, client.peer);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
+    );
+    Request::from_parts(parts, UpstreamBody::Incoming(body))
+}
+
+/// Appends the client address to `X-Forwarded-For`, keeping what was there.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical().to_string();
+    let mut prior = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
+    let value = if prior.peek().is_none() {
+        ip
+    } else {
+        let mut joined = prior.collect::<Vec<_>>().join(", ");
+        joined.push_str(", ");
+        joined.push_str(&ip);
+        joined
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn client_response(resp: Response<crate::upstream::PooledBody>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Upstream(body))
+}
+
+/// A short plain-text response for an error sluicegate itself produced.
+pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+    let status = error.status();
+    let text = format!(
+        "{} {}: {error}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut resp = Response::new(ProxyBody::text(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Shared between the accept loop and every request.
+pub type SharedState = Arc<State>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).unwrap(),
+            "10.0.0.1, 10.0.0.2, 127.0.0.1"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Listeners, the accept loop, per-connection serving and graceful shutdown.
+//!
+//! [`run`] takes already-bound listeners (tests bind port 0) and a shutdown
+//! future. On shutdown it stops accepting, closes the listeners, asks every
+//! connection to finish its in-flight requests, and waits for them up to
+//! `timeouts.shutdown_grace`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::{Config, Timeouts};
+use crate::error::ServerError;
+use crate::proxy::{self, ClientInfo};
+use crate::state::State;
+
+/// Bound sockets: the data-plane listeners, in config order, and the admin one.
+#[derive(Debug)]
+pub struct Listeners {
+    pub data: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address of `config`: its listeners and the admin listener.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let mut data = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            data.push(bind(listener.addr).await?);
+        }
+        let admin = Some(bind(config.admin.addr).await?);
+        Ok(Listeners { data, admin })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves `config` on `listeners` until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if listeners.data.len() != config.listeners.len() {
+        return Err(ServerError::ListenerCount(
+            listeners.data.len(),
+            config.listeners.len(),
+        ));
+    }
+    if config.listeners.iter().any(|l| l.tls.is_some()) {
+        return Err(ServerError::Unsupported(
+            "TLS listeners are not supported yet: remove `tls` from [[listeners]]".into(),
+        ));
+    }
+    let state = Arc::new(State::new(config));
+    serve(state, listeners.data, shutdown).await
+}
+
+/// Accepts on every listener until `shutdown`, then waits for connections.
+pub async fn serve(
+    state: Arc<State>,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection holds a sender; when all are gone, recv() returns None.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "listening");
+        }
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&state),
+            stop_rx.clone(),
+            done_tx.clone(),
+        )));
+    }
+    drop(done_tx);
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for task in accept_loops {
+        let _ = task.await;
+    }
+    let grace = state.snapshot().config.timeouts.shutdown_grace;
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        tracing::warn!(?grace, "grace period over with requests still in flight");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let timeouts = state.snapshot().config.timeouts;
+        tokio::spawn(serve_connection(
+            stream,
+            ClientInfo { peer, tls: false },
+            Arc::clone(&state),
+            timeouts,
+            stop.clone(),
+            done.clone(),
+        ));
+    }
+}
+
+/// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
+/// closes, is idle for `client_idle`, or shutdown asks it to finish.
+async fn serve_connection(
+    stream: TcpStream,
+    client: ClientInfo,
+    state: Arc<State>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(proxy::handle(&state, client, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_headers);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut finishing = false;
+    loop {
+        let idle_deadline = activity.last() + timeouts.client_idle;
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if !finishing => {
+                if activity.last() + timeouts.client_idle <= Instant::now() {
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that records activity on every read and write.
+struct TrackedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = result
+            && n > 0
+        {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result
+            && n > 0
+        {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
