@@ -52,15 +52,6 @@ impl Route {
     pub fn pick_backend(&self) -> Option<&Backend> {
         self.picker.pick().and_then(|i| self.backends.get(i))
     }
-
-    fn matches(&self, host: Option<&str>, path: &str) -> bool {
-        let host_ok = match (&self.config.host, host) {
-            (None, _) => true,
-            (Some(m), Some(h)) => m.matches(h),
-            (Some(_), None) => false,
-        };
-        host_ok && path.starts_with(self.config.path_prefix.as_str())
-    }
 }
 
 impl Backend {
@@ -122,13 +113,16 @@ impl Snapshot {
     }
 }
 
-/// Route lookup: exact hosts by hash, the rest scanned, first match in file order.
+/// Route lookup by hash: exact hosts, wildcard suffixes, and host-less routes.
+/// The first match in file order wins: the smallest matching route index.
 #[derive(Debug, Default)]
 struct Router {
     /// Lower-case host → indexes of routes with exactly that host, ascending.
     exact: HashMap<String, Vec<usize>>,
-    /// Indexes of routes with a wildcard host or no host, ascending.
-    other: Vec<usize>,
+    /// Lower-case suffix with its dot (`.example.com`) → wildcard route indexes.
+    wildcard: HashMap<String, Vec<usize>>,
+    /// Indexes of routes that match any host, ascending.
+    any_host: Vec<usize>,
 }
 
 impl Router {
@@ -139,39 +133,56 @@ impl Router {
                 Some(HostMatch::Exact(host)) => {
                     router.exact.entry(host.clone()).or_default().push(i)
                 }
-                _ => router.other.push(i),
+                Some(HostMatch::Suffix(suffix)) => {
+                    router.wildcard.entry(suffix.clone()).or_default().push(i)
+                }
+                None => router.any_host.push(i),
             }
         }
         router
     }
 
     fn find<'a>(&self, routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
-        let host = host.map(strip_port);
-        let lowered;
-        let host = match host {
-            Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
-                lowered = h.to_ascii_lowercase();
-                Some(lowered.as_str())
+        let mut best: Option<usize> = None;
+        // Each list holds routes whose host already matches: find its first
+        // route whose path matches, and keep the smallest index over all lists.
+        let mut consider = |list: &[usize]| {
+            for &i in list {
+                if best.is_some_and(|b| b <= i) {
+                    return;
+                }
+                if routes
+                    .get(i)
+                    .is_some_and(|r| path.starts_with(r.config.path_prefix.as_str()))
+                {
+                    best = Some(i);
+                    return;
+                }
             }
-            other => other,
         };
-        let exact = host
-            .and_then(|h| self.exact.get(h))
-            .map_or(&[][..], Vec::as_slice);
-        // Merge the two ascending index lists so the first match in file order wins.
-        let (mut a, mut b) = (exact.iter().peekable(), self.other.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x < y => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, None) => return None,
+        if let Some(host) = host.map(strip_port) {
+            let lowered;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = host.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                host
             };
-            let route = next.and_then(|&i| routes.get(i))?;
-            if route.matches(host, path) {
-                return Some(route);
+            if let Some(list) = self.exact.get(host) {
+                consider(list);
+            }
+            if !self.wildcard.is_empty() {
+                // `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
+                for (dot, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                    if let Some(list) = host.get(dot..).and_then(|suffix| self.wildcard.get(suffix))
+                    {
+                        consider(list);
+                    }
+                }
             }
         }
+        consider(&self.any_host);
+        best.and_then(|i| routes.get(i))
     }
 }
 

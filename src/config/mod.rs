@@ -352,7 +352,9 @@ impl Config {
         })?;
         let mut checker = Checker {
             file,
-            map: SourceMap::parse(src, format),
+            src,
+            format,
+            map: None,
             errors: Vec::new(),
         };
         let config = checker.config(raw);
@@ -425,12 +427,22 @@ fn deserialize(src: &str, format: Format) -> Result<file::FileConfig, (Position,
                         line: usize::try_from(l.line()).unwrap_or(1).max(1),
                         column: usize::try_from(l.column()).unwrap_or(1).max(1),
                     });
-                let message = e.to_string();
-                let first_line = message.lines().next().unwrap_or("invalid YAML").trim();
-                (pos, first_line.to_string())
+                (pos, yaml_message(&e.to_string()))
             })
         }
     }
+}
+
+/// The first line of a serde-saphyr message without its own
+/// `error: line L column C: ` prefix (we print the position ourselves).
+fn yaml_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("invalid YAML").trim();
+    let first = first.strip_prefix("error:").map_or(first, str::trim);
+    let without_position = first
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or(first, |(_, message)| message);
+    without_position.to_string()
 }
 
 /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"`.
@@ -454,7 +466,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !(seconds > 0.0) || seconds > 86_400.0 * 365.0 {
+    if seconds <= 0.0 || seconds.is_nan() || seconds > 86_400.0 * 365.0 {
         return Err(format!("`{text}` must be more than 0 and at most a year"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -463,13 +475,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Collects errors while converting raw types.
 struct Checker<'a> {
     file: &'a str,
-    map: SourceMap,
+    src: &'a str,
+    format: Format,
+    /// Built at the first error: a valid file never pays for it.
+    map: Option<SourceMap<'a>>,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, path: &str, message: impl fmt::Display) {
-        let pos = self.map.locate(path);
+        let (src, format) = (self.src, self.format);
+        let pos = self
+            .map
+            .get_or_insert_with(|| SourceMap::parse(src, format))
+            .locate(path);
         self.errors.push(ConfigError {
             file: self.file.to_string(),
             line: pos.line,

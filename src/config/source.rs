@@ -48,14 +48,23 @@ impl Position {
 
 /// A parsed document that only remembers positions.
 #[derive(Debug, Default)]
-pub struct SourceMap {
+pub struct SourceMap<'a> {
+    src: &'a str,
     root: Option<Located>,
 }
 
 #[derive(Debug)]
 struct Located {
-    pos: Position,
+    pos: Place,
     node: Node,
+}
+
+/// TOML gives byte offsets (turned into lines only when asked, so building
+/// the map stays linear); YAML gives lines and columns directly.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Offset(usize),
+    LineColumn(Position),
 }
 
 #[derive(Debug)]
@@ -65,20 +74,20 @@ enum Node {
     Leaf,
 }
 
-impl SourceMap {
+impl<'a> SourceMap<'a> {
     /// Builds the map; a document that does not parse gives an empty map
     /// (its syntax error is reported by the deserializer already).
-    pub fn parse(src: &str, format: Format) -> SourceMap {
+    pub fn parse(src: &'a str, format: Format) -> SourceMap<'a> {
         let root = match format {
             Format::Toml => toml::de::DeTable::parse(src).ok().map(|table| Located {
-                pos: Position { line: 1, column: 1 },
-                node: toml_table(src, table.get_ref()),
+                pos: Place::Offset(0),
+                node: toml_table(table.get_ref()),
             }),
             Format::Yaml => serde_saphyr::from_str::<serde_saphyr::Spanned<YamlNode>>(src)
                 .ok()
                 .map(yaml_located),
         };
-        SourceMap { root }
+        SourceMap { src, root }
     }
 
     /// The position of the deepest part of `path` that exists in the file
@@ -100,7 +109,10 @@ impl SourceMap {
                 None => break,
             }
         }
-        here.pos
+        match here.pos {
+            Place::Offset(offset) => Position::of_offset(self.src, offset),
+            Place::LineColumn(pos) => pos,
+        }
     }
 }
 
@@ -120,25 +132,23 @@ fn split_path(path: &str) -> impl Iterator<Item = Segment<'_>> {
     })
 }
 
-fn toml_table(src: &str, table: &toml::de::DeTable<'_>) -> Node {
+fn toml_table(table: &toml::de::DeTable<'_>) -> Node {
     Node::Map(
         table
             .iter()
-            .map(|(k, v)| (k.get_ref().to_string(), toml_located(src, v)))
+            .map(|(k, v)| (k.get_ref().to_string(), toml_located(v)))
             .collect(),
     )
 }
 
-fn toml_located(src: &str, value: &toml::Spanned<toml::de::DeValue<'_>>) -> Located {
+fn toml_located(value: &toml::Spanned<toml::de::DeValue<'_>>) -> Located {
     let node = match value.get_ref() {
-        toml::de::DeValue::Table(t) => toml_table(src, t),
-        toml::de::DeValue::Array(items) => {
-            Node::Seq(items.iter().map(|v| toml_located(src, v)).collect())
-        }
+        toml::de::DeValue::Table(t) => toml_table(t),
+        toml::de::DeValue::Array(items) => Node::Seq(items.iter().map(toml_located).collect()),
         _ => Node::Leaf,
     };
     Located {
-        pos: Position::of_offset(src, value.span().start),
+        pos: Place::Offset(value.span().start),
         node,
     }
 }
@@ -151,10 +161,10 @@ enum YamlNode {
 }
 
 fn yaml_located(spanned: serde_saphyr::Spanned<YamlNode>) -> Located {
-    let pos = Position {
+    let pos = Place::LineColumn(Position {
         line: usize::try_from(spanned.referenced.line()).unwrap_or(1),
         column: usize::try_from(spanned.referenced.column()).unwrap_or(1),
-    };
+    });
     let node = match spanned.value {
         YamlNode::Map(entries) => Node::Map(
             entries

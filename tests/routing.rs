@@ -1,0 +1,276 @@
+//! Route matching (host, wildcard host, path prefix, first match wins) and the
+//! proxy's own error responses.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::{FakeBackend, LISTENER, Reply, TestProxy, backend, get, route, timeouts};
+
+/// Four routes in this order:
+/// - `shop`:   host `shop.example.com`, any path
+/// - `shadow`: host `shop.example.com`, prefix `/api` (never reached: `shop` matches first)
+/// - `wild`:   host `*.example.com`
+/// - `api`:    any host, prefix `/api`
+struct Routed {
+    shop: FakeBackend,
+    shadow: FakeBackend,
+    wild: FakeBackend,
+    api: FakeBackend,
+    proxy: TestProxy,
+}
+
+async fn routed() -> Routed {
+    let shop = FakeBackend::start("shop").await;
+    let shadow = FakeBackend::start("shadow").await;
+    let wild = FakeBackend::start("wild").await;
+    let api = FakeBackend::start("api").await;
+    let config = [
+        LISTENER.to_string(),
+        route(
+            "shop",
+            r#"host = "shop.example.com", path_prefix = "/""#,
+            "",
+            &[backend("shop", None, &[shop.addr])],
+        ),
+        route(
+            "shadow",
+            r#"host = "shop.example.com", path_prefix = "/api""#,
+            "",
+            &[backend("shadow", None, &[shadow.addr])],
+        ),
+        route(
+            "wild",
+            r#"host = "*.example.com""#,
+            "",
+            &[backend("wild", None, &[wild.addr])],
+        ),
+        route(
+            "api",
+            r#"path_prefix = "/api""#,
+            "",
+            &[backend("api", None, &[api.addr])],
+        ),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+    Routed {
+        shop,
+        shadow,
+        wild,
+        api,
+        proxy,
+    }
+}
+
+fn assert_routed_to(reply: &Reply, backend: &str) {
+    assert_eq!(reply.status, StatusCode::OK, "body: {}", reply.text());
+    assert_eq!(
+        reply.backend().as_deref(),
+        Some(backend),
+        "body: {}",
+        reply.text()
+    );
+}
+
+/// A proxy-generated error: this status, a short plain-text body, no backend.
+fn assert_proxy_error(reply: &Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "body: {}", reply.text());
+    assert!(
+        reply.content_type().starts_with("text/plain"),
+        "content-type of a proxy error: {:?}",
+        reply.content_type()
+    );
+    assert!(
+        !reply.body.is_empty() && reply.body.len() <= 512,
+        "proxy error body should be short text, got {:?}",
+        reply.text()
+    );
+    assert_eq!(reply.backend(), None, "no backend answered this");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_host_selects_its_route() {
+    let r = routed().await;
+    assert_routed_to(&get(r.proxy.addr, "shop.example.com", "/").await, "shop");
+    assert_routed_to(
+        &get(r.proxy.addr, "shop.example.com", "/cart/42").await,
+        "shop",
+    );
+    assert_eq!(r.shop.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_match_ignores_case() {
+    let r = routed().await;
+    assert_routed_to(&get(r.proxy.addr, "SHOP.Example.COM", "/").await, "shop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_with_port_matches_the_host() {
+    let r = routed().await;
+    assert_routed_to(
+        &get(r.proxy.addr, "shop.example.com:8080", "/").await,
+        "shop",
+    );
+    let port = r.proxy.addr.port();
+    assert_routed_to(
+        &get(r.proxy.addr, &format!("a.example.com:{port}"), "/").await,
+        "wild",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_host_matches_any_subdomain() {
+    let r = routed().await;
+    assert_routed_to(&get(r.proxy.addr, "a.example.com", "/").await, "wild");
+    assert_routed_to(
+        &get(r.proxy.addr, "deep.sub.example.com", "/x").await,
+        "wild",
+    );
+    assert_eq!(r.wild.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_host_does_not_match_the_apex() {
+    let r = routed().await;
+    // The apex skips `wild` and falls through to the host-less `api` route...
+    assert_routed_to(&get(r.proxy.addr, "example.com", "/api/users").await, "api");
+    // ...and with a path `api` does not take, nothing matches.
+    assert_proxy_error(
+        &get(r.proxy.addr, "example.com", "/").await,
+        StatusCode::NOT_FOUND,
+    );
+    // A name that merely ends in "example.com" is not a subdomain either.
+    assert_proxy_error(
+        &get(r.proxy.addr, "badexample.com", "/").await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(r.wild.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_prefix_is_a_plain_string_prefix() {
+    let r = routed().await;
+    assert_routed_to(&get(r.proxy.addr, "other.org", "/api").await, "api");
+    assert_routed_to(&get(r.proxy.addr, "other.org", "/api/users/7").await, "api");
+    // Plain string prefix, not path segments: `/api` also takes `/api-docs`.
+    assert_routed_to(&get(r.proxy.addr, "other.org", "/api-docs").await, "api");
+    assert_proxy_error(
+        &get(r.proxy.addr, "other.org", "/ap").await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_proxy_error(
+        &get(r.proxy.addr, "other.org", "/v1/api").await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(r.api.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_matching_route_wins() {
+    let r = routed().await;
+    // `shop`, `shadow`, `wild` and `api` all match; `shop` comes first.
+    assert_routed_to(
+        &get(r.proxy.addr, "shop.example.com", "/api/orders").await,
+        "shop",
+    );
+    assert_eq!(r.shadow.hits(), 0);
+    assert_eq!(r.wild.hits(), 0);
+    assert_eq!(r.api.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_matching_route_is_404_plain_text() {
+    let r = routed().await;
+    let reply = get(r.proxy.addr, "unknown.org", "/").await;
+    assert_proxy_error(&reply, StatusCode::NOT_FOUND);
+    let hits = r.shop.hits() + r.shadow.hits() + r.wild.hits() + r.api.hits();
+    assert_eq!(hits, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connect_failure_is_502() {
+    let dead = support::dead_addr().await;
+    let config = [
+        LISTENER.to_string(),
+        route("web", "", "", &[backend("blue", None, &[dead])]),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+
+    let reply = get(proxy.addr, "app.test", "/").await;
+
+    assert_proxy_error(&reply, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_headers_timeout_is_504() {
+    let slow = FakeBackend::start("slow").await;
+    let config = [
+        LISTENER.to_string(),
+        timeouts(&[("response_headers", "300ms")]),
+        route("web", "", "", &[backend("slow", None, &[slow.addr])]),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+
+    let started = Instant::now();
+    let reply = get(proxy.addr, "app.test", "/slow/2000").await;
+
+    assert_proxy_error(&reply, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "504 came after {:?}, i.e. the proxy waited for the slow backend",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_without_endpoints_is_503() {
+    let config = [
+        LISTENER.to_string(),
+        route("web", "", "", &[backend("blue", None, &[])]),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+
+    let reply = get(proxy.addr, "app.test", "/").await;
+
+    assert_proxy_error(&reply, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_status_codes_pass_through() {
+    let blue = FakeBackend::start("blue").await;
+    let proxy = TestProxy::start(&support::single_backend_config("blue", &[&blue])).await;
+
+    for code in [201, 404, 500, 503] {
+        let reply = get(proxy.addr, "app.test", &format!("/status/{code}")).await;
+        assert_eq!(reply.status.as_u16(), code);
+        assert_eq!(
+            reply.backend().as_deref(),
+            Some("blue"),
+            "status {code} came from the backend"
+        );
+        assert_eq!(reply.text(), "blue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_on_another_endpoint() {
+    let dead = support::dead_addr().await;
+    let blue = FakeBackend::start("blue").await;
+    let config = [
+        LISTENER.to_string(),
+        route("web", "", "", &[backend("blue", None, &[dead, blue.addr])]),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+
+    for _ in 0..10 {
+        assert_routed_to(&get(proxy.addr, "app.test", "/").await, "blue");
+    }
+    assert_eq!(blue.hits(), 10);
+}

@@ -1,0 +1,274 @@
+//! The fake backend: answers with its name, echoes, streams, stalls on demand.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{ChannelBody, GeneratedBody, TestBody, full};
+
+/// An HTTP/1.1 + h2c server on 127.0.0.1:0 that answers with its name.
+///
+/// Paths: `/` and anything unknown → the name; `/echo` → JSON of the request;
+/// `/slow/{ms}`; `/status/{code}`; `/upload` → byte count of the streamed body;
+/// `/download/{bytes}` → that many bytes in 64 KiB chunks; `/hold` → `first`, then
+/// `last` once the test calls [`FakeBackend::release`]; `/hop-headers` → a
+/// response carrying hop-by-hop headers the proxy must strip.
+pub struct FakeBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Requests received (counted when their headers arrive).
+    pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    state: Arc<BackendState>,
+    accept_loop: JoinHandle<()>,
+}
+
+struct BackendState {
+    name: String,
+    hits: Arc<AtomicUsize>,
+    /// Bytes of `/upload` bodies received so far, updated as each frame arrives.
+    upload_progress: AtomicU64,
+    release: Notify,
+}
+
+impl FakeBackend {
+    pub async fn start(name: &str) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake backend");
+        let addr = listener.local_addr().expect("fake backend addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(BackendState {
+            name: name.to_string(),
+            hits: hits.clone(),
+            upload_progress: AtomicU64::new(0),
+            release: Notify::new(),
+        });
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accept_state = state.clone();
+        let accepted = connections.clone();
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    // Clients hanging up mid-request are part of some tests.
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeBackend {
+            name: name.to_string(),
+            addr,
+            hits,
+            connections,
+            state,
+            accept_loop,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of `/upload` bodies that have reached this backend so far.
+    pub fn upload_progress(&self) -> u64 {
+        self.state.upload_progress.load(Ordering::SeqCst)
+    }
+
+    /// Lets one `/hold` response finish.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+
+    /// `host:port` as written in a config's `endpoints`.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn handle(
+    state: Arc<BackendState>,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let (status, body) = if path == "/echo" {
+        (StatusCode::OK, full(echo_json(&req).to_string()))
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        (StatusCode::OK, full(state.name.clone()))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        (status, full(state.name.clone()))
+    } else if path == "/upload" {
+        let mut body = req.into_body();
+        let mut total: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Ok(text_response(
+                    StatusCode::BAD_REQUEST,
+                    &state.name,
+                    "body error",
+                ));
+            };
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                state
+                    .upload_progress
+                    .fetch_add(data.len() as u64, Ordering::SeqCst);
+            }
+        }
+        (StatusCode::OK, full(total.to_string()))
+    } else if let Some(len) = path.strip_prefix("/download/") {
+        let len: u64 = len.parse().unwrap_or(0);
+        (StatusCode::OK, GeneratedBody::sized(len).boxed())
+    } else if path == "/hold" {
+        let (tx, body) = ChannelBody::new();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(b"first")).await;
+            state.release.notified().await;
+            let _ = tx.send(Bytes::from_static(b"last")).await;
+        });
+        (StatusCode::OK, body.boxed())
+    } else if path == "/hop-headers" {
+        let mut resp = text_response(StatusCode::OK, &state.name, &state.name);
+        let headers = resp.headers_mut();
+        headers.insert("connection", HeaderValue::from_static("x-resp-hop"));
+        headers.insert("x-resp-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("x-resp-end-to-end", HeaderValue::from_static("kept"));
+        return Ok(resp);
+    } else {
+        (StatusCode::OK, full(state.name.clone()))
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "x-backend",
+        HeaderValue::from_str(&state.name).expect("backend name is a header value"),
+    );
+    Ok(resp)
+}
+
+fn text_response(status: StatusCode, backend: &str, text: &str) -> Response<TestBody> {
+    let mut resp = Response::new(full(text.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "x-backend",
+        HeaderValue::from_str(backend).expect("backend name is a header value"),
+    );
+    resp
+}
+
+fn echo_json(req: &Request<Incoming>) -> serde_json::Value {
+    let mut headers: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        let entry = headers
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(values) = entry {
+            values.push(
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
+        }
+    }
+    serde_json::json!({
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    })
+}
+
+/// What a backend's `/echo` saw.
+#[derive(Debug)]
+pub struct Echo {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: HashMap<String, Vec<String>>,
+}
+
+impl Echo {
+    pub fn parse(body: &[u8]) -> Echo {
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+            panic!(
+                "echo body is not JSON ({e}): {}",
+                String::from_utf8_lossy(body)
+            )
+        });
+        let text = |key: &str| value[key].as_str().unwrap_or_default().to_string();
+        let headers = value["headers"]
+            .as_object()
+            .expect("echo headers object")
+            .iter()
+            .map(|(name, values)| {
+                let values = values
+                    .as_array()
+                    .expect("echo header values")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect();
+                (name.clone(), values)
+            })
+            .collect();
+        Echo {
+            method: text("method"),
+            path: text("path"),
+            version: text("version"),
+            headers,
+        }
+    }
+
+    /// Every value of header `name` (lower-case), in order.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers.get(name).cloned().unwrap_or_default()
+    }
+
+    /// All values of `name` joined as one list, the way a comma-separated header reads.
+    pub fn joined(&self, name: &str) -> String {
+        self.header(name).join(", ")
+    }
+}

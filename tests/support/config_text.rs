@@ -1,0 +1,80 @@
+//! Config text rendered around the fake backends' real addresses.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use super::FakeBackend;
+
+/// One data listener; the address is a placeholder, `TestProxy` binds its own.
+pub const LISTENER: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n";
+
+/// A `[timeouts]` table, e.g. `timeouts(&[("response_headers", "300ms")])`.
+pub fn timeouts(entries: &[(&str, &str)]) -> String {
+    let mut text = String::from("\n[timeouts]\n");
+    for (key, value) in entries {
+        text.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    text
+}
+
+/// A `[[routes.backends]]` entry; `weight` is written verbatim ("99.99").
+pub fn backend(name: &str, weight: Option<&str>, endpoints: &[SocketAddr]) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut text = format!("\n  [[routes.backends]]\n  name = \"{name}\"\n");
+    if let Some(weight) = weight {
+        text.push_str(&format!("  weight = {weight}\n"));
+    }
+    text.push_str(&format!("  endpoints = [{}]\n", endpoints.join(", ")));
+    text
+}
+
+/// A `[[routes]]` entry. `matcher` is the inside of the `match` inline table
+/// (`host = "a.example.com"`), empty for none; `extra` holds route-level lines
+/// such as `retries = 0`.
+pub fn route(name: &str, matcher: &str, extra: &str, backends: &[String]) -> String {
+    let mut text = format!("\n[[routes]]\nname = \"{name}\"\n");
+    if !matcher.is_empty() {
+        text.push_str(&format!("match = {{ {matcher} }}\n"));
+    }
+    if !extra.is_empty() {
+        text.push_str(extra);
+        text.push('\n');
+    }
+    for backend in backends {
+        text.push_str(backend);
+    }
+    text
+}
+
+/// A whole config: one listener and route `web` splitting between two fake
+/// backends by the given weights, each backend named after its fake.
+pub fn two_backend_config(
+    weight_a: &str,
+    a: &FakeBackend,
+    weight_b: &str,
+    b: &FakeBackend,
+) -> String {
+    let backends = [
+        backend(&a.name, Some(weight_a), &[a.addr]),
+        backend(&b.name, Some(weight_b), &[b.addr]),
+    ];
+    format!("{LISTENER}{}", route("web", "", "", &backends))
+}
+
+/// A whole config: one listener and route `web` with one backend on these fakes.
+pub fn single_backend_config(name: &str, fakes: &[&FakeBackend]) -> String {
+    let addrs: Vec<SocketAddr> = fakes.iter().map(|f| f.addr).collect();
+    format!(
+        "{LISTENER}{}",
+        route("web", "", "", &[backend(name, None, &addrs)])
+    )
+}
+
+/// An address on which nothing listens: bound to learn a free port, then released.
+pub async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
