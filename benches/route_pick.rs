@@ -1,6 +1,7 @@
 //! Route match + backend pick: the per-request routing work.
 //! Targets (issue 3): < 100 ns for a route with 2 backends, < 1 µs at 1000 routes.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ fn config(routes: usize) -> Config {
 fn bench(c: &mut Criterion) {
     let pool = EndpointPool::default();
     for routes in [1usize, 100, 1000] {
-        let snapshot = Snapshot::build(Arc::new(config(routes)), 1, &pool);
+        let snapshot = Snapshot::build(Arc::new(config(routes)), 1, &HashMap::new(), &pool);
         // The last exact-host route: the worst case for the exact lookup.
         let last = (0..routes).rev().find(|i| i % 10 != 9).unwrap_or(0);
         let host = format!("h{last}.example.com:8080");
@@ -45,7 +46,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let snapshot = Snapshot::build(Arc::new(config(1000)), 1, &pool);
+    let snapshot = Snapshot::build(Arc::new(config(1000)), 1, &HashMap::new(), &pool);
     c.bench_function("match_wildcard/1000_routes", |b| {
         b.iter(|| {
             black_box(

@@ -13,7 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Format};
+use crate::admin::Token;
+use crate::config::{Config, Format, TokenSource};
 use crate::error::ServerError;
 use crate::server::{self, Listeners};
 
@@ -90,8 +91,15 @@ pub async fn run(
     tokio::spawn(serve_backend(blue, "blue", "v1"));
     tokio::spawn(serve_backend(green, "green", "v2"));
     let text = demo_config(port, admin_port, blue_addr, green_addr);
-    let config = Config::parse(&text, "demo.toml", Format::Toml)
+    let mut config = Config::parse(&text, "demo.toml", Format::Toml)
         .map_err(|e| ServerError::Unsupported(format!("demo config is invalid: {e}")))?;
+    // Generate the token here so it can be printed; the server then reads the file.
+    let (token, token_file) = Token::resolve(&config.admin).map_err(ServerError::Admin)?;
+    if let Some(path) = &token_file {
+        config.admin.token = TokenSource::File(path.clone());
+    }
+    let token_note = token_file.map_or_else(String::new, |p| format!(" (also in {})", p.display()));
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
     let listeners = Listeners::bind(&config).await?;
     let proxy_addr = listeners.data.first().and_then(|l| l.local_addr().ok());
     let proxy = proxy_addr.map_or_else(|| format!("127.0.0.1:{port}"), |a| a.to_string());
@@ -100,9 +108,18 @@ pub async fn run(
          \n  blue  (v1) backend  http://{blue_addr}\
          \n  green (v2) backend  http://{green_addr}\
          \n  proxy (90 % blue / 10 % green)  http://{proxy}/\
+         \n  admin API  {admin_url}/api/v1/routes\
+         \n  admin token  {token}{token_note}\
          \n\nTry it:\
          \n  for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\
-         \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop."
+         \n\nShift traffic (ctl finds the token file in this directory):\
+         \n  sluicegate ctl --admin {admin_url} status\
+         \n  sluicegate ctl --admin {admin_url} set web blue=50 green=50\
+         \n  sluicegate ctl --admin {admin_url} promote web green\
+         \n  sluicegate ctl --admin {admin_url} rollback web\
+         \n  sluicegate ctl --admin {admin_url} history\
+         \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop.",
+        token = token.reveal()
     );
     server::run(config, listeners, shutdown).await
 }

@@ -72,6 +72,8 @@ pub enum ServerError {
     ListenerCount(usize, usize),
     #[error("{0}")]
     Unsupported(String),
+    #[error("admin API: {0}")]
+    Admin(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

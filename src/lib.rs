@@ -11,6 +11,10 @@
 //! - [`upstream`]: endpoints and their keep-alive connection pools.
 //! - [`body`]: the body types of the request path.
 //! - [`error`]: error types; each proxy error maps to one status code.
+//! - [`reload`]: config file watching (notify), SIGHUP and API reloads.
+//! - [`history`]: numbered revisions of every change, and the state file.
+//! - [`admin`]: the admin API on its own listener, bearer-token auth.
+//! - [`ctl`]: `sluicegate ctl`, the admin API client.
 //! - [`demo`]: the built-in blue/green demo.
 //!
 //! # How a request flows
@@ -20,12 +24,16 @@
 //! over a pooled upstream connection and streams the response back.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod error;
+pub mod history;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -58,6 +58,8 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+    /// Client for the admin API: status, set, promote, rollback, history, reload, canary, drain.
+    Ctl(sluicegate::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => block_on(run(config)),
+        Command::Ctl(args) => sluicegate::ctl::main(args),
         Command::Demo { port, admin_port } => block_on(async move {
             sluicegate::demo::run(port, admin_port, shutdown_signal())
                 .await

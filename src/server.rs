@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,9 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::admin::{self, Admin, Token};
 use crate::config::{Config, Timeouts};
 use crate::error::ServerError;
 use crate::proxy::{self, ClientInfo};
+use crate::reload::Reloader;
 use crate::state::State;
 
 /// Bound sockets: the data-plane listeners, in config order, and the admin one.
@@ -53,12 +55,69 @@ async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves `config` on `listeners` until `shutdown` resolves, then drains.
+/// Serves `config` on `listeners` until `shutdown` resolves, then drains:
+/// `/readyz` turns 503, listeners close, in-flight requests finish (up to
+/// `timeouts.shutdown_grace`). Also runs the admin API and, for a config read
+/// from a file, reloads on file change and SIGHUP.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    check_supported(&config, &listeners)?;
+    // Without an admin listener nothing can use a token: don't write one.
+    let token = if listeners.admin.is_some() {
+        let (token, generated) = Token::resolve(&config.admin).map_err(ServerError::Admin)?;
+        if let Some(path) = generated {
+            tracing::info!(path = %path.display(), "generated an admin token (mode 0600)");
+        }
+        token
+    } else {
+        Token::random().map_err(ServerError::Admin)?
+    };
+    let admin_loopback = listeners
+        .admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .is_some_and(|a| a.ip().is_loopback());
+    let source = config.source.clone();
+    let state = Arc::new(State::new(config));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reloader = source.map(|path| Arc::new(Reloader::new(path, Arc::clone(&state))));
+    if let Some(reloader) = &reloader {
+        if let Err(error) = reloader.watch(stop_rx.clone()) {
+            tracing::warn!(path = %reloader.path().display(), %error, "cannot watch the config file; reload with SIGHUP or the admin API");
+        }
+        #[cfg(unix)]
+        if let Err(error) = reloader.reload_on_sighup(stop_rx.clone()) {
+            tracing::warn!(%error, "cannot listen for SIGHUP");
+        }
+    }
+    let admin = Arc::new(Admin {
+        state: Arc::clone(&state),
+        reloader,
+        token,
+        open_reads: admin_loopback,
+        draining: AtomicBool::new(false),
+    });
+    let admin_task = listeners
+        .admin
+        .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
+    let draining = Arc::clone(&admin);
+    let result = serve(state, listeners.data, async move {
+        shutdown.await;
+        draining.draining.store(true, Ordering::Relaxed);
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    result
+}
+
+/// Refuses what this build cannot serve yet, rather than half-serving it.
+fn check_supported(config: &Config, listeners: &Listeners) -> Result<(), ServerError> {
     if listeners.data.len() != config.listeners.len() {
         return Err(ServerError::ListenerCount(
             listeners.data.len(),
@@ -70,8 +129,18 @@ pub async fn run(
             "TLS listeners are not supported yet: remove `tls` from [[listeners]]".into(),
         ));
     }
-    let state = Arc::new(State::new(config));
-    serve(state, listeners.data, shutdown).await
+    let https = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.backends)
+        .flat_map(|b| &b.endpoints)
+        .find(|e| e.tls);
+    if let Some(endpoint) = https {
+        return Err(ServerError::Unsupported(format!(
+            "https:// endpoints are not supported yet: {endpoint}"
+        )));
+    }
+    Ok(())
 }
 
 /// Accepts on every listener until `shutdown`, then waits for connections.

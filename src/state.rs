@@ -5,14 +5,16 @@
 //! one. Endpoints (and so their connection pools) are shared between snapshots
 //! by address, so a reload keeps the pools of endpoints it did not change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::balance::WeightedPicker;
-use crate::config::{Config, EndpointAddr, HostMatch, RouteConfig, Weight};
+use crate::config::{Config, EndpointAddr, HostMatch, RouteConfig, TOTAL_WEIGHT, Weight};
+use crate::history::{MAX_HISTORY, Persisted, Revision, Source, WeightMap};
 use crate::upstream::Endpoint;
 
 /// Everything the request path needs, swapped as a whole.
@@ -68,18 +70,25 @@ impl Backend {
 }
 
 impl Snapshot {
-    /// Builds the snapshot for `config` at `revision`, reusing endpoints from `pool`.
-    pub fn build(config: Arc<Config>, revision: u64, pool: &EndpointPool) -> Snapshot {
+    /// Builds the snapshot for `config` at `revision`, reusing endpoints from
+    /// `pool`; a route in `overrides` takes its weights from there.
+    pub fn build(
+        config: Arc<Config>,
+        revision: u64,
+        overrides: &HashMap<String, WeightMap>,
+        pool: &EndpointPool,
+    ) -> Snapshot {
         let routes: Vec<Route> = config
             .routes
             .iter()
             .map(|rc| {
+                let chosen = overrides.get(&rc.name);
                 let backends: Vec<Backend> = rc
                     .backends
                     .iter()
                     .map(|bc| Backend {
                         name: bc.name.clone(),
-                        weight: bc.weight,
+                        weight: chosen.map_or(bc.weight, |w| w.get(&bc.name)),
                         endpoints: bc.endpoints.iter().map(|a| pool.get(a)).collect(),
                         next_endpoint: AtomicUsize::new(0),
                     })
@@ -110,6 +119,18 @@ impl Snapshot {
     /// The route called `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name() == name)
+    }
+}
+
+impl Route {
+    /// The weights in force, in backend order.
+    pub fn weights(&self) -> WeightMap {
+        WeightMap(
+            self.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.weight))
+                .collect(),
+        )
     }
 }
 
@@ -216,22 +237,91 @@ impl EndpointPool {
     }
 }
 
-/// The shared, swappable routing state.
+/// Why a change was refused; each maps to one admin API status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChangeError {
+    #[error("no route called `{0}`")]
+    UnknownRoute(String),
+    #[error("route `{route}` has no backend called `{backend}`")]
+    UnknownBackend { route: String, backend: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("revision is {current}, not {expected}: reload the state and try again")]
+    Conflict { expected: u64, current: u64 },
+}
+
+/// The result of applying a new config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub revision: u64,
+    /// Routes whose weights changed.
+    pub routes_changed: Vec<String>,
+}
+
+/// The shared, swappable routing state and the one writer lock that orders
+/// every change to it.
 #[derive(Debug)]
 pub struct State {
     current: ArcSwap<Snapshot>,
     pool: EndpointPool,
+    control: Mutex<Control>,
+}
+
+/// The writer side: what the snapshot is built from, and the history.
+#[derive(Debug)]
+struct Control {
+    config: Arc<Config>,
+    overrides: HashMap<String, WeightMap>,
+    history: VecDeque<Revision>,
+    revision: u64,
 }
 
 impl State {
-    /// State serving `config` as revision 1.
+    /// State serving `config`, with admin overrides and history restored from
+    /// its state file when one is configured.
     pub fn new(config: Config) -> State {
+        let persisted = config
+            .admin
+            .state_file
+            .as_deref()
+            .map(Persisted::load)
+            .unwrap_or_default();
+        let mut overrides = HashMap::new();
+        for (route, weights) in persisted.overrides {
+            match validate_override(&config, &route, &weights) {
+                Ok(()) => {
+                    overrides.insert(route, weights);
+                }
+                Err(e) => {
+                    tracing::warn!(%route, error = %e, "dropping a saved admin override that no longer fits the config")
+                }
+            }
+        }
+        let mut control = Control {
+            config: Arc::new(config),
+            overrides,
+            history: persisted.history.into_iter().collect(),
+            revision: persisted.revision,
+        };
+        let reason = match &control.config.source {
+            Some(path) => format!("started from {}", path.display()),
+            None => "started".to_string(),
+        };
+        control.record(None, None, None, Source::File, reason);
         let pool = EndpointPool::default();
-        let snapshot = Snapshot::build(Arc::new(config), 1, &pool);
-        State {
+        let snapshot = Snapshot::build(
+            Arc::clone(&control.config),
+            control.revision,
+            &control.overrides,
+            &pool,
+        );
+        let state = State {
             current: ArcSwap::from_pointee(snapshot),
             pool,
-        }
+            control: Mutex::new(control),
+        };
+        state.persist();
+        state
     }
 
     /// The snapshot in force now.
@@ -241,17 +331,312 @@ impl State {
     }
 
     /// The snapshot in force now, as an owned `Arc`.
+    #[inline]
     pub fn snapshot_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
-    /// Replaces the config; the next request uses it.
-    pub fn replace(&self, config: Config) -> u64 {
-        let revision = self.current.load().revision + 1;
-        let snapshot = Snapshot::build(Arc::new(config), revision, &self.pool);
-        self.current.store(Arc::new(snapshot));
-        revision
+    /// The latest revision number.
+    pub fn revision(&self) -> u64 {
+        self.current.load().revision
     }
+
+    /// Whether `route` runs on weights set through the admin API.
+    pub fn has_override(&self, route: &str) -> bool {
+        self.lock().overrides.contains_key(route)
+    }
+
+    /// Revisions newest first: at most `limit`, older than `before`, of `route`.
+    /// Also returns the `before` for the next page, if there is one.
+    pub fn history(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+        route: Option<&str>,
+    ) -> (Vec<Revision>, Option<u64>) {
+        let control = self.lock();
+        let mut matching = control
+            .history
+            .iter()
+            .rev()
+            .filter(|r| before.is_none_or(|b| r.revision < b))
+            .filter(|r| route.is_none_or(|name| r.route.as_deref() == Some(name)));
+        let page: Vec<Revision> = matching.by_ref().take(limit).cloned().collect();
+        let next = matching.next().and(page.last().map(|r| r.revision));
+        (page, next)
+    }
+
+    /// Sets the weights of `route`: `weights` names backends of the route
+    /// (the ones left out get 0) and sums to 100.
+    pub fn set_weights(
+        &self,
+        route: &str,
+        weights: &WeightMap,
+        if_revision: Option<u64>,
+        source: Source,
+        reason: &str,
+    ) -> Result<u64, ChangeError> {
+        let mut control = self.lock();
+        if let Some(expected) = if_revision
+            && expected != control.revision
+        {
+            return Err(ChangeError::Conflict {
+                expected,
+                current: control.revision,
+            });
+        }
+        let route_config = control
+            .config
+            .route(route)
+            .ok_or_else(|| ChangeError::UnknownRoute(route.to_string()))?;
+        for (name, _) in &weights.0 {
+            if route_config.backend_index(name).is_none() {
+                return Err(ChangeError::UnknownBackend {
+                    route: route.to_string(),
+                    backend: name.clone(),
+                });
+            }
+        }
+        let full = WeightMap(
+            route_config
+                .backends
+                .iter()
+                .map(|b| (b.name.clone(), weights.get(&b.name)))
+                .collect(),
+        );
+        let total: u32 = full.0.iter().map(|(_, w)| w.0).sum();
+        if total != TOTAL_WEIGHT {
+            return Err(ChangeError::Invalid(format!(
+                "weights sum to {}, they must sum to 100",
+                Weight(total)
+            )));
+        }
+        let previous = self.current.load().route(route).map(Route::weights);
+        control.overrides.insert(route.to_string(), full.clone());
+        let reason = if reason.is_empty() {
+            format!("set {}", full.describe())
+        } else {
+            reason.to_string()
+        };
+        control.record(Some(route), Some(full), previous, source, reason);
+        Ok(self.publish(&control))
+    }
+
+    /// Sends all of `route`'s traffic to `backend`.
+    pub fn promote(&self, route: &str, backend: &str, reason: &str) -> Result<u64, ChangeError> {
+        let weights = WeightMap(vec![(backend.to_string(), Weight::FULL)]);
+        let reason = if reason.is_empty() {
+            format!("promote {backend}")
+        } else {
+            reason.to_string()
+        };
+        self.set_weights(route, &weights, None, Source::Admin, &reason)
+    }
+
+    /// Restores `route`'s weights from before its latest change, or those of
+    /// revision `to` (which must be a change of that route).
+    pub fn rollback(&self, route: &str, to: Option<u64>) -> Result<u64, ChangeError> {
+        let (weights, reason) = {
+            let control = self.lock();
+            if control.config.route(route).is_none() {
+                return Err(ChangeError::UnknownRoute(route.to_string()));
+            }
+            let of_route = |r: &&Revision| r.route.as_deref() == Some(route) && r.weights.is_some();
+            match to {
+                Some(n) => {
+                    let target = control.history.iter().filter(of_route).find(|r| r.revision == n).ok_or_else(|| {
+                        ChangeError::Invalid(format!("revision {n} is not a weight change of route `{route}` in the history"))
+                    })?;
+                    (
+                        target.weights.clone().unwrap_or_default(),
+                        format!("rollback to revision {n}"),
+                    )
+                }
+                None => {
+                    let latest = control.history.iter().rev().find(of_route).ok_or_else(|| {
+                        ChangeError::Invalid(format!(
+                            "route `{route}` has no weight change to roll back"
+                        ))
+                    })?;
+                    let previous = latest.previous.clone().ok_or_else(|| {
+                        ChangeError::Invalid(format!(
+                            "revision {} of route `{route}` has no earlier weights",
+                            latest.revision
+                        ))
+                    })?;
+                    (
+                        previous,
+                        format!("rollback of revision {}", latest.revision),
+                    )
+                }
+            }
+        };
+        self.set_weights(route, &weights, None, Source::Admin, &reason)
+    }
+
+    /// Applies a new config from the file. A route whose weights the file
+    /// changed takes the file's weights (dropping an admin override); a route
+    /// the file left alone keeps its override.
+    pub fn apply_file(&self, config: Config) -> Applied {
+        let mut control = self.lock();
+        let old = Arc::clone(&control.config);
+        if old.listeners != config.listeners || old.admin.addr != config.admin.addr {
+            tracing::warn!(
+                "listener or admin addresses changed: that needs a restart; the running sockets stay as they are"
+            );
+        }
+        let current = self.current.load_full();
+        let mut changes = Vec::new();
+        for route in &config.routes {
+            let file_weights = WeightMap(
+                route
+                    .backends
+                    .iter()
+                    .map(|b| (b.name.clone(), b.weight))
+                    .collect(),
+            );
+            let old_file_weights = old.route(&route.name).map(|r| {
+                WeightMap(
+                    r.backends
+                        .iter()
+                        .map(|b| (b.name.clone(), b.weight))
+                        .collect(),
+                )
+            });
+            if let Some(kept) = control.overrides.get(&route.name) {
+                let file_changed = old_file_weights.as_ref() != Some(&file_weights);
+                let names: Vec<&str> = route.backends.iter().map(|b| b.name.as_str()).collect();
+                if file_changed || !kept.has_backends(&names) {
+                    control.overrides.remove(&route.name);
+                }
+            }
+            let desired = control
+                .overrides
+                .get(&route.name)
+                .cloned()
+                .unwrap_or(file_weights);
+            let before = current.route(&route.name).map(Route::weights);
+            if before.as_ref() != Some(&desired) {
+                changes.push((route.name.clone(), desired, before));
+            }
+        }
+        control
+            .overrides
+            .retain(|name, _| config.route(name).is_some());
+        control.config = Arc::new(config);
+        let routes_changed: Vec<String> = changes.iter().map(|(n, _, _)| n.clone()).collect();
+        if changes.is_empty() {
+            control.record(
+                None,
+                None,
+                None,
+                Source::File,
+                "config reloaded".to_string(),
+            );
+        }
+        for (route, desired, before) in changes {
+            control.record(
+                Some(&route),
+                Some(desired),
+                before,
+                Source::File,
+                "config reloaded".to_string(),
+            );
+        }
+        let revision = self.publish(&control);
+        Applied {
+            revision,
+            routes_changed,
+        }
+    }
+
+    /// Builds and swaps in the snapshot for `control`, then saves the state file.
+    fn publish(&self, control: &Control) -> u64 {
+        let snapshot = Snapshot::build(
+            Arc::clone(&control.config),
+            control.revision,
+            &control.overrides,
+            &self.pool,
+        );
+        self.current.store(Arc::new(snapshot));
+        save(control);
+        control.revision
+    }
+
+    fn persist(&self) {
+        save(&self.lock());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        // A panic while holding the lock cannot leave Control half-written in a
+        // way that matters more than stopping every later change.
+        self.control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Control {
+    fn record(
+        &mut self,
+        route: Option<&str>,
+        weights: Option<WeightMap>,
+        previous: Option<WeightMap>,
+        source: Source,
+        reason: String,
+    ) {
+        self.revision += 1;
+        if let (Some(route), Some(weights)) = (route, &weights) {
+            tracing::info!(revision = self.revision, %route, weights = %weights.describe(), ?source, %reason, "weights changed");
+        } else {
+            tracing::info!(revision = self.revision, ?source, %reason, "config applied");
+        }
+        self.history.push_back(Revision {
+            revision: self.revision,
+            time: SystemTime::now(),
+            route: route.map(str::to_string),
+            weights,
+            previous,
+            source,
+            reason,
+        });
+        while self.history.len() > MAX_HISTORY {
+            self.history.pop_front();
+        }
+    }
+}
+
+fn save(control: &Control) {
+    let Some(path) = control.config.admin.state_file.as_deref() else {
+        return;
+    };
+    let mut overrides: Vec<(String, WeightMap)> = control
+        .overrides
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    let persisted = Persisted {
+        revision: control.revision,
+        overrides,
+        history: control.history.iter().cloned().collect(),
+    };
+    if let Err(error) = persisted.save(path) {
+        tracing::error!(path = %path.display(), %error, "cannot write the state file");
+    }
+}
+
+/// Whether saved `weights` still fit `route` in `config`.
+fn validate_override(config: &Config, route: &str, weights: &WeightMap) -> Result<(), String> {
+    let rc = config.route(route).ok_or("the route is gone")?;
+    let names: Vec<&str> = rc.backends.iter().map(|b| b.name.as_str()).collect();
+    if !weights.has_backends(&names) {
+        return Err("the route's backends changed".into());
+    }
+    if weights.0.iter().map(|(_, w)| w.0).sum::<u32>() != TOTAL_WEIGHT {
+        return Err("the weights do not sum to 100".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -261,7 +646,12 @@ mod tests {
 
     fn snapshot(toml: &str) -> Snapshot {
         let config = Config::parse(toml, "test.toml", Format::Toml).unwrap();
-        Snapshot::build(Arc::new(config), 1, &EndpointPool::default())
+        Snapshot::build(
+            Arc::new(config),
+            1,
+            &HashMap::new(),
+            &EndpointPool::default(),
+        )
     }
 
     const ROUTES: &str = r#"
