@@ -151,7 +151,8 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
         _ => {}
     }
     let is_read = method == Method::GET || method == Method::HEAD;
-    if !(is_read && admin.open_reads) && !admin.token.accepts(req.headers()) {
+    let allowed = (is_read && admin.open_reads) || admin.token.accepts(req.headers());
+    if !allowed {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer TOKEN)",
