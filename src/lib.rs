@@ -8,6 +8,7 @@
 //! - [`server`]: listeners, accept loop, per-connection HTTP/1.1 + h2c, shutdown.
 //! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
 //! - [`balance`]: exact weighted choice (smooth WRR in basis points).
+//! - [`health`]: active health checks and failover of effective weights.
 //! - [`upstream`]: endpoints and their keep-alive connection pools.
 //! - [`body`]: the body types of the request path.
 //! - [`error`]: error types; each proxy error maps to one status code.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod history;
 pub mod proxy;
 pub mod reload;

@@ -15,12 +15,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamError};
 use crate::state::{Backend, Route, State};
+use crate::upstream::Endpoint;
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -71,33 +73,98 @@ async fn forward(
     let route = snapshot
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
-    let backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
-    let req = upstream_request(req, host.as_deref(), client);
+    let mut backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    let (parts, body) = upstream_request(req, host.as_deref(), client).into_parts();
+    // An idempotent request without a body can be sent again after a reset.
+    let replay = (route.config.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
+        .then(|| parts.clone());
+    let mut pending = Some(Request::from_parts(parts, body));
     let timeouts = snapshot.config.timeouts;
-    let conn = connect(route, backend, timeouts.connect).await?;
-    let resp = conn.send(req, timeouts.response_headers).await?;
-    Ok(client_response(resp))
-}
-
-/// A connection to one endpoint of `backend`, moving to the next endpoint on a
-/// connect failure, up to the route's `retries`.
-async fn connect(
-    route: &Route,
-    backend: &Backend,
-    connect_timeout: std::time::Duration,
-) -> Result<crate::upstream::Connection, ProxyError> {
-    let mut attempt = 0;
-    loop {
-        let endpoint = backend.pick_endpoint().ok_or(ProxyError::NoEndpoint)?;
-        match endpoint.connection(connect_timeout).await {
-            Ok(conn) => return Ok(conn),
-            Err(error) if attempt < route.config.retries && error.nothing_sent() => {
-                tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed, trying again");
-                attempt += 1;
+    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    let mut last_error = None;
+    for _attempt in 0..=route.config.retries {
+        let Some((chosen, endpoint)) = next_endpoint(route, backend, &tried) else {
+            break;
+        };
+        backend = chosen;
+        tried.push(endpoint);
+        let Some(req) = pending.take().or_else(|| {
+            replay
+                .clone()
+                .map(|p| Request::from_parts(p, UpstreamBody::empty()))
+        }) else {
+            break;
+        };
+        let conn = match endpoint.connection(timeouts.connect).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                // Nothing was sent: the same request may go elsewhere.
+                tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed");
+                endpoint.record_failure(&backend.outlier);
+                pending = Some(req);
+                last_error = Some(error);
+                continue;
             }
-            Err(error) => return Err(error.into()),
+        };
+        match conn.send(req, timeouts.response_headers).await {
+            Ok(resp) => {
+                if resp.status().is_server_error() {
+                    endpoint.record_failure(&backend.outlier);
+                } else {
+                    endpoint.record_success();
+                }
+                return Ok(client_response(resp));
+            }
+            Err(error) => {
+                endpoint.record_failure(&backend.outlier);
+                let retriable =
+                    replay.is_some() && !matches!(error, UpstreamError::ResponseTimeout);
+                if !retriable {
+                    return Err(error.into());
+                }
+                tracing::debug!(endpoint = endpoint.authority(), %error, "request failed, retrying");
+                last_error = Some(error);
+            }
         }
     }
+    Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream))
+}
+
+/// The endpoint for the next attempt: the chosen backend's next available one
+/// not tried yet; failing that (with failover on) one of another backend that
+/// has traffic, largest share first.
+fn next_endpoint<'a>(
+    route: &'a Route,
+    preferred: &'a Backend,
+    tried: &[&Arc<Endpoint>],
+) -> Option<(&'a Backend, &'a Arc<Endpoint>)> {
+    let fresh = |e: &&Arc<Endpoint>| e.available() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
+    if let Some(endpoint) = preferred.pick_endpoint().filter(fresh) {
+        return Some((preferred, endpoint));
+    }
+    if let Some(endpoint) = preferred.endpoints.iter().find(fresh) {
+        return Some((preferred, endpoint));
+    }
+    if !route.config.failover {
+        return None;
+    }
+    let mut others: Vec<&Backend> = route
+        .backends
+        .iter()
+        .filter(|b| !std::ptr::eq(*b, preferred) && b.effective.0 > 0)
+        .collect();
+    others.sort_by_key(|b| std::cmp::Reverse(b.effective));
+    others
+        .into_iter()
+        .find_map(|b| b.endpoints.iter().find(fresh).map(|e| (b, e)))
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// The host the client asked for: the Host header, or the h2 `:authority`.
@@ -202,6 +269,12 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::health::RETRY_AFTER.as_secs()),
+        );
+    }
     resp
 }
 

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::admin::{self, Admin, Token};
 use crate::config::{Config, Timeouts};
 use crate::error::ServerError;
+use crate::health;
 use crate::proxy::{self, ClientInfo};
 use crate::reload::Reloader;
 use crate::state::State;
@@ -103,12 +104,24 @@ pub async fn run(
     let admin_task = listeners
         .admin
         .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
+    let health = health::spawn(Arc::clone(&state), stop_rx.clone());
     let draining = Arc::clone(&admin);
+    let delay = state.snapshot().config.timeouts.shutdown_delay;
     let result = serve(state, listeners.data, async move {
         shutdown.await;
+        // Readiness fails first so an outer balancer stops sending, then the
+        // listeners close after `shutdown_delay`.
         draining.draining.store(true, Ordering::Relaxed);
+        if !delay.is_zero() {
+            tracing::info!(
+                ?delay,
+                "readyz now 503; closing listeners after the shutdown delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
     })
     .await;
+    health.abort();
     let _ = stop_tx.send(true);
     if let Some(task) = admin_task {
         let _ = task.await;

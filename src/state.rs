@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tokio::sync::{Notify, watch};
 
 use crate::balance::WeightedPicker;
-use crate::config::{Config, EndpointAddr, HostMatch, RouteConfig, TOTAL_WEIGHT, Weight};
+use crate::config::{
+    Config, EndpointAddr, HealthConfig, HostMatch, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Weight,
+};
 use crate::history::{MAX_HISTORY, Persisted, Revision, Source, WeightMap};
 use crate::upstream::Endpoint;
 
@@ -38,8 +41,17 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
+    /// The weight asked for (file or admin).
     pub weight: Weight,
+    /// The weight in force: `weight`, moved to healthy groups on failover.
+    pub effective: Weight,
+    /// Whether any endpoint could take a request when the snapshot was built.
+    pub available: bool,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Active check settings, when configured.
+    pub health: Option<HealthConfig>,
+    /// Passive ejection settings.
+    pub outlier: OutlierConfig,
     next_endpoint: AtomicUsize,
 }
 
@@ -57,16 +69,66 @@ impl Route {
 }
 
 impl Backend {
-    /// The next endpoint in round-robin order; `None` when the group is empty.
+    /// The next available endpoint in round-robin order; `None` when none is.
     #[inline]
     pub fn pick_endpoint(&self) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
-        let i = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n;
-        self.endpoints.get(i)
+        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .filter_map(|k| self.endpoints.get((start + k) % n))
+            .find(|e| e.available())
     }
+
+    /// Whether any endpoint can take a request now.
+    pub fn any_available(&self) -> bool {
+        self.endpoints.iter().any(|e| e.available())
+    }
+
+    /// The endpoint shown as `address` (`127.0.0.1:8081`, `https://host:443`).
+    pub fn endpoint(&self, address: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.addr.to_string() == address || e.authority() == address)
+    }
+}
+
+/// The weights in force given which backends are available: with failover, a
+/// group with no available endpoint gets 0 and its share goes to the available
+/// groups in proportion to their weights (equally if those are all 0); without
+/// failover the weights stay and that group's requests get 503.
+pub fn effective_weights(desired: &[Weight], available: &[bool], failover: bool) -> Vec<Weight> {
+    let all_up = available.iter().all(|a| *a);
+    if !failover || all_up {
+        return desired.to_vec();
+    }
+    let live: Vec<usize> = (0..desired.len())
+        .filter(|&i| available.get(i) == Some(&true))
+        .collect();
+    let mut effective = vec![Weight(0); desired.len()];
+    if live.is_empty() {
+        return effective;
+    }
+    let live_total: u64 = live.iter().map(|&i| u64::from(desired[i].0)).sum();
+    for &i in &live {
+        let share = if live_total == 0 {
+            u64::from(TOTAL_WEIGHT) / live.len() as u64
+        } else {
+            u64::from(desired[i].0) * u64::from(TOTAL_WEIGHT) / live_total
+        };
+        effective[i] = Weight(u32::try_from(share).unwrap_or(TOTAL_WEIGHT));
+    }
+    // Rounding leftovers go to the largest live group so the sum stays 100 %.
+    let assigned: u32 = effective.iter().map(|w| w.0).sum();
+    if let Some(&largest) = live
+        .iter()
+        .max_by_key(|&&i| (desired[i].0, std::cmp::Reverse(i)))
+    {
+        effective[largest].0 += TOTAL_WEIGHT.saturating_sub(assigned);
+    }
+    effective
 }
 
 impl Snapshot {
@@ -83,17 +145,32 @@ impl Snapshot {
             .iter()
             .map(|rc| {
                 let chosen = overrides.get(&rc.name);
-                let backends: Vec<Backend> = rc
+                let mut backends: Vec<Backend> = rc
                     .backends
                     .iter()
-                    .map(|bc| Backend {
-                        name: bc.name.clone(),
-                        weight: chosen.map_or(bc.weight, |w| w.get(&bc.name)),
-                        endpoints: bc.endpoints.iter().map(|a| pool.get(a)).collect(),
-                        next_endpoint: AtomicUsize::new(0),
+                    .map(|bc| {
+                        let endpoints: Vec<Arc<Endpoint>> =
+                            bc.endpoints.iter().map(|a| pool.get(a)).collect();
+                        let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
+                        Backend {
+                            name: bc.name.clone(),
+                            weight,
+                            effective: weight,
+                            available: endpoints.iter().any(|e| e.available()),
+                            endpoints,
+                            health: bc.health.clone(),
+                            outlier: bc.outlier,
+                            next_endpoint: AtomicUsize::new(0),
+                        }
                     })
                     .collect();
-                let weights: Vec<u32> = backends.iter().map(|b| b.weight.0).collect();
+                let desired: Vec<Weight> = backends.iter().map(|b| b.weight).collect();
+                let available: Vec<bool> = backends.iter().map(|b| b.available).collect();
+                let effective = effective_weights(&desired, &available, rc.failover);
+                for (backend, weight) in backends.iter_mut().zip(&effective) {
+                    backend.effective = *weight;
+                }
+                let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
                 Route {
                     config: rc.clone(),
                     picker: WeightedPicker::new(&weights),
@@ -123,7 +200,7 @@ impl Snapshot {
 }
 
 impl Route {
-    /// The weights in force, in backend order.
+    /// The desired weights, in backend order.
     pub fn weights(&self) -> WeightMap {
         WeightMap(
             self.backends
@@ -131,6 +208,21 @@ impl Route {
                 .map(|b| (b.name.clone(), b.weight))
                 .collect(),
         )
+    }
+
+    /// The effective weights, in backend order.
+    pub fn effective_weights(&self) -> WeightMap {
+        WeightMap(
+            self.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.effective))
+                .collect(),
+        )
+    }
+
+    /// The backend called `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
     }
 }
 
@@ -219,19 +311,21 @@ fn strip_port(host: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct EndpointPool {
     endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
+    /// Woken when any endpoint's availability flips.
+    pub changes: Arc<Notify>,
 }
 
 impl EndpointPool {
     /// The live endpoint for `addr`, or a new one.
     pub fn get(&self, addr: &EndpointAddr) -> Arc<Endpoint> {
         let Ok(mut map) = self.endpoints.lock() else {
-            return Arc::new(Endpoint::new(addr.clone()));
+            return Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
         };
         if let Some(existing) = map.get(addr).and_then(Weak::upgrade) {
             return existing;
         }
         map.retain(|_, weak| weak.strong_count() > 0);
-        let endpoint = Arc::new(Endpoint::new(addr.clone()));
+        let endpoint = Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
         map.insert(addr.clone(), Arc::downgrade(&endpoint));
         endpoint
     }
@@ -246,6 +340,8 @@ pub enum ChangeError {
     UnknownBackend { route: String, backend: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("backend `{backend}` has no endpoint `{endpoint}`")]
+    UnknownEndpoint { backend: String, endpoint: String },
     #[error("revision is {current}, not {expected}: reload the state and try again")]
     Conflict { expected: u64, current: u64 },
 }
@@ -265,6 +361,8 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     pool: EndpointPool,
     control: Mutex<Control>,
+    /// The revision of every published snapshot, for the health manager.
+    revisions: watch::Sender<u64>,
 }
 
 /// The writer side: what the snapshot is built from, and the history.
@@ -316,6 +414,7 @@ impl State {
             &pool,
         );
         let state = State {
+            revisions: watch::Sender::new(snapshot.revision),
             current: ArcSwap::from_pointee(snapshot),
             pool,
             control: Mutex::new(control),
@@ -441,7 +540,12 @@ impl State {
             if control.config.route(route).is_none() {
                 return Err(ChangeError::UnknownRoute(route.to_string()));
             }
-            let of_route = |r: &&Revision| r.route.as_deref() == Some(route) && r.weights.is_some();
+            // Failover entries record effective weights, never a choice to go back to.
+            let of_route = |r: &&Revision| {
+                r.route.as_deref() == Some(route)
+                    && r.weights.is_some()
+                    && r.source != Source::Failover
+            };
             match to {
                 Some(n) => {
                     let target = control.history.iter().filter(of_route).find(|r| r.revision == n).ok_or_else(|| {
@@ -544,6 +648,16 @@ impl State {
             );
         }
         let revision = self.publish(&control);
+        // A reload ends every drain (SPEC: undrain by reload).
+        let snapshot = self.current.load_full();
+        for endpoint in snapshot
+            .routes
+            .iter()
+            .flat_map(|r| &r.backends)
+            .flat_map(|b| &b.endpoints)
+        {
+            endpoint.set_draining(false);
+        }
         Applied {
             revision,
             routes_changed,
@@ -560,7 +674,100 @@ impl State {
         );
         self.current.store(Arc::new(snapshot));
         save(control);
+        self.revisions.send_replace(control.revision);
         control.revision
+    }
+
+    /// A receiver that sees the revision of every published snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revisions.subscribe()
+    }
+
+    /// Woken whenever an endpoint's availability flips.
+    pub fn endpoint_changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.pool.changes)
+    }
+
+    /// Rebuilds the snapshot when a backend group lost or regained every
+    /// endpoint, recording the failover as a revision.
+    pub fn refresh_health(&self) -> Option<u64> {
+        let mut control = self.lock();
+        let current = self.current.load_full();
+        let mut changed = false;
+        for route in &current.routes {
+            let now: Vec<bool> = route.backends.iter().map(Backend::any_available).collect();
+            let before: Vec<bool> = route.backends.iter().map(|b| b.available).collect();
+            if now == before {
+                continue;
+            }
+            changed = true;
+            let desired: Vec<Weight> = route.backends.iter().map(|b| b.weight).collect();
+            let effective = effective_weights(&desired, &now, route.config.failover);
+            let weights = WeightMap(
+                route
+                    .backends
+                    .iter()
+                    .map(|b| b.name.clone())
+                    .zip(effective)
+                    .collect(),
+            );
+            let down: Vec<&str> = route
+                .backends
+                .iter()
+                .zip(&now)
+                .filter(|(_, up)| !**up)
+                .map(|(b, _)| b.name.as_str())
+                .collect();
+            let reason = if down.is_empty() {
+                "every backend available again".to_string()
+            } else if route.config.failover {
+                format!(
+                    "no available endpoint in {}: share moved to available backends",
+                    down.join(", ")
+                )
+            } else {
+                format!(
+                    "no available endpoint in {} (failover off: its share gets 503)",
+                    down.join(", ")
+                )
+            };
+            control.record(
+                Some(route.name()),
+                Some(weights),
+                Some(route.effective_weights()),
+                Source::Failover,
+                reason,
+            );
+        }
+        changed.then(|| self.publish(&control))
+    }
+
+    /// Drains (or undrains) one endpoint of `route`'s `backend`.
+    pub fn drain(
+        &self,
+        route: &str,
+        backend: &str,
+        endpoint: &str,
+        drain: bool,
+    ) -> Result<(), ChangeError> {
+        let snapshot = self.current.load_full();
+        let r = snapshot
+            .route(route)
+            .ok_or_else(|| ChangeError::UnknownRoute(route.to_string()))?;
+        let b = r
+            .backend(backend)
+            .ok_or_else(|| ChangeError::UnknownBackend {
+                route: route.to_string(),
+                backend: backend.to_string(),
+            })?;
+        let e = b
+            .endpoint(endpoint)
+            .ok_or_else(|| ChangeError::UnknownEndpoint {
+                backend: backend.to_string(),
+                endpoint: endpoint.to_string(),
+            })?;
+        e.set_draining(drain);
+        Ok(())
     }
 
     fn persist(&self) {
@@ -685,6 +892,31 @@ backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
         assert_eq!(find(Some("other.test"), "/static/a.css"), Some("rest"));
         assert_eq!(find(Some("other.test"), "/"), None);
         assert_eq!(find(None, "/static/"), Some("rest"));
+    }
+
+    #[test]
+    fn failover_moves_share_in_proportion() {
+        let w = |v: &[u32]| v.iter().map(|x| Weight(*x)).collect::<Vec<_>>();
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[true, false], true),
+            w(&[10_000, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[6000, 3000, 1000]), &[true, true, false], true),
+            w(&[6667, 3333, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[10_000, 0]), &[false, true], true),
+            w(&[0, 10_000])
+        );
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[false, false], true),
+            w(&[0, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[true, false], false),
+            w(&[9000, 1000])
+        );
     }
 
     #[test]

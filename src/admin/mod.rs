@@ -68,9 +68,9 @@ impl ApiError {
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> ApiError {
         let status = match e {
-            ChangeError::UnknownRoute(_) | ChangeError::UnknownBackend { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ChangeError::UnknownRoute(_)
+            | ChangeError::UnknownBackend { .. }
+            | ChangeError::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ChangeError::Conflict { .. } => StatusCode::CONFLICT,
         };
@@ -206,6 +206,23 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
             let revision = admin.state.rollback(route, body.to_revision)?;
             route_reply(admin, route, Some(revision))
         }
+        (
+            Method::POST,
+            [
+                "routes",
+                route,
+                "backends",
+                backend,
+                "endpoints",
+                endpoint,
+                action @ ("drain" | "undrain"),
+            ],
+        ) => {
+            admin
+                .state
+                .drain(route, backend, endpoint, *action == "drain")?;
+            route_reply(admin, route, None)
+        }
         (Method::GET, ["history"]) => history(admin, &query),
         (Method::POST, ["reload"]) => reload(admin),
         (
@@ -303,12 +320,12 @@ pub fn route_view(admin: &Admin, route: &Route) -> Value {
             let endpoints: Vec<Value> = b
                 .endpoints
                 .iter()
-                .map(|e| json!({ "address": e.addr.to_string(), "healthy": true, "draining": false }))
+                .map(|e| json!({ "address": e.addr.to_string(), "healthy": e.is_healthy(), "draining": e.is_draining() }))
                 .collect();
             json!({
                 "name": b.name,
                 "desired_weight": b.weight.percent(),
-                "effective_weight": b.weight.percent(),
+                "effective_weight": b.effective.percent(),
                 "endpoints": endpoints,
             })
         })

@@ -53,6 +53,7 @@ pub struct FileTimeouts {
     pub client_idle: Option<String>,
     pub client_headers: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub shutdown_delay: Option<String>,
 }
 
 /// `[[routes]]`
@@ -97,6 +98,16 @@ pub struct FileBackend {
     #[serde(default)]
     pub endpoints: Vec<String>,
     pub health: Option<FileHealth>,
+    pub outlier: Option<FileOutlier>,
+}
+
+/// `[routes.backends.outlier]`: passive ejection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
 }
 
 /// `[routes.backends.health]`

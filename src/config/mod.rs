@@ -120,6 +120,8 @@ pub struct Timeouts {
     pub client_headers: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub shutdown_grace: Duration,
+    /// On shutdown, `/readyz` answers 503 this long before listeners close.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Timeouts {
@@ -130,6 +132,7 @@ impl Default for Timeouts {
             client_idle: Duration::from_secs(60),
             client_headers: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -195,6 +198,27 @@ pub struct BackendConfig {
     pub weight: Weight,
     pub endpoints: Vec<EndpointAddr>,
     pub health: Option<HealthConfig>,
+    pub outlier: OutlierConfig,
+}
+
+/// Passive ejection: an endpoint that fails `consecutive_failures` times in a
+/// row (connect errors, resets, 5xx) is taken out for `base_ejection`, doubled
+/// on each repeat up to `max_ejection`. 0 failures turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `host:port` or `https://host:port`.
@@ -641,6 +665,11 @@ impl Checker<'_> {
                 raw.shutdown_grace.as_deref(),
                 d.shutdown_grace,
             ),
+            shutdown_delay: self.duration(
+                "timeouts.shutdown_delay",
+                raw.shutdown_delay.as_deref(),
+                d.shutdown_delay,
+            ),
         }
     }
 
@@ -812,11 +841,16 @@ impl Checker<'_> {
                     })
                     .collect();
                 let health = b.health.map(|h| self.health(&format!("{path}.health"), h));
+                let outlier = b
+                    .outlier
+                    .map(|o| self.outlier(&format!("{path}.outlier"), o))
+                    .unwrap_or_default();
                 BackendConfig {
                     name: b.name,
                     weight,
                     endpoints,
                     health,
+                    outlier,
                 }
             })
             .collect();
@@ -863,6 +897,30 @@ impl Checker<'_> {
             }
         }
         hc
+    }
+
+    fn outlier(&mut self, path: &str, raw: file::FileOutlier) -> OutlierConfig {
+        let d = OutlierConfig::default();
+        let config = OutlierConfig {
+            consecutive_failures: raw.consecutive_failures.unwrap_or(d.consecutive_failures),
+            base_ejection: self.duration(
+                &format!("{path}.base_ejection"),
+                raw.base_ejection.as_deref(),
+                d.base_ejection,
+            ),
+            max_ejection: self.duration(
+                &format!("{path}.max_ejection"),
+                raw.max_ejection.as_deref(),
+                d.max_ejection,
+            ),
+        };
+        if config.max_ejection < config.base_ejection {
+            self.error(
+                &format!("{path}.max_ejection"),
+                "must not be less than base_ejection",
+            );
+        }
+        config
     }
 
     fn mirror(
