@@ -114,14 +114,20 @@ enum CtlCommand {
         route: String,
     },
     /// Stop new requests to an endpoint; in-flight ones finish.
-    Drain {
-        /// Route name.
-        route: String,
-        /// Backend the endpoint belongs to.
-        backend: String,
-        /// host:port as in the config.
-        endpoint: String,
-    },
+    Drain(EndpointArgs),
+    /// Let a drained endpoint take new requests again.
+    Undrain(EndpointArgs),
+}
+
+/// One endpoint of a backend of a route.
+#[derive(Debug, Args)]
+struct EndpointArgs {
+    /// Route name.
+    route: String,
+    /// Backend the endpoint belongs to.
+    backend: String,
+    /// host:port as in the config.
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,6 +208,8 @@ pub enum CtlError {
     /// Bad arguments, found before any request.
     #[error("{0}")]
     Usage(String),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot read the token file {}: {source}", .path.display())]
     TokenFile {
         path: PathBuf,
@@ -329,7 +337,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
             .build()
         {
             Ok(runtime) => runtime.block_on(execute(&args, token)),
-            Err(e) => Err(CtlError::Usage(format!("cannot start the runtime: {e}"))),
+            Err(e) => Err(CtlError::Runtime(e)),
         },
         Err(e) => Err(e),
     };
@@ -459,22 +467,20 @@ impl ApiCall {
                 format!("{}/canary/{}", route_path(route)?, action.as_str()),
                 None,
             ),
-            CtlCommand::Drain {
-                route,
-                backend,
-                endpoint,
-            } => post(
-                format!(
-                    "{}/backends/{}/endpoints/{}/drain",
-                    route_path(route)?,
-                    encode_component(non_empty(backend, "backend")?),
-                    encode_component(non_empty(endpoint, "endpoint")?),
-                ),
-                None,
-            ),
+            CtlCommand::Drain(target) => post(endpoint_path(target, "drain")?, None),
+            CtlCommand::Undrain(target) => post(endpoint_path(target, "undrain")?, None),
         };
         Ok(call)
     }
+}
+
+fn endpoint_path(target: &EndpointArgs, action: &str) -> Result<String, CtlError> {
+    Ok(format!(
+        "{}/backends/{}/endpoints/{}/{action}",
+        route_path(&target.route)?,
+        encode_component(non_empty(&target.backend, "backend")?),
+        encode_component(non_empty(&target.endpoint, "endpoint")?),
+    ))
 }
 
 fn route_path(route: &str) -> Result<String, CtlError> {
@@ -780,11 +786,16 @@ fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<String, CtlError
             let _ = writeln!(text, "{}: canary {canary}", answer.route.name);
             text
         }
-        CtlCommand::Drain {
-            backend, endpoint, ..
-        } => {
+        CtlCommand::Drain(target) | CtlCommand::Undrain(target) => {
             let answer: RouteAnswer = decode(answer)?;
-            format!("{}: draining {backend} {endpoint}\n", answer.route.name)
+            let what = match command {
+                CtlCommand::Drain(_) => "draining",
+                _ => "taking new requests again:",
+            };
+            format!(
+                "{}: {what} {} {}\n",
+                answer.route.name, target.backend, target.endpoint
+            )
         }
         CtlCommand::History { .. } => format_history(&decode(answer)?),
         CtlCommand::Reload => {
@@ -1160,6 +1171,10 @@ mod tests {
         assert_eq!(
             path(&["reload"]),
             (Method::POST, "/api/v1/reload".into(), None)
+        );
+        assert_eq!(
+            path(&["undrain", "web", "green", "127.0.0.1:8082"]).1,
+            "/api/v1/routes/web/backends/green/endpoints/127.0.0.1%3A8082/undrain"
         );
         assert_eq!(
             path(&["canary", "pause", "web"]).1,

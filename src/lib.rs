@@ -16,6 +16,7 @@
 //! - [`history`]: numbered revisions of every change, and the state file.
 //! - [`admin`]: the admin API on its own listener, bearer-token auth.
 //! - [`ctl`]: `sluicegate ctl`, the admin API client.
+//! - `upgrade`: zero-downtime binary upgrade by handing listening sockets over (SIGUSR2).
 //! - [`demo`]: the built-in blue/green demo.
 //!
 //! # How a request flows
@@ -38,4 +39,6 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+#[cfg(unix)]
+pub mod upgrade;
 pub mod upstream;

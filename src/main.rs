@@ -92,10 +92,82 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 async fn run(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
-    server::run(config, listeners, shutdown_signal())
+    let listeners = listeners(&config).await?;
+    let shutdown = upgrade_or_shutdown(&listeners)?;
+    #[cfg(unix)]
+    sluicegate::upgrade::announce_ready();
+    server::run(config, listeners, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The listeners handed over by an upgrading process, or freshly bound ones.
+async fn listeners(config: &Config) -> Result<Listeners, String> {
+    #[cfg(unix)]
+    if let Some(mut inherited) =
+        sluicegate::upgrade::inherited_listeners().map_err(|e| e.to_string())?
+    {
+        let expected = config.listeners.len() + 1;
+        if inherited.len() != expected {
+            return Err(format!(
+                "inherited {} sockets, the config needs {expected} (listeners + admin): restart instead of upgrading",
+                inherited.len()
+            ));
+        }
+        let admin = inherited.pop();
+        tracing::info!("serving on sockets handed over by the previous process");
+        return Ok(Listeners {
+            data: inherited,
+            admin,
+        });
+    }
+    Listeners::bind(config).await.map_err(|e| e.to_string())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, or once SIGUSR2 has started a successor
+/// that took over the listening sockets.
+#[cfg(unix)]
+fn upgrade_or_shutdown(
+    listeners: &Listeners,
+) -> Result<impl Future<Output = ()> + Send + 'static, String> {
+    let all: Vec<&tokio::net::TcpListener> =
+        listeners.data.iter().chain(&listeners.admin).collect();
+    let sockets = std::sync::Arc::new(sluicegate::upgrade::keep(&all).map_err(|e| e.to_string())?);
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .map_err(|e| format!("cannot listen for SIGUSR2: {e}"))?;
+    let upgraded = async move {
+        loop {
+            if usr2.recv().await.is_none() {
+                return std::future::pending().await;
+            }
+            tracing::info!("SIGUSR2: starting the new binary with the listening sockets");
+            let sockets = std::sync::Arc::clone(&sockets);
+            let started =
+                tokio::task::spawn_blocking(move || sluicegate::upgrade::start_successor(&sockets))
+                    .await;
+            match started {
+                Ok(Ok(pid)) => {
+                    tracing::info!(pid, "the new process is serving: draining this one");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "upgrade failed: this process keeps serving")
+                }
+                Err(error) => tracing::error!(%error, "upgrade failed: this process keeps serving"),
+            }
+        }
+    };
+    Ok(async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = upgraded => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn upgrade_or_shutdown(_: &Listeners) -> Result<impl Future<Output = ()> + Send + 'static, String> {
+    Ok(shutdown_signal())
 }
 
 fn block_on(future: impl Future<Output = Result<(), String>>) -> ExitCode {
