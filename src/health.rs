@@ -72,10 +72,10 @@ impl Checks {
             keep
         });
         for (addr, (config, endpoint)) in wanted {
-            if !self.running.contains_key(&addr) {
+            self.running.entry(addr).or_insert_with(|| {
                 let task = tokio::spawn(check_loop(endpoint, config.clone()));
-                self.running.insert(addr, (config, task));
-            }
+                (config, task)
+            });
         }
     }
 

@@ -251,8 +251,13 @@ async fn serve_connection(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut finishing = false;
+    // Set on shutdown for a connection that has not sent a byte yet: it was
+    // accepted from the queue just now and its request is on the way.
+    let mut first_request_deadline: Option<Instant> = None;
     loop {
         let idle_deadline = activity.last() + timeouts.client_idle;
+        let wake =
+            first_request_deadline.map_or(idle_deadline, |_| Instant::now() + FIRST_BYTE_POLL);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -260,12 +265,18 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = stop.changed(), if !finishing => {
-                finishing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = stop.changed(), if !finishing && first_request_deadline.is_none() => {
+                if activity.has_read() {
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    first_request_deadline = Some(Instant::now() + FIRST_REQUEST_GRACE);
+                }
             }
-            _ = tokio::time::sleep_until(idle_deadline), if !finishing => {
-                if activity.last() + timeouts.client_idle <= Instant::now() {
+            _ = tokio::time::sleep_until(wake), if !finishing => {
+                let first_request_due = first_request_deadline
+                    .is_some_and(|deadline| activity.has_read() || Instant::now() >= deadline);
+                if first_request_due || activity.last() + timeouts.client_idle <= Instant::now() {
                     finishing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -274,11 +285,17 @@ async fn serve_connection(
     }
 }
 
+/// On shutdown, how long a just-accepted connection may take to send its
+/// first byte before it is closed, and how often that is looked at.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+const FIRST_BYTE_POLL: Duration = Duration::from_millis(5);
+
 /// When a connection last moved a byte, for the idle timeout.
 #[derive(Debug)]
 struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
+    read_any: AtomicBool,
 }
 
 impl Activity {
@@ -286,7 +303,12 @@ impl Activity {
         Activity {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
+            read_any: AtomicBool::new(false),
         }
+    }
+
+    fn has_read(&self) -> bool {
+        self.read_any.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -316,6 +338,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.touch();
+            if !this.activity.read_any.load(Ordering::Relaxed) {
+                this.activity.read_any.store(true, Ordering::Relaxed);
+            }
         }
         result
     }

@@ -113,11 +113,9 @@ pub fn effective_weights(desired: &[Weight], available: &[bool], failover: bool)
     }
     let live_total: u64 = live.iter().map(|&i| u64::from(desired[i].0)).sum();
     for &i in &live {
-        let share = if live_total == 0 {
-            u64::from(TOTAL_WEIGHT) / live.len() as u64
-        } else {
-            u64::from(desired[i].0) * u64::from(TOTAL_WEIGHT) / live_total
-        };
+        let share = (u64::from(desired[i].0) * u64::from(TOTAL_WEIGHT))
+            .checked_div(live_total)
+            .unwrap_or(u64::from(TOTAL_WEIGHT) / live.len() as u64);
         effective[i] = Weight(u32::try_from(share).unwrap_or(TOTAL_WEIGHT));
     }
     // Rounding leftovers go to the largest live group so the sum stays 100 %.

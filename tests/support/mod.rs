@@ -2,21 +2,28 @@
 //! and helpers that render config text around the backends' real addresses.
 //!
 //! Every test file pulls this in with `mod support;` and uses a part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+mod admin;
 mod backend;
 mod body;
 mod client;
 mod config_text;
+mod faults;
 mod proxy;
 
+#[allow(unused_imports)]
+pub use admin::*;
 pub use backend::*;
 pub use body::*;
 pub use client::*;
 pub use config_text::*;
+#[allow(unused_imports)]
+pub use faults::*;
 pub use proxy::*;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,4 +51,23 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits (up to [`PATIENCE`]) until the async `check` holds, polling every few
+/// milliseconds; returns how long it took.
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    let deadline = start + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
 }

@@ -1,0 +1,150 @@
+//! Zero-downtime binary upgrade: SIGUSR2 makes the running binary start a new
+//! one on the same listening sockets and drain; clients never see a failure.
+#![cfg(unix)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::FakeBackend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One GET on a new connection; true on a 200.
+async fn get_ok(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: upgrade.test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.ok()?;
+        Some(reply.starts_with(b"HTTP/1.1 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Starts `sluicegate run` and returns it with a channel of its stderr lines.
+fn start(config: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluicegate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The first log line containing `needle`, within a few seconds.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with `{needle}`: {e}"),
+        }
+    }
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(key)
+        .map(|i| i + key.len())
+        .expect("field in log line");
+    line[start..].split_whitespace().next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_upgrade_under_load_fails_no_request() {
+    let blue = FakeBackend::start("blue").await;
+    let dir = std::env::temp_dir().join(format!("sg-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.token"), "upgrade-test-token\n").unwrap();
+    let config = dir.join("sluicegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", endpoints = [\"{}\"] }}]\n",
+            blue.addr
+        ),
+    )
+    .unwrap();
+
+    let (mut old, lines) = start(&config);
+    let listening = wait_for_line(&lines, "listening addr=");
+    let addr: SocketAddr = field(&listening, "addr=").parse().expect("proxy address");
+    assert!(get_ok(addr).await, "proxy serves before the upgrade");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let counter = if get_ok(addr).await { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(old.id(), "USR2");
+    let handed_over = wait_for_line(&lines, "the new process is serving");
+    let new_pid: u32 = field(&handed_over, "pid=").parse().expect("new pid");
+    let status = tokio::task::spawn_blocking(move || old.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the old process drains and exits 0: {status}"
+    );
+    let before_after = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    signal(new_pid, "TERM");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
+    assert!(
+        ok > before_after,
+        "the new process kept serving after the old one exited"
+    );
+    assert!(ok >= 50, "enough load to mean something: {ok}");
+}
