@@ -35,7 +35,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments of `sluicegate ctl`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Token: --token, else $SLUICEGATE_ADMIN_TOKEN, else --token-file, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
+    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
 )]
 pub struct CtlArgs {
     /// Base URL of the admin API (http:// only).
@@ -285,8 +285,9 @@ impl std::fmt::Display for TokenSource {
     }
 }
 
-/// `--token`, else the environment, else `--token-file`, else the default
-/// file if it exists. Empty values count as absent; a named file must be readable.
+/// `--token`, else `--token-file`, else the environment, else the default
+/// file if it exists: explicit flags win over the environment. Empty values
+/// count as absent; a named file must be readable and hold a token.
 fn resolve_token(
     flag: Option<&str>,
     env: Option<&str>,
@@ -300,26 +301,32 @@ fn resolve_token(
             source,
         })
     };
-    if let Some(token) = given(flag, TokenSource::Flag).or_else(|| given(env, TokenSource::Env)) {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| CtlError::TokenFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    if let Some(token) = given(flag, TokenSource::Flag) {
         return Ok(Some(token));
     }
-    let path = match token_file {
-        Some(path) => path,
-        None if default_file.is_file() => default_file,
-        None => return Ok(None),
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| CtlError::TokenFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    match given(Some(&text), TokenSource::File(path.to_path_buf())) {
-        Some(token) => Ok(Some(token)),
-        None if token_file.is_some() => Err(CtlError::Usage(format!(
-            "the token file {} is empty",
-            path.display()
-        ))),
-        None => Ok(None),
+    if let Some(path) = token_file {
+        let text = read(path)?;
+        return given(Some(&text), TokenSource::File(path.to_path_buf()))
+            .map(Some)
+            .ok_or_else(|| CtlError::Usage(format!("the token file {} is empty", path.display())));
     }
+    if let Some(token) = given(env, TokenSource::Env) {
+        return Ok(Some(token));
+    }
+    if default_file.is_file() {
+        let text = read(default_file)?;
+        return Ok(given(
+            Some(&text),
+            TokenSource::File(default_file.to_path_buf()),
+        ));
+    }
+    Ok(None)
 }
 
 /// Runs one `ctl` command.
@@ -1344,7 +1351,7 @@ REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
     }
 
     #[test]
-    fn token_comes_from_flag_then_env_then_token_file_then_default_file() {
+    fn token_comes_from_flag_then_token_file_then_env_then_default_file() {
         let dir = TempDir::new("token-order");
         let named = dir.0.join("named.token");
         let default = dir.0.join(TOKEN_FILE_NAME);
@@ -1358,6 +1365,10 @@ REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
         );
         assert_eq!(
             value(resolve_token(None, Some("e"), Some(&named), &default)),
+            Some(("from-named".into(), TokenSource::File(named.clone())))
+        );
+        assert_eq!(
+            value(resolve_token(None, Some("e"), None, &default)),
             Some(("e".into(), TokenSource::Env))
         );
         assert_eq!(
