@@ -1,0 +1,105 @@
+//! Route lookup: exact hosts and wildcard suffixes by hash, first match in
+//! file order.
+
+use std::collections::HashMap;
+
+use super::snapshot::Route;
+use crate::config::HostMatch;
+
+/// Route lookup by hash: exact hosts, wildcard suffixes, and host-less routes.
+/// The first match in file order wins: the smallest matching route index.
+#[derive(Debug, Default)]
+pub(super) struct Router {
+    /// Lower-case host → indexes of routes with exactly that host, ascending.
+    exact: HashMap<String, Vec<usize>>,
+    /// Lower-case suffix with its dot (`.example.com`) → wildcard route indexes.
+    wildcard: HashMap<String, Vec<usize>>,
+    /// Indexes of routes that match any host, ascending.
+    any_host: Vec<usize>,
+}
+
+impl Router {
+    pub(super) fn new(routes: &[Route]) -> Router {
+        let mut router = Router::default();
+        for (i, route) in routes.iter().enumerate() {
+            match &route.config.host {
+                Some(HostMatch::Exact(host)) => {
+                    router.exact.entry(host.clone()).or_default().push(i)
+                }
+                Some(HostMatch::Suffix(suffix)) => {
+                    router.wildcard.entry(suffix.clone()).or_default().push(i)
+                }
+                None => router.any_host.push(i),
+            }
+        }
+        router
+    }
+
+    pub(super) fn find<'a>(
+        &self,
+        routes: &'a [Route],
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&'a Route> {
+        let mut best: Option<usize> = None;
+        // Each list holds routes whose host already matches: find its first
+        // route whose path matches, and keep the smallest index over all lists.
+        let mut consider = |list: &[usize]| {
+            for &i in list {
+                if best.is_some_and(|b| b <= i) {
+                    return;
+                }
+                if routes
+                    .get(i)
+                    .is_some_and(|r| path.starts_with(r.config.path_prefix.as_str()))
+                {
+                    best = Some(i);
+                    return;
+                }
+            }
+        };
+        if let Some(host) = host.map(strip_port) {
+            let lowered;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = host.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                host
+            };
+            if let Some(list) = self.exact.get(host) {
+                consider(list);
+            }
+            if !self.wildcard.is_empty() {
+                // `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
+                for (dot, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                    if let Some(list) = host.get(dot..).and_then(|suffix| self.wildcard.get(suffix))
+                    {
+                        consider(list);
+                    }
+                }
+            }
+        }
+        consider(&self.any_host);
+        best.and_then(|i| routes.get(i))
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').and_then(|i| host.get(..=i)).unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.com:80"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

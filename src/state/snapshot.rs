@@ -1,0 +1,319 @@
+//! The snapshot: routes, backends and endpoints ready to serve, built once per
+//! change. Endpoints (and so their connection pools) are shared between
+//! snapshots by address, so a reload keeps the pools it did not change.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+
+use super::router::Router;
+use crate::balance::WeightedPicker;
+use crate::config::{
+    Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Weight,
+};
+use crate::history::WeightMap;
+use crate::upstream::Endpoint;
+
+/// Everything the request path needs, swapped as a whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub config: Arc<Config>,
+    pub routes: Vec<Route>,
+    router: Router,
+}
+
+/// A route ready to serve: its backends and the weighted picker over them.
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    pub backends: Vec<Backend>,
+    picker: WeightedPicker,
+}
+
+/// A backend group of a route.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    /// The weight asked for (file or admin).
+    pub weight: Weight,
+    /// The weight in force: `weight`, moved to healthy groups on failover.
+    pub effective: Weight,
+    /// Whether any endpoint could take a request when the snapshot was built.
+    pub available: bool,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Active check settings, when configured.
+    pub health: Option<HealthConfig>,
+    /// Passive ejection settings.
+    pub outlier: OutlierConfig,
+    next_endpoint: AtomicUsize,
+}
+
+impl Route {
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Picks a backend by weight; `None` when every weight is zero.
+    #[inline]
+    pub fn pick_backend(&self) -> Option<&Backend> {
+        self.picker.pick().and_then(|i| self.backends.get(i))
+    }
+}
+
+impl Backend {
+    /// The next available endpoint in round-robin order; `None` when none is.
+    #[inline]
+    pub fn pick_endpoint(&self) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .filter_map(|k| self.endpoints.get((start + k) % n))
+            .find(|e| e.available())
+    }
+
+    /// Whether any endpoint can take a request now.
+    pub fn any_available(&self) -> bool {
+        self.endpoints.iter().any(|e| e.available())
+    }
+
+    /// The endpoint shown as `address` (`127.0.0.1:8081`, `https://host:443`).
+    pub fn endpoint(&self, address: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.addr.to_string() == address || e.authority() == address)
+    }
+}
+
+/// The weights in force given which backends are available: with failover, a
+/// group with no available endpoint gets 0 and its share goes to the available
+/// groups in proportion to their weights (equally if those are all 0); without
+/// failover the weights stay and that group's requests get 503.
+pub fn effective_weights(desired: &[Weight], available: &[bool], failover: bool) -> Vec<Weight> {
+    let all_up = available.iter().all(|a| *a);
+    if !failover || all_up {
+        return desired.to_vec();
+    }
+    let live: Vec<usize> = (0..desired.len())
+        .filter(|&i| available.get(i) == Some(&true))
+        .collect();
+    let mut effective = vec![Weight(0); desired.len()];
+    if live.is_empty() {
+        return effective;
+    }
+    let live_total: u64 = live.iter().map(|&i| u64::from(desired[i].0)).sum();
+    for &i in &live {
+        let share = (u64::from(desired[i].0) * u64::from(TOTAL_WEIGHT))
+            .checked_div(live_total)
+            .unwrap_or(u64::from(TOTAL_WEIGHT) / live.len() as u64);
+        effective[i] = Weight(u32::try_from(share).unwrap_or(TOTAL_WEIGHT));
+    }
+    // Rounding leftovers go to the largest live group so the sum stays 100 %.
+    let assigned: u32 = effective.iter().map(|w| w.0).sum();
+    if let Some(&largest) = live
+        .iter()
+        .max_by_key(|&&i| (desired[i].0, std::cmp::Reverse(i)))
+    {
+        effective[largest].0 += TOTAL_WEIGHT.saturating_sub(assigned);
+    }
+    effective
+}
+
+impl Snapshot {
+    /// Builds the snapshot for `config` at `revision`, reusing endpoints from
+    /// `pool`; a route in `overrides` takes its weights from there.
+    pub fn build(
+        config: Arc<Config>,
+        revision: u64,
+        overrides: &HashMap<String, WeightMap>,
+        pool: &EndpointPool,
+    ) -> Snapshot {
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|rc| {
+                let chosen = overrides.get(&rc.name);
+                let mut backends: Vec<Backend> = rc
+                    .backends
+                    .iter()
+                    .map(|bc| {
+                        let endpoints: Vec<Arc<Endpoint>> =
+                            bc.endpoints.iter().map(|a| pool.get(a)).collect();
+                        let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
+                        Backend {
+                            name: bc.name.clone(),
+                            weight,
+                            effective: weight,
+                            available: endpoints.iter().any(|e| e.available()),
+                            endpoints,
+                            health: bc.health.clone(),
+                            outlier: bc.outlier,
+                            next_endpoint: AtomicUsize::new(0),
+                        }
+                    })
+                    .collect();
+                let desired: Vec<Weight> = backends.iter().map(|b| b.weight).collect();
+                let available: Vec<bool> = backends.iter().map(|b| b.available).collect();
+                let effective = effective_weights(&desired, &available, rc.failover);
+                for (backend, weight) in backends.iter_mut().zip(&effective) {
+                    backend.effective = *weight;
+                }
+                let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
+                Route {
+                    config: rc.clone(),
+                    picker: WeightedPicker::new(&weights),
+                    backends,
+                }
+            })
+            .collect();
+        let router = Router::new(&routes);
+        Snapshot {
+            revision,
+            config,
+            routes,
+            router,
+        }
+    }
+
+    /// The first route matching `host` (any case, port allowed) and `path`.
+    #[inline]
+    pub fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.router.find(&self.routes, host, path)
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name() == name)
+    }
+}
+
+impl Route {
+    /// The desired weights, in backend order.
+    pub fn weights(&self) -> WeightMap {
+        WeightMap(
+            self.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.weight))
+                .collect(),
+        )
+    }
+
+    /// The effective weights, in backend order.
+    pub fn effective_weights(&self) -> WeightMap {
+        WeightMap(
+            self.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.effective))
+                .collect(),
+        )
+    }
+
+    /// The backend called `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// Endpoints by address, shared across snapshots so pools survive reloads.
+#[derive(Debug, Default)]
+pub struct EndpointPool {
+    endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
+    /// Woken when any endpoint's availability flips.
+    pub changes: Arc<Notify>,
+}
+
+impl EndpointPool {
+    /// The live endpoint for `addr`, or a new one.
+    pub fn get(&self, addr: &EndpointAddr) -> Arc<Endpoint> {
+        let Ok(mut map) = self.endpoints.lock() else {
+            return Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
+        };
+        if let Some(existing) = map.get(addr).and_then(Weak::upgrade) {
+            return existing;
+        }
+        map.retain(|_, weak| weak.strong_count() > 0);
+        let endpoint = Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
+        map.insert(addr.clone(), Arc::downgrade(&endpoint));
+        endpoint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+
+    fn snapshot(toml: &str) -> Snapshot {
+        let config = Config::parse(toml, "test.toml", Format::Toml).unwrap();
+        Snapshot::build(
+            Arc::new(config),
+            1,
+            &HashMap::new(),
+            &EndpointPool::default(),
+        )
+    }
+
+    const ROUTES: &str = r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "api"
+match = { host = "shop.example.com", path_prefix = "/api/" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+[[routes]]
+name = "wild"
+match = { host = "*.example.com" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+[[routes]]
+name = "shop"
+match = { host = "shop.example.com" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+[[routes]]
+name = "rest"
+match = { path_prefix = "/static/" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+"#;
+
+    #[test]
+    fn first_match_in_file_order_wins() {
+        let s = snapshot(ROUTES);
+        let find = |host, path| s.find_route(host, path).map(Route::name);
+        assert_eq!(find(Some("shop.example.com"), "/api/x"), Some("api"));
+        // The wildcard comes before the exact `shop` route in the file.
+        assert_eq!(find(Some("SHOP.example.com:8080"), "/"), Some("wild"));
+        assert_eq!(find(Some("other.test"), "/static/a.css"), Some("rest"));
+        assert_eq!(find(Some("other.test"), "/"), None);
+        assert_eq!(find(None, "/static/"), Some("rest"));
+    }
+
+    #[test]
+    fn failover_moves_share_in_proportion() {
+        let w = |v: &[u32]| v.iter().map(|x| Weight(*x)).collect::<Vec<_>>();
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[true, false], true),
+            w(&[10_000, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[6000, 3000, 1000]), &[true, true, false], true),
+            w(&[6667, 3333, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[10_000, 0]), &[false, true], true),
+            w(&[0, 10_000])
+        );
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[false, false], true),
+            w(&[0, 0])
+        );
+        assert_eq!(
+            effective_weights(&w(&[9000, 1000]), &[true, false], false),
+            w(&[9000, 1000])
+        );
+    }
+}
