@@ -74,6 +74,8 @@ pub enum ServerError {
     Unsupported(String),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

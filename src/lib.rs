@@ -9,6 +9,7 @@
 //! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
 //! - [`balance`]: exact weighted choice (smooth WRR in basis points).
 //! - [`health`]: active health checks and failover of effective weights.
+//! - [`tls`]: TLS termination (rustls, ring), ALPN, certificate reload.
 //! - [`upstream`]: endpoints and their keep-alive connection pools.
 //! - [`body`]: the body types of the request path.
 //! - [`error`]: error types; each proxy error maps to one status code.
@@ -41,4 +42,5 @@ pub mod server;
 pub mod state;
 #[cfg(unix)]
 pub mod upgrade;
+pub mod tls;
 pub mod upstream;

@@ -19,7 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -29,6 +30,7 @@ use crate::error::ServerError;
 use crate::health;
 use crate::proxy::{self, ClientInfo};
 use crate::reload::Reloader;
+use crate::tls::CertStore;
 use crate::state::State;
 
 /// Bound sockets: the data-plane listeners, in config order, and the admin one.
@@ -81,6 +83,7 @@ pub async fn run(
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .is_some_and(|a| a.ip().is_loopback());
+    let tls = tls_stores(&config)?;
     let source = config.source.clone();
     let state = Arc::new(State::new(config));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -105,9 +108,15 @@ pub async fn run(
         .admin
         .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
     let health = health::spawn(Arc::clone(&state), stop_rx.clone());
+    let cert_reload = tokio::spawn(reload_certificates(Arc::clone(&state), tls.clone(), stop_rx.clone()));
+    let acceptors = tls
+        .iter()
+        .map(|store| store.as_ref().map(|s| crate::tls::acceptor(Arc::clone(s))).transpose())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(ServerError::Tls)?;
     let draining = Arc::clone(&admin);
     let delay = state.snapshot().config.timeouts.shutdown_delay;
-    let result = serve(state, listeners.data, async move {
+    let result = serve(state, listeners.data.into_iter().zip(acceptors).collect(), async move {
         shutdown.await;
         // Readiness fails first so an outer balancer stops sending, then the
         // listeners close after `shutdown_delay`.
@@ -122,6 +131,7 @@ pub async fn run(
     })
     .await;
     health.abort();
+    cert_reload.abort();
     let _ = stop_tx.send(true);
     if let Some(task) = admin_task {
         let _ = task.await;
@@ -135,11 +145,6 @@ fn check_supported(config: &Config, listeners: &Listeners) -> Result<(), ServerE
         return Err(ServerError::ListenerCount(
             listeners.data.len(),
             config.listeners.len(),
-        ));
-    }
-    if config.listeners.iter().any(|l| l.tls.is_some()) {
-        return Err(ServerError::Unsupported(
-            "TLS listeners are not supported yet: remove `tls` from [[listeners]]".into(),
         ));
     }
     let https = config
@@ -156,22 +161,58 @@ fn check_supported(config: &Config, listeners: &Listeners) -> Result<(), ServerE
     Ok(())
 }
 
+/// The certificate store of each listener (`None` for plain ones).
+type TlsStores = Vec<Option<Arc<CertStore>>>;
+
+fn tls_stores(config: &Config) -> Result<TlsStores, ServerError> {
+    config
+        .listeners
+        .iter()
+        .map(|l| l.tls.as_ref().map(|files| CertStore::load(files).map(Arc::new)).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(ServerError::Tls)
+}
+
+/// After every new revision, re-reads certificate files that changed.
+async fn reload_certificates(state: Arc<State>, stores: TlsStores, mut stop: watch::Receiver<bool>) {
+    if stores.iter().all(Option::is_none) {
+        return;
+    }
+    let mut revisions = state.subscribe();
+    loop {
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+        }
+        let config = Arc::clone(&state.snapshot().config);
+        for (store, listener) in stores.iter().zip(&config.listeners) {
+            if let (Some(store), Some(files)) = (store, &listener.tls) {
+                store.reload(files);
+            }
+        }
+    }
+}
+
+/// A listener and, for TLS, its acceptor.
+pub type Listener = (TcpListener, Option<TlsAcceptor>);
+
 /// Accepts on every listener until `shutdown`, then waits for connections.
 pub async fn serve(
     state: Arc<State>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection holds a sender; when all are gone, recv() returns None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accept_loops = Vec::new();
-    for listener in listeners {
+    for (listener, tls) in listeners {
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "listening");
+            tracing::info!(%addr, tls = tls.is_some(), "listening");
         }
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
+            tls,
             Arc::clone(&state),
             stop_rx.clone(),
             done_tx.clone(),
@@ -193,6 +234,7 @@ pub async fn serve(
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -212,27 +254,43 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let timeouts = state.snapshot().config.timeouts;
-        tokio::spawn(serve_connection(
-            stream,
-            ClientInfo { peer, tls: false },
-            Arc::clone(&state),
-            timeouts,
-            stop.clone(),
-            done.clone(),
-        ));
+        let (state, stop, done) = (Arc::clone(&state), stop.clone(), done.clone());
+        match &tls {
+            None => {
+                let client = ClientInfo { peer, tls: false };
+                tokio::spawn(serve_connection(stream, client, state, timeouts, stop, done));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not finish its handshake in time, or
+                    // sends garbage, is dropped without touching anyone else.
+                    match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let client = ClientInfo { peer, tls: true };
+                            serve_connection(stream, client, state, timeouts, stop, done).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
 /// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
 /// closes, is idle for `client_idle`, or shutdown asks it to finish.
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     client: ClientInfo,
     state: Arc<State>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
