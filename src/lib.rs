@@ -40,7 +40,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod tls;
 #[cfg(unix)]
 pub mod upgrade;
-pub mod tls;
 pub mod upstream;

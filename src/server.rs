@@ -20,9 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Admin, Token};
 use crate::config::{Config, Timeouts};
@@ -30,8 +30,8 @@ use crate::error::ServerError;
 use crate::health;
 use crate::proxy::{self, ClientInfo};
 use crate::reload::Reloader;
-use crate::tls::CertStore;
 use crate::state::State;
+use crate::tls::CertStore;
 
 /// Bound sockets: the data-plane listeners, in config order, and the admin one.
 #[derive(Debug)]
@@ -108,27 +108,40 @@ pub async fn run(
         .admin
         .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
     let health = health::spawn(Arc::clone(&state), stop_rx.clone());
-    let cert_reload = tokio::spawn(reload_certificates(Arc::clone(&state), tls.clone(), stop_rx.clone()));
+    let cert_reload = tokio::spawn(reload_certificates(
+        Arc::clone(&state),
+        tls.clone(),
+        stop_rx.clone(),
+    ));
     let acceptors = tls
         .iter()
-        .map(|store| store.as_ref().map(|s| crate::tls::acceptor(Arc::clone(s))).transpose())
+        .map(|store| {
+            store
+                .as_ref()
+                .map(|s| crate::tls::acceptor(Arc::clone(s)))
+                .transpose()
+        })
         .collect::<Result<Vec<_>, String>>()
         .map_err(ServerError::Tls)?;
     let draining = Arc::clone(&admin);
     let delay = state.snapshot().config.timeouts.shutdown_delay;
-    let result = serve(state, listeners.data.into_iter().zip(acceptors).collect(), async move {
-        shutdown.await;
-        // Readiness fails first so an outer balancer stops sending, then the
-        // listeners close after `shutdown_delay`.
-        draining.draining.store(true, Ordering::Relaxed);
-        if !delay.is_zero() {
-            tracing::info!(
-                ?delay,
-                "readyz now 503; closing listeners after the shutdown delay"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    })
+    let result = serve(
+        state,
+        listeners.data.into_iter().zip(acceptors).collect(),
+        async move {
+            shutdown.await;
+            // Readiness fails first so an outer balancer stops sending, then the
+            // listeners close after `shutdown_delay`.
+            draining.draining.store(true, Ordering::Relaxed);
+            if !delay.is_zero() {
+                tracing::info!(
+                    ?delay,
+                    "readyz now 503; closing listeners after the shutdown delay"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        },
+    )
     .await;
     health.abort();
     cert_reload.abort();
@@ -168,13 +181,22 @@ fn tls_stores(config: &Config) -> Result<TlsStores, ServerError> {
     config
         .listeners
         .iter()
-        .map(|l| l.tls.as_ref().map(|files| CertStore::load(files).map(Arc::new)).transpose())
+        .map(|l| {
+            l.tls
+                .as_ref()
+                .map(|files| CertStore::load(files).map(Arc::new))
+                .transpose()
+        })
         .collect::<Result<_, _>>()
         .map_err(ServerError::Tls)
 }
 
 /// After every new revision, re-reads certificate files that changed.
-async fn reload_certificates(state: Arc<State>, stores: TlsStores, mut stop: watch::Receiver<bool>) {
+async fn reload_certificates(
+    state: Arc<State>,
+    stores: TlsStores,
+    mut stop: watch::Receiver<bool>,
+) {
     if stores.iter().all(Option::is_none) {
         return;
     }
@@ -258,14 +280,18 @@ async fn accept_loop(
         match &tls {
             None => {
                 let client = ClientInfo { peer, tls: false };
-                tokio::spawn(serve_connection(stream, client, state, timeouts, stop, done));
+                tokio::spawn(serve_connection(
+                    stream, client, state, timeouts, stop, done,
+                ));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     // A client that does not finish its handshake in time, or
                     // sends garbage, is dropped without touching anyone else.
-                    match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(stream)) => {
                             let client = ClientInfo { peer, tls: true };
                             serve_connection(stream, client, state, timeouts, stop, done).await;

@@ -25,12 +25,21 @@ pub fn install_crypto_provider() {
 pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(Iterator::collect)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", files.cert.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read certificates from {}: {e}",
+                files.cert.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!("no certificate in {}", files.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        format!(
+            "cannot read a private key from {}: {e}",
+            files.key.display()
+        )
+    })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("unsupported private key in {}: {e}", files.key.display()))?;
     Ok(CertifiedKey::new(certs, signing))
@@ -72,7 +81,9 @@ impl CertStore {
                 *loaded = contents;
                 tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
             }
-            Err(error) => tracing::error!(%error, "TLS certificate reload refused; the old one stays"),
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate reload refused; the old one stays")
+            }
         }
     }
 }
@@ -91,9 +102,12 @@ impl ResolvesServerCert for CertStore {
 /// A TLS acceptor for one listener: TLS 1.2/1.3, ALPN h2 then http/1.1.
 pub fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, String> {
     install_crypto_provider();
-    let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+    let mut config = ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -1,0 +1,473 @@
+//! The answers of the admin API and how `ctl` prints them: tables,
+//! one-line confirmations, percents.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{CtlCommand, CtlError};
+
+// The answers' shapes (SPEC §3). Unknown fields are ignored so a newer
+// server still works with this client.
+
+#[derive(Debug, Deserialize)]
+struct RoutesAnswer {
+    revision: u64,
+    routes: Vec<RouteView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouteAnswer {
+    revision: Option<u64>,
+    route: RouteView,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouteView {
+    name: String,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default, rename = "override")]
+    admin_override: bool,
+    #[serde(default)]
+    backends: Vec<BackendView>,
+    #[serde(default)]
+    canary: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BackendView {
+    name: String,
+    desired_weight: f64,
+    effective_weight: f64,
+    #[serde(default)]
+    endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointView {
+    address: String,
+    healthy: bool,
+    #[serde(default)]
+    draining: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryAnswer {
+    revisions: Vec<RevisionView>,
+    #[serde(default)]
+    next_before: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RevisionView {
+    revision: u64,
+    time: String,
+    #[serde(default)]
+    route: Option<String>,
+    /// `None` for a change of the whole config.
+    #[serde(default)]
+    weights: Option<WeightList>,
+    source: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// A JSON map of backend → percent, in the server's order.
+#[derive(Debug, Default)]
+struct WeightList(Vec<(String, f64)>);
+
+impl<'de> Deserialize<'de> for WeightList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> serde::de::Visitor<'de> for ListVisitor {
+            type Value = WeightList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of backend name to percent")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<WeightList, A::Error> {
+                let mut weights = Vec::new();
+                while let Some(entry) = map.next_entry::<String, f64>()? {
+                    weights.push(entry);
+                }
+                Ok(WeightList(weights))
+            }
+        }
+        deserializer.deserialize_map(ListVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ReloadAnswer {
+    revision: u64,
+    changed: bool,
+    /// Not in SPEC §3, but sent by the server: names of the changed routes.
+    #[serde(default)]
+    routes_changed: Vec<String>,
+}
+
+/// Typed answers are read from the bytes, not a `Value`, to keep the
+/// server's backend order in weight maps.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CtlError> {
+    serde_json::from_slice(body).map_err(|e| CtlError::Protocol(e.to_string()))
+}
+
+/// The human-readable output of `command` for the server's `answer`.
+fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<String, CtlError> {
+    Ok(match command {
+        CtlCommand::Status { route: None } => {
+            let answer: RoutesAnswer = decode(answer)?;
+            format_status(Some(answer.revision), &answer.routes)
+        }
+        CtlCommand::Status { route: Some(_) } => {
+            let answer: RouteAnswer = decode(answer)?;
+            format_status(answer.revision, std::slice::from_ref(&answer.route))
+        }
+        CtlCommand::Set { .. } | CtlCommand::Promote { .. } | CtlCommand::Rollback { .. } => {
+            let answer: RouteAnswer = decode(answer)?;
+            format_confirmation(&answer)
+        }
+        CtlCommand::Canary { .. } => {
+            let answer: RouteAnswer = decode(answer)?;
+            let mut text = format_confirmation(&answer);
+            let canary = match &answer.route.canary {
+                Some(canary) if !canary.is_null() => format_canary(canary),
+                _ => "none".to_string(),
+            };
+            let _ = writeln!(text, "{}: canary {canary}", answer.route.name);
+            text
+        }
+        CtlCommand::Drain(target) | CtlCommand::Undrain(target) => {
+            let answer: RouteAnswer = decode(answer)?;
+            let what = match command {
+                CtlCommand::Drain(_) => "draining",
+                _ => "taking new requests again:",
+            };
+            format!(
+                "{}: {what} {} {}\n",
+                answer.route.name, target.backend, target.endpoint
+            )
+        }
+        CtlCommand::History { .. } => format_history(&decode(answer)?),
+        CtlCommand::Reload => {
+            let answer: ReloadAnswer = decode(answer)?;
+            let change = match (answer.changed, answer.routes_changed.is_empty()) {
+                (false, _) => ", nothing changed".to_string(),
+                (true, true) => String::new(),
+                (true, false) => format!(", changed: {}", answer.routes_changed.join(" ")),
+            };
+            format!("config reloaded{change} (revision {})\n", answer.revision)
+        }
+    })
+}
+
+/// `web: blue=75 green=25 (revision 14)`, plus the effective weights when
+/// failover or drain make them differ.
+fn format_confirmation(answer: &RouteAnswer) -> String {
+    let route = &answer.route;
+    let desired = weights_text(route.backends.iter().map(|b| (&b.name, b.desired_weight)));
+    let mut text = format!("{}: {desired}", route.name);
+    if let Some(revision) = answer.revision {
+        let _ = write!(text, " (revision {revision})");
+    }
+    if route
+        .backends
+        .iter()
+        .any(|b| b.desired_weight != b.effective_weight)
+    {
+        let effective = weights_text(route.backends.iter().map(|b| (&b.name, b.effective_weight)));
+        let _ = write!(text, "; effective now {effective}");
+    }
+    text.push('\n');
+    text
+}
+
+fn weights_text<'a>(weights: impl Iterator<Item = (&'a String, f64)>) -> String {
+    weights
+        .map(|(name, percent)| format!("{name}={}", format_percent(percent)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One block per route: name and match, a backend table, then notes.
+fn format_status(revision: Option<u64>, routes: &[RouteView]) -> String {
+    let mut text = String::new();
+    if let Some(revision) = revision {
+        let _ = writeln!(text, "revision {revision}");
+    }
+    if routes.is_empty() {
+        text.push_str("no routes\n");
+    }
+    for route in routes {
+        let host = match &route.host {
+            Some(host) => format!("host {host}"),
+            None => "any host".to_string(),
+        };
+        let prefix = route.path_prefix.as_deref().unwrap_or("/");
+        let _ = writeln!(text, "\n{}  {host}, prefix {prefix}", route.name);
+        let rows: Vec<Vec<String>> = route
+            .backends
+            .iter()
+            .map(|backend| {
+                vec![
+                    backend.name.clone(),
+                    format_percent(backend.desired_weight),
+                    format_percent(backend.effective_weight),
+                    endpoints_summary(&backend.endpoints),
+                ]
+            })
+            .collect();
+        text.push_str(&table(
+            "  ",
+            &["BACKEND", "DESIRED", "EFFECTIVE", "ENDPOINTS"],
+            &rows,
+        ));
+        for backend in &route.backends {
+            for endpoint in &backend.endpoints {
+                if !endpoint.healthy {
+                    let _ = writeln!(text, "  unhealthy: {} {}", backend.name, endpoint.address);
+                }
+                if endpoint.draining {
+                    let _ = writeln!(text, "  draining: {} {}", backend.name, endpoint.address);
+                }
+            }
+        }
+        if route.admin_override {
+            text.push_str("  override: admin\n");
+        }
+        if let Some(canary) = route.canary.as_ref().filter(|c| !c.is_null()) {
+            let _ = writeln!(text, "  canary: {}", format_canary(canary));
+        }
+    }
+    text
+}
+
+/// `healthy/total`, and how many drain.
+fn endpoints_summary(endpoints: &[EndpointView]) -> String {
+    let healthy = endpoints.iter().filter(|e| e.healthy).count();
+    let draining = endpoints.iter().filter(|e| e.draining).count();
+    let mut text = format!("{healthy}/{}", endpoints.len());
+    if draining > 0 {
+        let _ = write!(text, ", {draining} draining");
+    }
+    text
+}
+
+/// `running, step 2, weight 5`, then any other plain fields the server sends.
+fn format_canary(canary: &Value) -> String {
+    let Some(fields) = canary.as_object() else {
+        return scalar_text(canary, false);
+    };
+    let mut parts = Vec::new();
+    if let Some(state) = fields.get("state") {
+        parts.push(scalar_text(state, false));
+    }
+    for (key, value) in fields {
+        if key == "state" || value.is_object() || value.is_array() || value.is_null() {
+            continue;
+        }
+        let is_percent = key.contains("weight") || key.contains("percent");
+        parts.push(format!("{key} {}", scalar_text(value, is_percent)));
+    }
+    parts.join(", ")
+}
+
+fn scalar_text(value: &Value, is_percent: bool) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if is_percent => n.as_f64().map_or_else(|| n.to_string(), format_percent),
+        other => other.to_string(),
+    }
+}
+
+fn format_history(answer: &HistoryAnswer) -> String {
+    if answer.revisions.is_empty() {
+        return "no revisions\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = answer
+        .revisions
+        .iter()
+        .map(|r| {
+            vec![
+                r.revision.to_string(),
+                r.time.clone(),
+                r.route.clone().unwrap_or_else(|| "-".to_string()),
+                r.source.clone(),
+                r.weights.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |w| weights_text(w.0.iter().map(|(name, pct)| (name, *pct))),
+                ),
+                r.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        "",
+        &["REV", "TIME", "ROUTE", "SOURCE", "WEIGHTS", "REASON"],
+        &rows,
+    );
+    if let Some(before) = answer.next_before {
+        let _ = writeln!(text, "(older revisions: --before {before})");
+    }
+    text
+}
+
+/// Percents with at most 2 decimals and no trailing zeros: 90, 12.5, 0.01.
+fn format_percent(value: f64) -> String {
+    let text = format!("{value:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Left-aligned columns two spaces apart, each line prefixed by `indent`.
+fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = indent.to_string();
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::tests::parse;
+    use serde_json::json;
+
+    // ---- tables ----
+
+    fn sample_route() -> Value {
+        json!({
+            "name": "web", "host": "shop.example.com", "path_prefix": "/", "override": true,
+            "backends": [
+                {"name": "blue", "desired_weight": 87.5, "effective_weight": 100.0, "endpoints": [
+                    {"address": "127.0.0.1:8081", "healthy": true, "draining": false},
+                    {"address": "127.0.0.1:8083", "healthy": true, "draining": true}]},
+                {"name": "green", "desired_weight": 12.5, "effective_weight": 0.0, "endpoints": [
+                    {"address": "127.0.0.1:8082", "healthy": false, "draining": false}]}
+            ],
+            "canary": {"state": "running", "step": 2, "weight": 5.0}
+        })
+    }
+
+    #[test]
+    fn percents_print_without_trailing_zeros() {
+        assert_eq!(format_percent(90.0), "90");
+        assert_eq!(format_percent(12.5), "12.5");
+        assert_eq!(format_percent(0.01), "0.01");
+        assert_eq!(format_percent(100.0), "100");
+        assert_eq!(format_percent(0.0), "0");
+        assert_eq!(format_percent(-0.0), "0");
+        assert_eq!(format_percent(33.333333), "33.33");
+    }
+
+    #[test]
+    fn status_prints_a_block_per_route() {
+        let args = parse(&["status"]).unwrap();
+        let answer = json!({"revision": 13, "routes": [sample_route(), {
+            "name": "api", "host": null, "path_prefix": "/api", "override": false,
+            "backends": [{"name": "v1", "desired_weight": 100.0, "effective_weight": 100.0,
+                "endpoints": [{"address": "10.0.0.1:80", "healthy": true, "draining": false}]}],
+            "canary": null
+        }]});
+        let text = format_answer(&args.command, answer.to_string().as_bytes()).unwrap();
+        let expected = "\
+revision 13
+
+web  host shop.example.com, prefix /
+  BACKEND  DESIRED  EFFECTIVE  ENDPOINTS
+  blue     87.5     100        2/2, 1 draining
+  green    12.5     0          0/1
+  draining: blue 127.0.0.1:8083
+  unhealthy: green 127.0.0.1:8082
+  override: admin
+  canary: running, step 2, weight 5
+
+api  any host, prefix /api
+  BACKEND  DESIRED  EFFECTIVE  ENDPOINTS
+  v1       100      100        1/1
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn history_prints_one_row_per_revision_in_the_servers_backend_order() {
+        let args = parse(&["history"]).unwrap();
+        // Raw text: the weights' key order (green before blue) must survive.
+        let answer = r#"{"revisions": [
+            {"revision": 14, "time": "2026-11-23T10:00:00Z", "route": "web",
+             "weights": {"green": 25.0, "blue": 75.0}, "previous": {"green": 10.0, "blue": 90.0},
+             "source": "admin", "reason": "more green"},
+            {"revision": 1, "time": "2026-11-23T09:00:00Z", "route": null,
+             "weights": null, "previous": null, "source": "file", "reason": ""}
+        ], "next_before": 1}"#;
+        let text = format_answer(&args.command, answer.as_bytes()).unwrap();
+        let expected = "\
+REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
+14   2026-11-23T10:00:00Z  web    admin   green=25 blue=75  more green
+1    2026-11-23T09:00:00Z  -      file    -
+(older revisions: --before 1)
+";
+        assert_eq!(text, expected);
+        let empty = br#"{"revisions": [], "next_before": null}"#;
+        assert_eq!(
+            format_answer(&args.command, empty).unwrap(),
+            "no revisions\n"
+        );
+    }
+
+    #[test]
+    fn mutations_print_a_one_line_confirmation() {
+        let args = parse(&["set", "web", "blue=75", "green=25"]).unwrap();
+        let answer = json!({"revision": 14, "route": {"name": "web", "host": null, "path_prefix": "/",
+            "override": true, "canary": null, "backends": [
+                {"name": "blue", "desired_weight": 75.0, "effective_weight": 75.0, "endpoints": []},
+                {"name": "green", "desired_weight": 25.0, "effective_weight": 25.0, "endpoints": []}]}});
+        let text = format_answer(&args.command, answer.to_string().as_bytes()).unwrap();
+        assert_eq!(text, "web: blue=75 green=25 (revision 14)\n");
+
+        let answer = json!({"revision": 15, "route": sample_route()});
+        let text = format_answer(&args.command, answer.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "web: blue=87.5 green=12.5 (revision 15); effective now blue=100 green=0\n"
+        );
+
+        let reload = parse(&["reload"]).unwrap();
+        let text =
+            format_answer(&reload.command, br#"{"revision": 15, "changed": false}"#).unwrap();
+        assert_eq!(text, "config reloaded, nothing changed (revision 15)\n");
+        let answer = br#"{"revision": 16, "changed": true, "routes_changed": ["web", "api"]}"#;
+        let text = format_answer(&reload.command, answer).unwrap();
+        assert_eq!(text, "config reloaded, changed: web api (revision 16)\n");
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_is_a_protocol_error() {
+        let args = parse(&["status"]).unwrap();
+        let err = format_answer(&args.command, br#"{"routes": "nope"}"#).unwrap_err();
+        assert!(matches!(err, CtlError::Protocol(_)), "{err:?}");
+    }
+}

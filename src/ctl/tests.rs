@@ -1,0 +1,419 @@
+//! Tests of argument parsing and the command → request mapping, and
+//! end-to-end runs of `execute` against a fake admin server.
+
+use super::*;
+use clap::Parser;
+
+
+#[derive(Debug, Parser)]
+struct TestCli {
+    #[command(flatten)]
+    ctl: CtlArgs,
+}
+
+fn parse(argv: &[&str]) -> Result<CtlArgs, clap::Error> {
+    let argv = std::iter::once("ctl").chain(argv.iter().copied());
+    TestCli::try_parse_from(argv).map(|cli| cli.ctl)
+}
+
+fn flag_token(value: &str) -> Option<Token> {
+    Some(Token {
+        value: value.to_string(),
+        source: TokenSource::Flag,
+    })
+}
+
+// ---- BACKEND=PCT ----
+
+#[test]
+fn backend_weight_parses_whole_and_two_decimal_percents() {
+    let weight = |backend: &str, basis_points| BackendWeight {
+        backend: backend.to_string(),
+        basis_points,
+    };
+    assert_eq!(parse_backend_weight("blue=75"), Ok(weight("blue", 7500)));
+    assert_eq!(
+        parse_backend_weight("green=12.5"),
+        Ok(weight("green", 1250))
+    );
+    assert_eq!(parse_backend_weight("g=0.01"), Ok(weight("g", 1)));
+    assert_eq!(parse_backend_weight("g=100.00"), Ok(weight("g", 10_000)));
+    assert_eq!(parse_backend_weight("g=0"), Ok(weight("g", 0)));
+    assert_eq!(parse_backend_weight("g=25%"), Ok(weight("g", 2500)));
+}
+
+#[test]
+fn malformed_backend_weights_are_rejected() {
+    for bad in [
+        "blue",
+        "=75",
+        "blue=",
+        "blue=abc",
+        "blue=-5",
+        "blue=1e2",
+        "blue=100.01",
+        "blue=101",
+        "blue=12.345",
+        "blue=75.",
+        "blue=.5",
+        "blue=NaN",
+        "blue= 75",
+    ] {
+        assert!(parse_backend_weight(bad).is_err(), "{bad} was accepted");
+    }
+    let message = parse_backend_weight("blue").unwrap_err();
+    assert!(message.contains("BACKEND=PCT"), "{message}");
+}
+
+#[test]
+fn set_with_a_malformed_weight_fails_at_parse_time() {
+    let err = parse(&["set", "web", "blue=75", "green"]).unwrap_err();
+    assert!(err.to_string().contains("BACKEND=PCT"), "{err}");
+    assert!(
+        parse(&["set", "web"]).is_err(),
+        "set needs at least one weight"
+    );
+}
+
+#[test]
+fn set_body_sends_whole_percents_as_integers() {
+    let args = parse(&[
+        "set",
+        "web",
+        "blue=75",
+        "green=12.5",
+        "red=12.5",
+        "--reason",
+        "shift",
+        "--if-revision",
+        "12",
+    ])
+    .unwrap();
+    let call = ApiCall::for_command(&args.command).unwrap();
+    assert_eq!(call.method, Method::PUT);
+    assert_eq!(call.path, "/api/v1/routes/web/weights");
+    let body = call.body.unwrap().to_string();
+    assert_eq!(
+        body,
+        r#"{"if_revision":12,"reason":"shift","weights":{"blue":75,"green":12.5,"red":12.5}}"#
+    );
+}
+
+#[test]
+fn set_with_a_repeated_backend_fails_before_any_request() {
+    let args = parse(&["set", "web", "blue=50", "blue=50"]).unwrap();
+    let err = ApiCall::for_command(&args.command).unwrap_err();
+    assert!(err.to_string().contains("more than once"), "{err}");
+}
+
+#[test]
+fn global_flags_work_after_the_subcommand() {
+    let args = parse(&["status", "web", "--json", "--admin", "http://h:1"]).unwrap();
+    assert!(args.json);
+    assert_eq!(args.admin, "http://h:1");
+    let args = parse(&["status"]).unwrap();
+    assert_eq!(args.admin, DEFAULT_ADMIN_URL);
+}
+
+// ---- URLs ----
+
+#[test]
+fn endpoints_are_percent_encoded_into_one_segment() {
+    assert_eq!(encode_component("127.0.0.1:8082"), "127.0.0.1%3A8082");
+    assert_eq!(encode_component("a/b c"), "a%2Fb%20c");
+    assert_eq!(encode_component("[::1]:80"), "%5B%3A%3A1%5D%3A80");
+    assert_eq!(encode_component("web-1_x.~"), "web-1_x.~");
+    assert_eq!(encode_component("é"), "%C3%A9");
+    let args = parse(&["drain", "web", "green", "https://10.0.0.5:8443"]).unwrap();
+    let call = ApiCall::for_command(&args.command).unwrap();
+    assert_eq!(
+        call.path,
+        "/api/v1/routes/web/backends/green/endpoints/https%3A%2F%2F10.0.0.5%3A8443/drain"
+    );
+}
+
+#[test]
+fn commands_map_to_the_admin_api() {
+    let path = |argv: &[&str]| {
+        let call = ApiCall::for_command(&parse(argv).unwrap().command).unwrap();
+        (call.method, call.path, call.body.map(|b| b.to_string()))
+    };
+    assert_eq!(
+        path(&["status"]),
+        (Method::GET, "/api/v1/routes".into(), None)
+    );
+    assert_eq!(
+        path(&["promote", "web", "green"]),
+        (
+            Method::POST,
+            "/api/v1/routes/web/promote".into(),
+            Some(r#"{"backend":"green"}"#.into())
+        )
+    );
+    assert_eq!(
+        path(&["rollback", "web"]),
+        (
+            Method::POST,
+            "/api/v1/routes/web/rollback".into(),
+            Some("{}".into())
+        )
+    );
+    assert_eq!(
+        path(&["rollback", "web", "--to-revision", "7"]).2,
+        Some(r#"{"to_revision":7}"#.into())
+    );
+    assert_eq!(
+        path(&["history", "--limit", "5", "--route", "a b"]).1,
+        "/api/v1/history?limit=5&route=a%20b"
+    );
+    assert_eq!(path(&["history"]).1, "/api/v1/history");
+    assert_eq!(
+        path(&["history", "--before", "9"]).1,
+        "/api/v1/history?before=9"
+    );
+    assert_eq!(
+        path(&["promote", "web", "green", "--reason", "ok"]).2,
+        Some(r#"{"backend":"green","reason":"ok"}"#.into())
+    );
+    assert_eq!(
+        path(&["reload"]),
+        (Method::POST, "/api/v1/reload".into(), None)
+    );
+    assert_eq!(
+        path(&["undrain", "web", "green", "127.0.0.1:8082"]).1,
+        "/api/v1/routes/web/backends/green/endpoints/127.0.0.1%3A8082/undrain"
+    );
+    assert_eq!(
+        path(&["canary", "pause", "web"]).1,
+        "/api/v1/routes/web/canary/pause"
+    );
+    assert!(parse(&["canary", "explode", "web"]).is_err());
+    assert!(parse(&["history", "--limit", "0"]).is_err());
+}
+
+
+// ---- end to end against a fake admin server ----
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1 as server_http1;
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "s3cret";
+
+/// What the fake server saw: method, path and query, body.
+type Seen = Arc<Mutex<Vec<(Method, String, String)>>>;
+
+/// Answers canned JSON like the admin API; every request needs `TOKEN`.
+async fn fake_admin() -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Seen::default();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let log = Arc::clone(&log);
+                    async move { Ok::<_, Infallible>(fake_answer(req, &log).await) }
+                });
+                let _ = server_http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+async fn fake_answer(req: Request<Incoming>, seen: &Seen) -> hyper::Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().to_string();
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {TOKEN}"));
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    seen.lock().unwrap().push((
+        method.clone(),
+        path.clone(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ));
+    let route = json!({"name": "web", "host": null, "path_prefix": "/", "override": true,
+        "canary": null, "backends": [
+            {"name": "blue", "desired_weight": 75.0, "effective_weight": 75.0,
+             "endpoints": [{"address": "127.0.0.1:8081", "healthy": true, "draining": false}]},
+            {"name": "green", "desired_weight": 25.0, "effective_weight": 25.0,
+             "endpoints": [{"address": "127.0.0.1:8082", "healthy": true, "draining": true}]}]});
+    let (status, answer) = if !authorized {
+        (401, json!({"error": "unauthorized"}))
+    } else {
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/api/v1/routes") => (200, json!({"revision": 13, "routes": [route]})),
+            ("GET", "/api/v1/routes/nope") => (404, json!({"error": "unknown route \"nope\""})),
+            ("PUT", "/api/v1/routes/web/weights") => {
+                (200, json!({"revision": 14, "route": route}))
+            }
+            ("POST", "/api/v1/reload") => (
+                422,
+                json!({"error": "invalid config", "errors": [
+                "sluicegate.toml:3:5: routes[0].backends: weights sum to 90, not 100",
+                "sluicegate.toml:9:1: listeners: at least one listener is needed"]}),
+            ),
+            ("POST", "/api/v1/routes/web/backends/green/endpoints/127.0.0.1%3A8082/drain") => {
+                (200, json!({"route": route}))
+            }
+            _ => (
+                404,
+                json!({"error": format!("no such endpoint: {method} {path}")}),
+            ),
+        }
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    resp
+}
+
+async fn run_ctl(url: &str, token: Option<Token>, argv: &[&str]) -> Result<String, CtlError> {
+    let mut full = vec!["--admin", url];
+    full.extend_from_slice(argv);
+    execute(&parse(&full).unwrap(), token).await
+}
+
+#[tokio::test]
+async fn status_and_set_work_against_an_admin_server() {
+    let (url, seen) = fake_admin().await;
+    let text = run_ctl(&url, flag_token(TOKEN), &["status"]).await.unwrap();
+    assert!(
+        text.contains("  blue     75       75         1/1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  draining: green 127.0.0.1:8082\n"),
+        "{text}"
+    );
+
+    let text = run_ctl(
+        &url,
+        flag_token(TOKEN),
+        &["set", "web", "blue=75", "green=25", "--reason", "r"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text, "web: blue=75 green=25 (revision 14)\n");
+    let (method, path, body) = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (method, path.as_str()),
+        (Method::PUT, "/api/v1/routes/web/weights")
+    );
+    assert_eq!(body, r#"{"reason":"r","weights":{"blue":75,"green":25}}"#);
+}
+
+#[tokio::test]
+async fn json_flag_prints_the_servers_answer() {
+    let (url, _) = fake_admin().await;
+    let text = run_ctl(&url, flag_token(TOKEN), &["--json", "status"])
+        .await
+        .unwrap();
+    let printed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(printed["revision"], 13);
+    assert!(text.contains("\n  \"revision\": 13"), "not pretty: {text}");
+}
+
+#[tokio::test]
+async fn wrong_token_says_how_to_pass_one() {
+    let (url, _) = fake_admin().await;
+    let err = run_ctl(&url, flag_token("wrong"), &["status"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unauthorized: pass --token, set SLUICEGATE_ADMIN_TOKEN, or run where \
+         sluicegate-admin.token is (the token from --token was rejected)"
+    );
+    let err = run_ctl(&url, None, &["status"]).await.unwrap_err();
+    assert!(err.to_string().ends_with("(no token was sent)"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_reload_prints_each_config_error_on_its_own_line() {
+    let (url, _) = fake_admin().await;
+    let err = run_ctl(&url, flag_token(TOKEN), &["reload"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "422 Unprocessable Entity: invalid config\n\
+         sluicegate.toml:3:5: routes[0].backends: weights sum to 90, not 100\n\
+         sluicegate.toml:9:1: listeners: at least one listener is needed"
+    );
+}
+
+#[tokio::test]
+async fn unknown_route_prints_the_servers_message() {
+    let (url, _) = fake_admin().await;
+    let err = run_ctl(&url, flag_token(TOKEN), &["status", "nope"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "404 Not Found: unknown route \"nope\"");
+}
+
+#[tokio::test]
+async fn drain_sends_the_endpoint_as_one_encoded_segment() {
+    let (url, seen) = fake_admin().await;
+    let text = run_ctl(
+        &url,
+        flag_token(TOKEN),
+        &["drain", "web", "green", "127.0.0.1:8082"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text, "web: draining green 127.0.0.1:8082\n");
+    let (_, path, _) = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        path,
+        "/api/v1/routes/web/backends/green/endpoints/127.0.0.1%3A8082/drain"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_says_sluicegate_may_not_be_running() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let err = run_ctl(&url, None, &["status"]).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("cannot reach the admin API at {url}: ")),
+        "{text}"
+    );
+    assert!(text.ends_with("(is sluicegate running? --admin)"), "{text}");
+}
+
+#[tokio::test]
+async fn a_non_json_error_hints_at_the_wrong_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = service_fn(|_req: Request<Incoming>| async {
+            let mut resp = hyper::Response::new(Full::new(Bytes::from("no route matches\n")));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            Ok::<_, Infallible>(resp)
+        });
+        let _ = server_http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+    let err = run_ctl(&url, None, &["status"]).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "404 Not Found: \"no route matches\" (not an admin API answer; is --admin the admin address?)"
+    );
+}
