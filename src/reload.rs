@@ -10,7 +10,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, content_hash};
 use crate::state::{Applied, State};
 
 /// Bursts of file events (an editor's write + rename) are folded into one reload.
@@ -21,12 +21,19 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 pub struct Reloader {
     path: PathBuf,
     state: Arc<State>,
-    /// The bytes last read, so that events that did not change the file are ignored.
-    last_seen: Mutex<Option<Vec<u8>>>,
+    /// Hashes of the bytes last read and last applied: file events that did
+    /// not change the file are ignored, and reloading the running file is a no-op.
+    seen: Mutex<Seen>,
     /// Reloads applied.
     pub ok: AtomicU64,
     /// Reloads refused because the file was invalid.
     pub errors: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    read: Option<u64>,
+    applied: Option<u64>,
 }
 
 /// What a reload did.
@@ -37,13 +44,16 @@ pub enum Outcome {
 }
 
 impl Reloader {
-    /// A reloader for `path`, whose current content is already in `state`.
-    pub fn new(path: PathBuf, state: Arc<State>) -> Reloader {
-        let current = std::fs::read(&path).ok();
+    /// A reloader for `path`; `loaded` is the hash of the bytes the running
+    /// config came from (a change made since is picked up at the first check).
+    pub fn new(path: PathBuf, state: Arc<State>, loaded: Option<u64>) -> Reloader {
         Reloader {
             path,
             state,
-            last_seen: Mutex::new(current),
+            seen: Mutex::new(Seen {
+                read: loaded,
+                applied: loaded,
+            }),
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
@@ -54,34 +64,43 @@ impl Reloader {
         &self.path
     }
 
-    /// Reads and applies the file now, changed or not.
+    /// Reads the file now and applies it unless it is the running one.
     pub fn reload(&self) -> Result<Applied, ConfigErrors> {
-        let bytes = std::fs::read(&self.path).ok();
-        self.apply(bytes)
+        let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
+        let running = self.seen.lock().map(|s| s.applied).unwrap_or(None);
+        if hash.is_some() && hash == running {
+            // Nothing to apply, but a reload still ends drains.
+            self.state.undrain_all();
+            return Ok(Applied {
+                revision: self.state.revision(),
+                routes_changed: Vec::new(),
+            });
+        }
+        self.apply(hash)
     }
 
     /// Applies the file only if its bytes differ from the last ones read.
     pub fn reload_if_changed(&self) -> Result<Outcome, ConfigErrors> {
-        let bytes = std::fs::read(&self.path).ok();
-        let unchanged = self
-            .last_seen
-            .lock()
-            .map(|last| *last == bytes)
-            .unwrap_or(false);
-        if unchanged || bytes.is_none() {
+        let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
+        let unchanged = self.seen.lock().map(|s| s.read == hash).unwrap_or(false);
+        if unchanged || hash.is_none() {
             // A missing file is the middle of a rename: the next event brings it.
             return Ok(Outcome::Unchanged);
         }
-        self.apply(bytes).map(Outcome::Applied)
+        self.apply(hash).map(Outcome::Applied)
     }
 
-    fn apply(&self, bytes: Option<Vec<u8>>) -> Result<Applied, ConfigErrors> {
-        if let Ok(mut last) = self.last_seen.lock() {
-            last.clone_from(&bytes);
+    fn apply(&self, hash: Option<u64>) -> Result<Applied, ConfigErrors> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.read = hash;
         }
         match Config::load(&self.path) {
             Ok(config) => {
+                let loaded = config.source_hash;
                 let applied = self.state.apply_file(config);
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.applied = loaded;
+                }
                 self.ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     path = %self.path.display(),
@@ -118,6 +137,8 @@ impl Reloader {
         let reloader = Arc::clone(self);
         tokio::spawn(async move {
             let _watcher = watcher;
+            // The file may have changed between loading it and watching it.
+            let _ = reloader.reload_if_changed();
             loop {
                 tokio::select! {
                     event = rx.recv() => if event.is_none() { break },

@@ -84,10 +84,10 @@ pub async fn run(
         .and_then(|l| l.local_addr().ok())
         .is_some_and(|a| a.ip().is_loopback());
     let tls = tls_stores(&config)?;
-    let source = config.source.clone();
+    let (source, loaded) = (config.source.clone(), config.source_hash);
     let state = Arc::new(State::new(config));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reloader = source.map(|path| Arc::new(Reloader::new(path, Arc::clone(&state))));
+    let reloader = source.map(|path| Arc::new(Reloader::new(path, Arc::clone(&state), loaded)));
     if let Some(reloader) = &reloader {
         if let Err(error) = reloader.watch(stop_rx.clone()) {
             tracing::warn!(path = %reloader.path().display(), %error, "cannot watch the config file; reload with SIGHUP or the admin API");

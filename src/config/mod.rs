@@ -68,6 +68,9 @@ impl fmt::Display for Weight {
 pub struct Config {
     /// The file this came from, for reloads; `None` when built in code (demo).
     pub source: Option<PathBuf>,
+    /// A hash of the file's bytes as loaded, so a reload can tell whether the
+    /// file changed since.
+    pub source_hash: Option<u64>,
     pub listeners: Vec<ListenerConfig>,
     pub admin: AdminConfig,
     pub timeouts: Timeouts,
@@ -318,6 +321,14 @@ pub struct CanaryConfig {
     pub max_p99_ratio: f64,
 }
 
+/// A hash of a config file's bytes, to notice a change.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// One problem in a config file, printed as `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -361,6 +372,7 @@ impl Config {
         let mut config = Config::parse(&src, &name, Format::from_path(path))?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.source = Some(path.to_path_buf());
+        config.source_hash = Some(content_hash(src.as_bytes()));
         Ok(config)
     }
 

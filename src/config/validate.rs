@@ -201,6 +201,7 @@ impl Checker<'_> {
             .collect();
         Config {
             source: None,
+            source_hash: None,
             listeners,
             admin,
             timeouts,

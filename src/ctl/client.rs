@@ -64,9 +64,9 @@ fn api_error_text(status: StatusCode, message: &str, details: &[String]) -> Stri
 
 /// The bearer token and where it came from (named in 401 messages).
 #[derive(Clone, PartialEq, Eq)]
-struct Token {
-    value: String,
-    source: TokenSource,
+pub(super) struct Token {
+    pub(super) value: String,
+    pub(super) source: TokenSource,
 }
 
 impl std::fmt::Debug for Token {
@@ -99,7 +99,7 @@ impl std::fmt::Display for TokenSource {
 /// `--token`, else `--token-file`, else the environment, else the default
 /// file if it exists: explicit flags win over the environment. Empty values
 /// count as absent; a named file must be readable and hold a token.
-fn resolve_token(
+pub(super) fn resolve_token(
     flag: Option<&str>,
     env: Option<&str>,
     token_file: Option<&Path>,
@@ -141,7 +141,7 @@ fn resolve_token(
 }
 
 /// The admin API's address and the token sent with every request.
-struct Client {
+pub(super) struct Client {
     /// As the user gave it, for messages.
     url: String,
     /// `host:port`, for connecting and the Host header.
@@ -152,7 +152,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(url: &str, token: Option<Token>) -> Result<Client, CtlError> {
+    pub(super) fn new(url: &str, token: Option<Token>) -> Result<Client, CtlError> {
         let bad = |why: &str| CtlError::Usage(format!("--admin {url:?}: {why}"));
         let rest = match url.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
@@ -182,7 +182,7 @@ impl Client {
     }
 
     /// Sends `call` and returns the JSON body of a 2xx, or the error it means.
-    async fn send(&self, call: &ApiCall) -> Result<Bytes, CtlError> {
+    pub(super) async fn send(&self, call: &ApiCall) -> Result<Bytes, CtlError> {
         let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(call))
             .await
             .map_err(|_| CtlError::Timeout {

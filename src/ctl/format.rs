@@ -114,12 +114,12 @@ struct ReloadAnswer {
 
 /// Typed answers are read from the bytes, not a `Value`, to keep the
 /// server's backend order in weight maps.
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CtlError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CtlError> {
     serde_json::from_slice(body).map_err(|e| CtlError::Protocol(e.to_string()))
 }
 
 /// The human-readable output of `command` for the server's `answer`.
-fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<String, CtlError> {
+pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<String, CtlError> {
     Ok(match command {
         CtlCommand::Status { route: None } => {
             let answer: RoutesAnswer = decode(answer)?;

@@ -4,19 +4,18 @@
 use super::*;
 use clap::Parser;
 
-
 #[derive(Debug, Parser)]
 struct TestCli {
     #[command(flatten)]
     ctl: CtlArgs,
 }
 
-fn parse(argv: &[&str]) -> Result<CtlArgs, clap::Error> {
+pub(super) fn parse(argv: &[&str]) -> Result<CtlArgs, clap::Error> {
     let argv = std::iter::once("ctl").chain(argv.iter().copied());
     TestCli::try_parse_from(argv).map(|cli| cli.ctl)
 }
 
-fn flag_token(value: &str) -> Option<Token> {
+pub(super) fn flag_token(value: &str) -> Option<Token> {
     Some(Token {
         value: value.to_string(),
         source: TokenSource::Flag,
@@ -191,15 +190,18 @@ fn commands_map_to_the_admin_api() {
     assert!(parse(&["history", "--limit", "0"]).is_err());
 }
 
-
 // ---- end to end against a fake admin server ----
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "s3cret";
@@ -257,9 +259,7 @@ async fn fake_answer(req: Request<Incoming>, seen: &Seen) -> hyper::Response<Ful
         match (method.as_str(), path.as_str()) {
             ("GET", "/api/v1/routes") => (200, json!({"revision": 13, "routes": [route]})),
             ("GET", "/api/v1/routes/nope") => (404, json!({"error": "unknown route \"nope\""})),
-            ("PUT", "/api/v1/routes/web/weights") => {
-                (200, json!({"revision": 14, "route": route}))
-            }
+            ("PUT", "/api/v1/routes/web/weights") => (200, json!({"revision": 14, "route": route})),
             ("POST", "/api/v1/reload") => (
                 422,
                 json!({"error": "invalid config", "errors": [

@@ -339,16 +339,7 @@ impl State {
             );
         }
         let revision = self.publish(&control);
-        // A reload ends every drain (SPEC: undrain by reload).
-        let snapshot = self.current.load_full();
-        for endpoint in snapshot
-            .routes
-            .iter()
-            .flat_map(|r| &r.backends)
-            .flat_map(|b| &b.endpoints)
-        {
-            endpoint.set_draining(false);
-        }
+        self.undrain_all();
         Applied {
             revision,
             routes_changed,
@@ -431,6 +422,19 @@ impl State {
             );
         }
         changed.then(|| self.publish(&control))
+    }
+
+    /// Ends every drain: a reload does this (issue: "undrain by reload").
+    pub fn undrain_all(&self) {
+        let snapshot = self.current.load_full();
+        for endpoint in snapshot
+            .routes
+            .iter()
+            .flat_map(|r| &r.backends)
+            .flat_map(|b| &b.endpoints)
+        {
+            endpoint.set_draining(false);
+        }
     }
 
     /// Drains (or undrains) one endpoint of `route`'s `backend`.

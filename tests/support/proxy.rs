@@ -19,6 +19,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Every data listener, in config order.
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener, when started with one ([`TestProxy::start_config`]).
+    pub admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     run: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -28,6 +30,12 @@ impl TestProxy {
     pub async fn start(toml: &str) -> TestProxy {
         let config = Config::parse(toml, "test.toml", Format::Toml)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n--- config ---\n{toml}"));
+        TestProxy::start_config(config, false).await
+    }
+
+    /// Serves an already loaded `config`: binds 127.0.0.1:0 for each
+    /// `[[listeners]]` and, with `admin`, for the admin API too.
+    pub async fn start_config(config: Config, admin: bool) -> TestProxy {
         let mut data = Vec::with_capacity(config.listeners.len());
         for _ in &config.listeners {
             data.push(
@@ -40,16 +48,29 @@ impl TestProxy {
             .iter()
             .map(|l| l.local_addr().expect("proxy listener addr"))
             .collect();
+        let admin = if admin {
+            Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind admin listener"),
+            )
+        } else {
+            None
+        };
+        let admin_addr = admin
+            .as_ref()
+            .map(|l| l.local_addr().expect("admin listener addr"));
         let (tx, rx) = oneshot::channel::<()>();
         // Dropping the TestProxy drops the sender, which also stops the server.
         let shutdown = async move {
             let _ = rx.await;
         };
-        let listeners = Listeners { data, admin: None };
+        let listeners = Listeners { data, admin };
         let run = tokio::spawn(server::run(config, listeners, shutdown));
         TestProxy {
             addr: addrs[0],
             addrs,
+            admin_addr,
             shutdown: Some(tx),
             run: Some(run),
         }

@@ -1,0 +1,334 @@
+//! `FileProxy`: sluicegate started from a config FILE in a fresh temp dir, with
+//! the admin API on its own port-0 listener, a token file, optionally a state
+//! file; plus a small admin API client.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+
+use sluicegate::config::Config;
+
+use super::{Http1Client, Reply, TestProxy, empty, eventually_async, full, get};
+
+/// File names inside the temp dir.
+pub const CONFIG_FILE: &str = "sluicegate.toml";
+pub const TOKEN_FILE: &str = "admin.token";
+pub const STATE_FILE: &str = "state.json";
+
+/// A fresh, uniquely named directory under the system temp dir, removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "sluicegate-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("create test dir {}: {e}", path.display()));
+        TestDir { path }
+    }
+
+    /// The path of `name` inside the dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `contents` to `name` (truncating it in place if it exists).
+    pub fn write(&self, name: &str, contents: &str) {
+        let path = self.file(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// The names of the files in the dir, sorted.
+    pub fn file_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.path)
+            .unwrap_or_else(|e| panic!("read dir {}: {e}", self.path.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A proxy started from `CONFIG_FILE` in a [`TestDir`], so `config.source` is
+/// set and reloads work, with the admin API on its own port-0 listener.
+///
+/// Config bodies passed in hold listeners and routes only; the `[admin]`
+/// table (`token_file`, and `state_file` when asked for) is appended here.
+pub struct FileProxy {
+    pub proxy: TestProxy,
+    pub dir: TestDir,
+    /// The first data listener.
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub token: String,
+    pub config_path: PathBuf,
+    state_file: bool,
+}
+
+impl FileProxy {
+    /// Starts from `body` with a token file and no state file.
+    pub async fn start(body: &str) -> FileProxy {
+        FileProxy::start_in(TestDir::new("admin"), body, false).await
+    }
+
+    /// Starts from `body` with a token file and `state_file = "state.json"`.
+    pub async fn start_with_state_file(body: &str) -> FileProxy {
+        FileProxy::start_in(TestDir::new("state"), body, true).await
+    }
+
+    /// Starts in `dir` (which may already hold files, e.g. a state file).
+    pub async fn start_in(dir: TestDir, body: &str, state_file: bool) -> FileProxy {
+        let token = unique_token();
+        dir.write(TOKEN_FILE, &format!("{token}\n"));
+        dir.write(CONFIG_FILE, &config_text(body, state_file));
+        FileProxy::launch(dir, token, state_file).await
+    }
+
+    async fn launch(dir: TestDir, token: String, state_file: bool) -> FileProxy {
+        let config_path = dir.file(CONFIG_FILE);
+        let config = Config::load(&config_path).unwrap_or_else(|e| {
+            let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+            panic!("test config is invalid:\n{e}\n--- config ---\n{text}")
+        });
+        let proxy = TestProxy::start_config(config, true).await;
+        let admin_addr = proxy.admin_addr.expect("admin listener");
+        let proxy = FileProxy {
+            addr: proxy.addr,
+            admin_addr,
+            proxy,
+            dir,
+            token,
+            config_path,
+            state_file,
+        };
+        // `server::run` runs in a spawned task: once the admin API answers, it
+        // has set up the file watcher, so later edits of the file are seen.
+        eventually_async("the admin API to answer /readyz", || async {
+            proxy.admin_send(Method::GET, "/readyz", None, None).await.0 == StatusCode::OK
+        })
+        .await;
+        proxy
+    }
+
+    /// Shuts down and starts again from the same dir (config, token and state
+    /// files as they are now); the ports change.
+    pub async fn restart(self) -> FileProxy {
+        let FileProxy {
+            proxy,
+            dir,
+            token,
+            state_file,
+            ..
+        } = self;
+        proxy
+            .shutdown()
+            .await
+            .expect("server::run returned an error on shutdown");
+        FileProxy::launch(dir, token, state_file).await
+    }
+
+    /// `body` with this proxy's `[admin]` table appended.
+    pub fn config_text(&self, body: &str) -> String {
+        config_text(body, self.state_file)
+    }
+
+    /// Rewrites the config file in place (truncate and write, same inode).
+    pub fn write_config(&self, body: &str) {
+        self.write_config_raw(&self.config_text(body));
+    }
+
+    /// Rewrites the config file in place with exactly `text`.
+    pub fn write_config_raw(&self, text: &str) {
+        self.dir.write(CONFIG_FILE, text);
+    }
+
+    /// Writes a temp file in the same dir and renames it over the config file.
+    pub fn replace_config(&self, body: &str) {
+        let tmp = self.dir.file(".sluicegate.toml.tmp");
+        std::fs::write(&tmp, self.config_text(body)).expect("write temp config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename over the config file");
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.file(STATE_FILE)
+    }
+
+    /// GET with the token; the body as JSON (or a JSON string for text bodies).
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        self.admin_send(Method::GET, path, None, Some(&self.token))
+            .await
+    }
+
+    /// Sends `json_body` (none: empty body) with `Authorization: Bearer TOKEN`
+    /// when `token` is given.
+    pub async fn admin_send(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<&Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let body = json_body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
+        let reply = self.admin_raw(method, path, body, token).await;
+        (reply.status, reply_json(&reply))
+    }
+
+    /// Sends `body` verbatim (as `application/json`) and returns the whole reply.
+    pub async fn admin_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.admin_addr.to_string());
+        if !body.is_empty() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = token {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = if body.is_empty() { empty() } else { full(body) };
+        let req = req.body(body).expect("valid admin request");
+        Http1Client::connect(self.admin_addr).await.send(req).await
+    }
+
+    /// PUT /api/v1/routes/{route}/weights with the token.
+    pub async fn put_weights(&self, route: &str, weights: &[(&str, f64)]) -> (StatusCode, Value) {
+        let map: serde_json::Map<String, Value> = weights
+            .iter()
+            .map(|(name, pct)| ((*name).to_string(), Value::from(*pct)))
+            .collect();
+        let body = serde_json::json!({ "weights": map });
+        self.admin_send(
+            Method::PUT,
+            &format!("/api/v1/routes/{route}/weights"),
+            Some(&body),
+            Some(&self.token),
+        )
+        .await
+    }
+
+    /// GET /api/v1/routes/{route}, asserting 200.
+    pub async fn route(&self, route: &str) -> Value {
+        let (status, body) = self.admin_get(&format!("/api/v1/routes/{route}")).await;
+        assert_eq!(status, StatusCode::OK, "GET route {route}: {body}");
+        body
+    }
+
+    /// The desired weights of `route`, by backend name.
+    pub async fn weights(&self, route: &str) -> BTreeMap<String, f64> {
+        desired_weights(&self.route(route).await["route"])
+    }
+
+    /// The revision GET /api/v1/routes reports.
+    pub async fn revision(&self) -> u64 {
+        let (status, body) = self.admin_get("/api/v1/routes").await;
+        assert_eq!(status, StatusCode::OK, "GET routes: {body}");
+        body["revision"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no revision in {body}"))
+    }
+
+    /// Polls (up to `PATIENCE`) until `route`'s desired weights are `expected`;
+    /// returns how long that took.
+    pub async fn wait_for_weights(&self, route: &str, expected: &[(&str, f64)]) -> Duration {
+        let expected = weight_map(expected);
+        eventually_async(
+            &format!("route {route} to have weights {expected:?}"),
+            || {
+                let expected = expected.clone();
+                async move { self.weights(route).await == expected }
+            },
+        )
+        .await
+    }
+
+    /// The backend that answers a GET / on a fresh connection.
+    pub async fn next_backend(&self) -> String {
+        let reply = get(self.addr, "reload.test", "/").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "proxy reply: {}",
+            reply.text()
+        );
+        reply.backend().expect("x-backend header")
+    }
+}
+
+/// `body` plus the `[admin]` table of a [`FileProxy`].
+pub fn config_text(body: &str, state_file: bool) -> String {
+    let mut text = format!("{body}\n[admin]\ntoken_file = \"{TOKEN_FILE}\"\n");
+    if state_file {
+        text.push_str(&format!("state_file = \"{STATE_FILE}\"\n"));
+    }
+    text
+}
+
+/// `[("blue", 75.0)]` as a map.
+pub fn weight_map(weights: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    weights
+        .iter()
+        .map(|(name, pct)| ((*name).to_string(), *pct))
+        .collect()
+}
+
+/// The `desired_weight` of every backend of a route's JSON view.
+pub fn desired_weights(route: &Value) -> BTreeMap<String, f64> {
+    route["backends"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backends in {route}"))
+        .iter()
+        .map(|b| {
+            let name = b["name"].as_str().expect("backend name").to_string();
+            let weight = b["desired_weight"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no desired_weight in {b}"));
+            (name, weight)
+        })
+        .collect()
+}
+
+/// A reply body as JSON; a body that is not JSON becomes a JSON string.
+pub fn reply_json(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|_| Value::String(reply.text()))
+}
+
+fn unique_token() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "t{:x}{:x}{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
