@@ -11,6 +11,10 @@ pub enum ProxyError {
     NoEndpoint,
     #[error("upstream failed: {0}")]
     Upstream(#[from] UpstreamError),
+    #[error("CONNECT is only supported as an HTTP/2 extended CONNECT (WebSocket)")]
+    Connect,
+    #[error("the upstream did not switch protocols")]
+    NotUpgraded,
 }
 
 impl ProxyError {
@@ -20,6 +24,18 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(e) => e.status(),
+            ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotUpgraded => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gRPC status for a gRPC client: UNIMPLEMENTED (12) for no route,
+    /// DEADLINE_EXCEEDED (4) for timeouts, UNAVAILABLE (14) otherwise.
+    pub fn grpc_status(&self) -> u16 {
+        match self.status() {
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
+            StatusCode::GATEWAY_TIMEOUT => 4,
+            _ => 14,
         }
     }
 }
@@ -31,8 +47,12 @@ pub enum UpstreamError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+    #[error("the backend speaks only HTTP/2 (protocol = h2): upgrades need HTTP/1.1")]
+    UpgradeOverH2,
     #[error("no response headers within the response_headers timeout")]
     ResponseTimeout,
     #[error("request failed: {0}")]
@@ -55,7 +75,11 @@ impl UpstreamError {
     pub fn nothing_sent(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Handshake(_)
+            UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout
+                | UpstreamError::Tls(_)
+                | UpstreamError::Handshake(_)
+                | UpstreamError::UpgradeOverH2
         )
     }
 }

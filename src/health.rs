@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::body::UpstreamBody;
-use crate::config::{EndpointAddr, HealthConfig};
+use crate::config::{EndpointAddr, HealthConfig, Transport};
 use crate::state::{Snapshot, State};
 use crate::upstream::Endpoint;
 
@@ -43,36 +43,40 @@ pub fn spawn(state: Arc<State>, mut stop: watch::Receiver<bool>) -> JoinHandle<(
     })
 }
 
+/// An endpoint's identity: the same address is two endpoints when two
+/// backends speak to it differently.
+type EndpointKey = (EndpointAddr, Transport);
+
 /// The running check tasks, by endpoint.
 #[derive(Default)]
 struct Checks {
-    running: HashMap<EndpointAddr, (HealthConfig, JoinHandle<()>)>,
+    running: HashMap<EndpointKey, (HealthConfig, JoinHandle<()>)>,
 }
 
 impl Checks {
     /// Starts checks for new endpoints, stops those no longer configured and
     /// restarts those whose settings changed.
     fn sync(&mut self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<EndpointAddr, (HealthConfig, Arc<Endpoint>)> = HashMap::new();
+        let mut wanted: HashMap<EndpointKey, (HealthConfig, Arc<Endpoint>)> = HashMap::new();
         for backend in snapshot.routes.iter().flat_map(|r| &r.backends) {
             let Some(health) = &backend.health else {
                 continue;
             };
             for endpoint in &backend.endpoints {
                 wanted
-                    .entry(endpoint.addr.clone())
+                    .entry((endpoint.addr.clone(), endpoint.transport().clone()))
                     .or_insert_with(|| (health.clone(), Arc::clone(endpoint)));
             }
         }
-        self.running.retain(|addr, (config, task)| {
-            let keep = wanted.get(addr).is_some_and(|(wanted, _)| wanted == config);
+        self.running.retain(|key, (config, task)| {
+            let keep = wanted.get(key).is_some_and(|(wanted, _)| wanted == config);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (addr, (config, endpoint)) in wanted {
-            self.running.entry(addr).or_insert_with(|| {
+        for (key, (config, endpoint)) in wanted {
+            self.running.entry(key).or_insert_with(|| {
                 let task = tokio::spawn(check_loop(endpoint, config.clone()));
                 (config, task)
             });

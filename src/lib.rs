@@ -41,6 +41,7 @@ pub mod reload;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod tunnel;
 #[cfg(unix)]
 pub mod upgrade;
 pub mod upstream;

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{ProxyError, UpstreamError};
 use crate::state::{Backend, Route, State};
+use crate::tunnel;
 use crate::upstream::Endpoint;
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
@@ -48,17 +49,23 @@ pub struct ClientInfo {
     pub tls: bool,
 }
 
-/// Proxies one request; never fails: errors become responses.
+/// Proxies one request; never fails: errors become responses (gRPC-shaped
+/// for gRPC requests).
 pub async fn handle(
     state: &State,
     client: ClientInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let grpc = is_grpc(&req);
     match forward(state, client, req).await {
         Ok(resp) => resp,
         Err(error) => {
             tracing::debug!(%error, "request failed");
-            error_response(&error)
+            if grpc {
+                grpc_error_response(&error)
+            } else {
+                error_response(&error)
+            }
         }
     }
 }
@@ -74,12 +81,17 @@ async fn forward(
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let mut backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    let timeouts = snapshot.config.timeouts;
+    if req.method() == Method::CONNECT || tunnel::requested_protocol(&req).is_some() {
+        let protocol = tunnel::requested_protocol(&req).ok_or(ProxyError::Connect)?;
+        return tunnel::forward(route, backend, timeouts, client, req, host.as_deref(), protocol)
+            .await;
+    }
     let (parts, body) = upstream_request(req, host.as_deref(), client).into_parts();
     // An idempotent request without a body can be sent again after a reset.
     let replay = (route.config.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
         .then(|| parts.clone());
     let mut pending = Some(Request::from_parts(parts, body));
-    let timeouts = snapshot.config.timeouts;
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     let mut last_error = None;
     for _attempt in 0..=route.config.retries {
@@ -133,7 +145,7 @@ async fn forward(
 /// The endpoint for the next attempt: the chosen backend's next available one
 /// not tried yet; failing that (with failover on) one of another backend that
 /// has traffic, largest share first.
-fn next_endpoint<'a>(
+pub(crate) fn next_endpoint<'a>(
     route: &'a Route,
     preferred: &'a Backend,
     tried: &[&Arc<Endpoint>],
@@ -175,8 +187,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
-/// Rewrites the client's request for an HTTP/1.1 upstream.
-fn upstream_request(
+/// Rewrites the client's request for an HTTP/1.1 upstream (the upstream
+/// connection turns it into HTTP/2 form when it speaks h2).
+pub(crate) fn upstream_request(
     req: Request<Incoming>,
     host: Option<&str>,
     client: ClientInfo,
@@ -189,7 +202,12 @@ fn upstream_request(
     parts.uri = origin_form;
     parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
+    let trailers_ok = accepts_trailers(headers);
     remove_hop_by_hop(headers);
+    if trailers_ok {
+        // End to end in meaning: the client can take trailers, and so do we.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(host) = host {
         if !headers.contains_key(header::HOST)
             && let Ok(value) = HeaderValue::from_str(host)
@@ -206,6 +224,23 @@ fn upstream_request(
         HeaderValue::from_static(if client.tls { "https" } else { "http" }),
     );
     Request::from_parts(parts, UpstreamBody::Incoming(body))
+}
+
+/// Whether the `TE` header lists `trailers` (gRPC clients send it).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc[+proto…]`).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Appends the client address to `X-Forwarded-For`, keeping what was there.
@@ -276,6 +311,39 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         );
     }
     resp
+}
+
+/// A gRPC "trailers-only" response for an error sluicegate itself produced:
+/// HTTP 200 with `grpc-status` and `grpc-message`, no body (as gRPC clients
+/// expect from a proxy; Envoy does the same).
+pub fn grpc_error_response(error: &ProxyError) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS, HeaderValue::from(error.grpc_status()));
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(&error.to_string())) {
+        headers.insert(GRPC_MESSAGE, message);
+    }
+    resp
+}
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Percent-encodes what `grpc-message` may not carry as is.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Shared between the accept loop and every request.

@@ -331,7 +331,10 @@ async fn serve_connection<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.client_headers);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut finishing = false;

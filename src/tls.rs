@@ -1,6 +1,7 @@
 //! TLS termination with rustls (ring provider): TLS 1.2 and 1.3, ALPN `h2`
-//! and `http/1.1`, one certificate chain per listener, swapped in place when
-//! the files change on a config reload (open connections keep theirs).
+//! and `http/1.1`, a default certificate per listener plus more picked by SNI,
+//! swapped in place when the files change on a config reload (open
+//! connections keep theirs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsFiles;
+use crate::config::{CertPair, TlsFiles};
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls
 /// are no-ops).
@@ -22,80 +23,118 @@ pub fn install_crypto_provider() {
 }
 
 /// Reads a PEM certificate chain and private key into a signing key.
-pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+pub fn load_certified_key(pair: &CertPair) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
         .and_then(Iterator::collect)
-        .map_err(|e| {
-            format!(
-                "cannot read certificates from {}: {e}",
-                files.cert.display()
-            )
-        })?;
+        .map_err(|e| format!("cannot read certificates from {}: {e}", pair.cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", files.cert.display()));
+        return Err(format!("no certificate in {}", pair.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        format!(
-            "cannot read a private key from {}: {e}",
-            files.key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&pair.key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", pair.key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key in {}: {e}", files.key.display()))?;
+        .map_err(|e| format!("unsupported private key in {}: {e}", pair.key.display()))?;
     Ok(CertifiedKey::new(certs, signing))
 }
 
-/// Serves the current certificate of one listener; [`CertStore::reload`]
-/// swaps it for new handshakes.
+/// Every certificate of one listener, loaded.
+#[derive(Debug)]
+struct Certificates {
+    default: Arc<CertifiedKey>,
+    /// Picked by SNI, first valid for the name wins.
+    sni: Vec<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    fn load(files: &TlsFiles) -> Result<Certificates, String> {
+        let default = CertPair {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+        };
+        Ok(Certificates {
+            default: Arc::new(load_certified_key(&default)?),
+            sni: files
+                .sni
+                .iter()
+                .map(|pair| load_certified_key(pair).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The certificate for a client that asked for `server_name`.
+    fn for_name(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        let name = server_name.and_then(|n| ServerName::try_from(n).ok());
+        name.and_then(|name| self.sni.iter().find(|ck| valid_for(ck, &name)))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+/// Whether the leaf certificate of `key` names `server_name` (wildcards too).
+fn valid_for(key: &CertifiedKey, server_name: &ServerName<'_>) -> bool {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .is_some_and(|leaf| leaf.verify_is_valid_for_subject_name(server_name).is_ok())
+}
+
+/// Serves the current certificates of one listener; [`CertStore::reload`]
+/// swaps them for new handshakes.
 #[derive(Debug)]
 pub struct CertStore {
     files: TlsFiles,
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<Certificates>,
     /// The file contents last loaded, to skip reloads that change nothing.
-    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+    loaded: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl CertStore {
     /// Loads `files`.
     pub fn load(files: &TlsFiles) -> Result<CertStore, String> {
-        let key = load_certified_key(files)?;
+        let certificates = Certificates::load(files)?;
         Ok(CertStore {
             files: files.clone(),
-            current: ArcSwap::from_pointee(key),
-            loaded: std::sync::Mutex::new(read_both(files)),
+            current: ArcSwap::from_pointee(certificates),
+            loaded: std::sync::Mutex::new(read_all(files)),
         })
     }
 
-    /// Re-reads the files if they changed; a bad new pair keeps the old one.
+    /// Re-reads the files if they changed; a bad new set keeps the old one.
     pub fn reload(&self, files: &TlsFiles) {
-        let contents = read_both(files);
+        let contents = read_all(files);
         let Ok(mut loaded) = self.loaded.lock() else {
             return;
         };
         if *loaded == contents && *files == self.files {
             return;
         }
-        match load_certified_key(files) {
-            Ok(key) => {
-                self.current.store(Arc::new(key));
+        match Certificates::load(files) {
+            Ok(certificates) => {
+                self.current.store(Arc::new(certificates));
                 *loaded = contents;
-                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded");
             }
             Err(error) => {
-                tracing::error!(%error, "TLS certificate reload refused; the old one stays")
+                tracing::error!(%error, "TLS certificate reload refused; the old ones stay")
             }
         }
     }
 }
 
-fn read_both(files: &TlsFiles) -> (Vec<u8>, Vec<u8>) {
+/// The bytes of every file, to notice a change.
+fn read_all(files: &TlsFiles) -> Vec<Vec<u8>> {
     let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-    (read(&files.cert), read(&files.key))
+    let mut all = vec![read(&files.cert), read(&files.key)];
+    for pair in &files.sni {
+        all.push(read(&pair.cert));
+        all.push(read(&pair.key));
+    }
+    all
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().for_name(hello.server_name()))
     }
 }
 

@@ -26,10 +26,21 @@ pub struct FileListener {
     pub tls: Option<FileTls>,
 }
 
-/// `tls = { cert, key }` on a listener.
+/// `tls = { cert, key, sni = [{ cert, key }, …] }` on a listener.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
+    pub cert: String,
+    pub key: String,
+    /// More certificates, each served to clients whose SNI name it is valid for.
+    #[serde(default)]
+    pub sni: Vec<FileCertPair>,
+}
+
+/// One `{ cert, key }` pair in `sni`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertPair {
     pub cert: String,
     pub key: String,
 }
@@ -99,6 +110,13 @@ pub struct FileBackend {
     pub endpoints: Vec<String>,
     pub health: Option<FileHealth>,
     pub outlier: Option<FileOutlier>,
+    /// `http1` (default), `h2c`, `h2` or `auto`.
+    pub protocol: Option<String>,
+    /// PEM file of the CA(s) that sign the `https://` endpoints' certificates.
+    pub tls_ca: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
+    /// The name sent in SNI and verified, instead of the endpoint's host.
+    pub tls_server_name: Option<String>,
 }
 
 /// `[routes.backends.outlier]`: passive ejection.

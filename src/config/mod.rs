@@ -12,10 +12,12 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
+pub use crate::upstream::tls::UpstreamTls;
 pub use source::{Format, Position};
 pub use validate::parse_duration;
 
@@ -84,9 +86,20 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
 }
 
-/// PEM certificate chain and private key, paths resolved against the config file.
+/// A listener's PEM certificate chain and private key, plus more pairs picked
+/// by SNI; paths resolved against the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Served to a client whose SNI name the certificate is valid for (first
+    /// match in order); others get `cert`.
+    pub sni: Vec<CertPair>,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -202,6 +215,48 @@ pub struct BackendConfig {
     pub endpoints: Vec<EndpointAddr>,
     pub health: Option<HealthConfig>,
     pub outlier: OutlierConfig,
+    pub transport: Transport,
+}
+
+/// How sluicegate speaks to a backend's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Transport {
+    pub protocol: UpstreamProtocol,
+    /// Client TLS settings, present when the backend has `https://` endpoints.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+        }
+    }
+}
+
+/// The HTTP version spoken to upstream endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a pool of keep-alive connections (the default).
+    Http1,
+    /// HTTP/2 over one multiplexed connection per endpoint: prior knowledge
+    /// (h2c) on `http://` endpoints, ALPN `h2` on `https://` ones.
+    H2,
+    /// On `https://` endpoints whatever ALPN picks, h2 preferred; HTTP/1.1 in
+    /// cleartext.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
 }
 
 /// Passive ejection: an endpoint that fails `consecutive_failures` times in a
@@ -369,15 +424,27 @@ impl Config {
                 message: format!("cannot read file: {e}"),
             }])
         })?;
-        let mut config = Config::parse(&src, &name, Format::from_path(path))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut config = Config::parse_in(&src, &name, Format::from_path(path), dir)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.source = Some(path.to_path_buf());
         config.source_hash = Some(content_hash(src.as_bytes()));
         Ok(config)
     }
 
-    /// Validates `src`; `file` names it in errors.
+    /// Validates `src`; `file` names it in errors. Relative paths it reads
+    /// (`tls_ca`) are relative to the working directory.
     pub fn parse(src: &str, file: &str, format: Format) -> Result<Config, ConfigErrors> {
+        Config::parse_in(src, file, format, Path::new("."))
+    }
+
+    /// Validates `src`, reading relative paths from `dir`.
+    pub fn parse_in(
+        src: &str,
+        file: &str,
+        format: Format,
+        dir: &Path,
+    ) -> Result<Config, ConfigErrors> {
         let raw = validate::deserialize(src, format).map_err(|(pos, message)| {
             ConfigErrors(vec![ConfigError {
                 file: file.to_string(),
@@ -386,7 +453,7 @@ impl Config {
                 message,
             }])
         })?;
-        validate::validate(raw, file, src, format)
+        validate::validate(raw, file, src, format, dir)
     }
 
     /// Relative file paths in the config are relative to the config file.
@@ -400,6 +467,10 @@ impl Config {
             if let Some(tls) = &mut listener.tls {
                 resolve(&mut tls.cert);
                 resolve(&mut tls.key);
+                for pair in &mut tls.sni {
+                    resolve(&mut pair.cert);
+                    resolve(&mut pair.key);
+                }
             }
         }
         if let TokenSource::File(p) = &mut self.admin.token {

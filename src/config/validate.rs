@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
+use rustls_pki_types::ServerName;
 
 use super::source::SourceMap;
 use super::*;
@@ -19,11 +20,13 @@ pub(super) fn validate(
     file: &str,
     src: &str,
     format: Format,
+    dir: &Path,
 ) -> Result<Config, ConfigErrors> {
     let mut checker = Checker {
         file,
         src,
         format,
+        dir,
         map: None,
         errors: Vec::new(),
     };
@@ -121,10 +124,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Collects errors while converting raw types.
+/// The transport keys of a `[[routes.backends]]`.
+struct TransportFields {
+    protocol: Option<String>,
+    tls_ca: Option<String>,
+    tls_insecure_skip_verify: Option<bool>,
+    tls_server_name: Option<String>,
+}
+
 struct Checker<'a> {
     file: &'a str,
     src: &'a str,
     format: Format,
+    /// Relative paths (`tls_ca`) are read from here.
+    dir: &'a Path,
     /// Built at the first error: a valid file never pays for it.
     map: Option<SourceMap<'a>>,
     errors: Vec<ConfigError>,
@@ -230,6 +243,14 @@ impl Checker<'_> {
                     tls: l.tls.map(|t| TlsFiles {
                         cert: PathBuf::from(t.cert),
                         key: PathBuf::from(t.key),
+                        sni: t
+                            .sni
+                            .into_iter()
+                            .map(|p| CertPair {
+                                cert: PathBuf::from(p.cert),
+                                key: PathBuf::from(p.key),
+                            })
+                            .collect(),
                     }),
                 })
             })
@@ -453,7 +474,7 @@ impl Checker<'_> {
                     }),
                 };
                 total += weight.0;
-                let endpoints = b
+                let endpoints: Vec<EndpointAddr> = b
                     .endpoints
                     .iter()
                     .enumerate()
@@ -470,12 +491,23 @@ impl Checker<'_> {
                     .outlier
                     .map(|o| self.outlier(&format!("{path}.outlier"), o))
                     .unwrap_or_default();
+                let transport = self.transport(
+                    &path,
+                    TransportFields {
+                        protocol: b.protocol,
+                        tls_ca: b.tls_ca,
+                        tls_insecure_skip_verify: b.tls_insecure_skip_verify,
+                        tls_server_name: b.tls_server_name,
+                    },
+                    &endpoints,
+                );
                 BackendConfig {
                     name: b.name,
                     weight,
                     endpoints,
                     health,
                     outlier,
+                    transport,
                 }
             })
             .collect();
@@ -489,6 +521,90 @@ impl Checker<'_> {
             );
         }
         backends
+    }
+
+    /// `protocol` and the `tls_*` keys of a backend.
+    fn transport(
+        &mut self,
+        path: &str,
+        raw: TransportFields,
+        endpoints: &[EndpointAddr],
+    ) -> Transport {
+        let any_tls = endpoints.iter().any(|e| e.tls);
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("h2") => UpstreamProtocol::H2,
+            Some("auto") => UpstreamProtocol::Auto,
+            Some("h2c") => {
+                if any_tls {
+                    self.error(
+                        &format!("{path}.protocol"),
+                        "`h2c` is cleartext HTTP/2: use `h2` for https:// endpoints",
+                    );
+                }
+                UpstreamProtocol::H2
+            }
+            Some(other) => {
+                self.error(
+                    &format!("{path}.protocol"),
+                    format!("unknown protocol `{other}`: expected http1, h2c, h2 or auto"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        if !any_tls {
+            for (field, set) in [
+                ("tls_ca", raw.tls_ca.is_some()),
+                ("tls_insecure_skip_verify", raw.tls_insecure_skip_verify.is_some()),
+                ("tls_server_name", raw.tls_server_name.is_some()),
+            ] {
+                if set {
+                    self.error(
+                        &format!("{path}.{field}"),
+                        "only applies to https:// endpoints, and this backend has none",
+                    );
+                }
+            }
+            return Transport { protocol, tls: None };
+        }
+        let insecure = raw.tls_insecure_skip_verify.unwrap_or(false);
+        if insecure && raw.tls_ca.is_some() {
+            self.error(
+                &format!("{path}.tls_insecure_skip_verify"),
+                "set tls_ca or tls_insecure_skip_verify, not both",
+            );
+        }
+        if raw.tls_server_name.is_none() {
+            for (j, e) in endpoints.iter().enumerate() {
+                if e.tls && ServerName::try_from(e.host.as_str()).is_err() {
+                    self.error(
+                        &format!("{path}.endpoints[{j}]"),
+                        format!("`{}` is not a valid TLS server name", e.host),
+                    );
+                }
+            }
+        }
+        let built = UpstreamTls::new(
+            raw.tls_ca.as_deref(),
+            self.dir,
+            insecure,
+            raw.tls_server_name.as_deref(),
+        );
+        match built {
+            Ok(tls) => Transport {
+                protocol,
+                tls: Some(Arc::new(tls)),
+            },
+            Err(message) => {
+                let field = if raw.tls_server_name.is_some() && raw.tls_ca.is_none() {
+                    "tls_server_name"
+                } else {
+                    "tls_ca"
+                };
+                self.error(&format!("{path}.{field}"), message);
+                Transport { protocol, tls: None }
+            }
+        }
     }
 
     fn health(&mut self, path: &str, raw: file::FileHealth) -> HealthConfig {

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::router::Router;
 use crate::balance::WeightedPicker;
 use crate::config::{
-    Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Weight,
+    Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Transport, Weight,
 };
 use crate::history::WeightMap;
 use crate::upstream::Endpoint;
@@ -144,7 +144,7 @@ impl Snapshot {
                     .iter()
                     .map(|bc| {
                         let endpoints: Vec<Arc<Endpoint>> =
-                            bc.endpoints.iter().map(|a| pool.get(a)).collect();
+                            bc.endpoints.iter().map(|a| pool.get(a, &bc.transport)).collect();
                         let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
                         Backend {
                             name: bc.name.clone(),
@@ -220,26 +220,35 @@ impl Route {
     }
 }
 
-/// Endpoints by address, shared across snapshots so pools survive reloads.
+/// Endpoints by address and transport, shared across snapshots so pools
+/// survive reloads.
 #[derive(Debug, Default)]
 pub struct EndpointPool {
-    endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
+    endpoints: Mutex<HashMap<(EndpointAddr, Transport), Weak<Endpoint>>>,
     /// Woken when any endpoint's availability flips.
     pub changes: Arc<Notify>,
 }
 
 impl EndpointPool {
-    /// The live endpoint for `addr`, or a new one.
-    pub fn get(&self, addr: &EndpointAddr) -> Arc<Endpoint> {
-        let Ok(mut map) = self.endpoints.lock() else {
-            return Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
+    /// The live endpoint for `addr` spoken to over `transport`, or a new one.
+    pub fn get(&self, addr: &EndpointAddr, transport: &Transport) -> Arc<Endpoint> {
+        let new = || {
+            Arc::new(Endpoint::new(
+                addr.clone(),
+                transport.clone(),
+                Arc::clone(&self.changes),
+            ))
         };
-        if let Some(existing) = map.get(addr).and_then(Weak::upgrade) {
+        let Ok(mut map) = self.endpoints.lock() else {
+            return new();
+        };
+        let key = (addr.clone(), transport.clone());
+        if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
             return existing;
         }
         map.retain(|_, weak| weak.strong_count() > 0);
-        let endpoint = Arc::new(Endpoint::new(addr.clone(), Arc::clone(&self.changes)));
-        map.insert(addr.clone(), Arc::downgrade(&endpoint));
+        let endpoint = new();
+        map.insert(key, Arc::downgrade(&endpoint));
         endpoint
     }
 }

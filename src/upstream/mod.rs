@@ -1,0 +1,190 @@
+//! Upstream endpoints: their health (active checks, passive ejection, drain)
+//! and their connections ([`conn`]).
+
+mod conn;
+pub mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use rustls_pki_types::ServerName;
+use tokio::sync::Notify;
+
+use crate::config::{EndpointAddr, OutlierConfig, Transport};
+
+pub use conn::{Connection, PooledBody};
+use conn::Pool;
+
+/// One upstream `host:port` with its connection pool and health.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: EndpointAddr,
+    transport: Transport,
+    authority: String,
+    /// The name checked in TLS (`https://` endpoints only).
+    server_name: Option<ServerName<'static>>,
+    pool: Pool,
+    health: Health,
+    /// Woken whenever this endpoint's availability flips.
+    changes: Arc<Notify>,
+}
+
+/// Health as seen by active checks, passive ejection and drain.
+#[derive(Debug)]
+struct Health {
+    /// The active check's verdict; endpoints start healthy.
+    check_up: AtomicBool,
+    check_streak: AtomicU32,
+    ejected: AtomicBool,
+    /// Consecutive failures of real requests.
+    failures: AtomicU32,
+    /// Ejections in a row, for the growing back-off.
+    ejections: AtomicU32,
+    draining: AtomicBool,
+}
+
+impl Endpoint {
+    /// A new endpoint with an empty pool, spoken to as `transport` says;
+    /// `changes` is woken when its availability flips.
+    pub fn new(addr: EndpointAddr, transport: Transport, changes: Arc<Notify>) -> Endpoint {
+        let server_name = addr
+            .tls
+            .then(|| ServerName::try_from(addr.host.clone()).ok())
+            .flatten();
+        if addr.tls && transport.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(endpoint = %addr, "tls_insecure_skip_verify: this endpoint's certificate is not verified");
+        }
+        Endpoint {
+            authority: addr.authority(),
+            server_name,
+            transport,
+            addr,
+            pool: Pool::default(),
+            health: Health {
+                check_up: AtomicBool::new(true),
+                check_streak: AtomicU32::new(0),
+                ejected: AtomicBool::new(false),
+                failures: AtomicU32::new(0),
+                ejections: AtomicU32::new(0),
+                draining: AtomicBool::new(false),
+            },
+            changes,
+        }
+    }
+
+    /// Healthy (active check and passive ejection) and not draining: may
+    /// take new requests.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.is_healthy() && !self.is_draining()
+    }
+
+    /// Passing its active check and not ejected.
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.health.check_up.load(Ordering::Relaxed) && !self.health.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Drained: finishing in-flight requests, taking no new ones.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.health.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or ends a drain. Draining closes the idle connections at once.
+    pub fn set_draining(&self, draining: bool) {
+        if self.health.draining.swap(draining, Ordering::Relaxed) != draining {
+            if draining {
+                self.close_idle();
+            }
+            tracing::info!(endpoint = %self.addr, draining, "endpoint drain changed");
+            self.changes.notify_one();
+        }
+    }
+
+    /// Records an active check result; the verdict flips after `threshold`
+    /// results in a row that disagree with it.
+    pub fn record_check(&self, passed: bool, healthy_threshold: u32, unhealthy_threshold: u32) {
+        let up = self.health.check_up.load(Ordering::Relaxed);
+        if passed == up {
+            self.health.check_streak.store(0, Ordering::Relaxed);
+            return;
+        }
+        let streak = self.health.check_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let threshold = if passed {
+            healthy_threshold
+        } else {
+            unhealthy_threshold
+        };
+        if streak >= threshold {
+            self.health.check_streak.store(0, Ordering::Relaxed);
+            self.health.check_up.store(passed, Ordering::Relaxed);
+            if passed {
+                tracing::info!(endpoint = %self.addr, "health check passing: endpoint healthy");
+            } else {
+                tracing::warn!(endpoint = %self.addr, "health check failing: endpoint unhealthy");
+            }
+            self.changes.notify_one();
+        }
+    }
+
+    /// A real request succeeded.
+    #[inline]
+    pub fn record_success(&self) {
+        if self.health.failures.load(Ordering::Relaxed) != 0 {
+            self.health.failures.store(0, Ordering::Relaxed);
+        }
+        if self.health.ejections.load(Ordering::Relaxed) != 0
+            && !self.health.ejected.load(Ordering::Relaxed)
+        {
+            self.health.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A real request failed (connect error, reset, 5xx): after
+    /// `consecutive_failures` in a row the endpoint is ejected for a while.
+    pub fn record_failure(self: &Arc<Self>, policy: &OutlierConfig) {
+        let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if policy.consecutive_failures == 0 || failures < policy.consecutive_failures {
+            return;
+        }
+        if self.health.ejected.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.health.failures.store(0, Ordering::Relaxed);
+        let repeat = self
+            .health
+            .ejections
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
+        let period = policy
+            .base_ejection
+            .saturating_mul(1 << repeat)
+            .min(policy.max_ejection);
+        tracing::warn!(endpoint = %self.addr, ?period, failures, "ejecting endpoint after consecutive failures");
+        self.close_idle();
+        self.changes.notify_one();
+        let endpoint = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(period).await;
+            endpoint.health.ejected.store(false, Ordering::Relaxed);
+            tracing::info!(endpoint = %endpoint.addr, "ejection over: trying the endpoint again");
+            endpoint.changes.notify_one();
+        });
+    }
+
+    /// How this endpoint is spoken to.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Closes every idle connection (drain, removal from config).
+    pub fn close_idle(&self) {
+        self.pool.clear();
+    }
+}

@@ -1,0 +1,224 @@
+//! Client TLS to `https://` endpoints: verified against the system roots, or
+//! against a backend's own CA file (`tls_ca`), or not at all when
+//! `tls_insecure_skip_verify` says so.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Which application protocols to offer in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    H2,
+    /// `h2` first, then `http/1.1`: the server picks.
+    Any,
+}
+
+/// The client TLS settings of one backend, built once at config load.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The CA file; `None` means the system roots.
+    pub ca: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    /// Sent in SNI and verified instead of each endpoint's host.
+    pub server_name: Option<ServerName<'static>>,
+    /// A hash of the CA file's bytes, so a changed file is a new setting.
+    ca_fingerprint: u64,
+    http1: TlsConnector,
+    h2: TlsConnector,
+    any: TlsConnector,
+}
+
+impl UpstreamTls {
+    /// Builds the settings; `ca` is read now, relative to `dir`.
+    pub fn new(
+        ca: Option<&str>,
+        dir: &Path,
+        insecure_skip_verify: bool,
+        server_name: Option<&str>,
+    ) -> Result<UpstreamTls, String> {
+        let server_name = server_name
+            .map(|name| {
+                ServerName::try_from(name.to_string())
+                    .map_err(|_| format!("`{name}` is not a valid TLS server name"))
+            })
+            .transpose()?;
+        let ca = ca.map(|p| dir.join(p));
+        let (roots, ca_fingerprint) = match &ca {
+            Some(path) => load_ca(path)?,
+            None => (system_roots(), 0),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+        let base = if insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        } else {
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        let connector = |alpn: &[&[u8]]| {
+            let mut config = base.clone();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(config))
+        };
+        Ok(UpstreamTls {
+            http1: connector(&[b"http/1.1"]),
+            h2: connector(&[b"h2"]),
+            any: connector(&[b"h2", b"http/1.1"]),
+            ca,
+            insecure_skip_verify,
+            server_name,
+            ca_fingerprint,
+        })
+    }
+
+    /// Runs the TLS handshake on `tcp`, offering `alpn`; `host` is the
+    /// endpoint's host, used for SNI unless a server name is configured.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        host: &ServerName<'static>,
+        alpn: Alpn,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let connector = match alpn {
+            Alpn::Http1 => &self.http1,
+            Alpn::H2 => &self.h2,
+            Alpn::Any => &self.any,
+        };
+        let name = self.server_name.as_ref().unwrap_or(host).clone();
+        connector.connect(name, tcp).await
+    }
+}
+
+/// Whether a TLS connection agreed on HTTP/2.
+pub fn negotiated_h2(stream: &TlsStream<TcpStream>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca
+            && self.ca_fingerprint == other.ca_fingerprint
+            && self.insecure_skip_verify == other.insecure_skip_verify
+            && self.server_name == other.server_name
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl Hash for UpstreamTls {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.ca.hash(state);
+        self.ca_fingerprint.hash(state);
+        self.insecure_skip_verify.hash(state);
+        self.server_name.as_ref().map(|n| n.to_str()).hash(state);
+    }
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CA certificates in `path`, and a hash of the file.
+fn load_ca(path: &Path) -> Result<(Arc<RootCertStore>, u64), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok((Arc::new(roots), crate::config::content_hash(&bytes)))
+}
+
+/// The operating system's trusted roots, read once.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "reading the system's CA certificates");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            tracing::warn!(ignored, "no system CA certificates found: https endpoints without tls_ca will fail verification");
+        }
+        Arc::new(roots)
+    }))
+}
+
+/// `tls_insecure_skip_verify`: accepts any certificate, but still checks that
+/// the handshake is signed by the key in it.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
