@@ -9,6 +9,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluicegate::config::{Config, Format};
 use sluicegate::state::{EndpointPool, Snapshot};
+use sluicegate::telemetry::Telemetry;
 
 /// `routes` routes with distinct hosts, every tenth a wildcard, 90/10 split each.
 fn config(routes: usize) -> Config {
@@ -35,7 +36,13 @@ fn config(routes: usize) -> Config {
 fn bench(c: &mut Criterion) {
     let pool = EndpointPool::default();
     for routes in [1usize, 100, 1000] {
-        let snapshot = Snapshot::build(Arc::new(config(routes)), 1, &HashMap::new(), &pool);
+        let snapshot = Snapshot::build(
+            Arc::new(config(routes)),
+            1,
+            &HashMap::new(),
+            &pool,
+            &Telemetry::new(),
+        );
         // The last exact-host route: the worst case for the exact lookup.
         let last = (0..routes).rev().find(|i| i % 10 != 9).unwrap_or(0);
         let host = format!("h{last}.example.com:8080");
@@ -46,7 +53,13 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let snapshot = Snapshot::build(Arc::new(config(1000)), 1, &HashMap::new(), &pool);
+    let snapshot = Snapshot::build(
+        Arc::new(config(1000)),
+        1,
+        &HashMap::new(),
+        &pool,
+        &Telemetry::new(),
+    );
     c.bench_function("match_wildcard/1000_routes", |b| {
         b.iter(|| {
             black_box(

@@ -2,12 +2,15 @@
 //! forwarding allocates nothing per request for the body.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::upstream::PooledBody;
 
 /// A request body sent upstream: the client's stream, or bytes we made.
@@ -56,22 +59,75 @@ impl Body for UpstreamBody {
 }
 
 /// A response body sent to the client: the upstream's stream, or a short
-/// message sluicegate made itself.
+/// message sluicegate made itself; with the access log on, it also counts
+/// the bytes sent and writes the request's line when it ends.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub struct ProxyBody {
+    kind: Kind,
+    log: Option<Box<PendingLine>>,
+}
+
+#[derive(Debug)]
+enum Kind {
     Upstream(PooledBody),
     Bytes(Option<Bytes>),
 }
 
+/// An access log line waiting for the end of its response.
+#[derive(Debug)]
+struct PendingLine {
+    entry: Entry,
+    started: Instant,
+    log: Arc<AccessLog>,
+}
+
 impl ProxyBody {
+    /// The upstream's response body.
+    pub fn upstream(body: PooledBody) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            log: None,
+        }
+    }
+
     /// A body of `text`.
     pub fn text(text: impl Into<Bytes>) -> Self {
-        ProxyBody::Bytes(Some(text.into()))
+        ProxyBody {
+            kind: Kind::Bytes(Some(text.into())),
+            log: None,
+        }
     }
 
     /// No body.
     pub fn empty() -> Self {
-        ProxyBody::Bytes(None)
+        ProxyBody {
+            kind: Kind::Bytes(None),
+            log: None,
+        }
+    }
+
+    /// Writes `entry` to `log` when this body ends or is dropped, with the
+    /// bytes sent and the time since `started`.
+    pub fn log_when_done(&mut self, log: Arc<AccessLog>, entry: Entry, started: Instant) {
+        self.log = Some(Box::new(PendingLine {
+            entry,
+            started,
+            log,
+        }));
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.log.take() {
+            let PendingLine {
+                mut entry,
+                started,
+                log,
+            } = *pending;
+            entry.duration = started.elapsed();
+            log.log(entry);
+        }
     }
 }
 
@@ -83,23 +139,30 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
-            ProxyBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let (Some(pending), Poll::Ready(Some(Ok(frame)))) = (&mut this.log, &frame)
+            && let Some(data) = frame.data_ref()
+        {
+            pending.entry.bytes += data.len() as u64;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(body) => body.is_end_stream(),
-            ProxyBody::Bytes(bytes) => bytes.is_none(),
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Bytes(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(body) => body.size_hint(),
-            ProxyBody::Bytes(bytes) => {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Bytes(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }

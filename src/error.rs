@@ -96,6 +96,8 @@ pub enum ServerError {
     ListenerCount(usize, usize),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot open the access log {0}")]
+    AccessLog(String),
     #[error("admin API: {0}")]
     Admin(String),
     #[error("TLS: {0}")]

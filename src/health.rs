@@ -56,6 +56,10 @@ struct Checks {
 impl Checks {
     /// Starts checks for new endpoints, stops those no longer configured and
     /// restarts those whose settings changed.
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "a Transport hashes only its immutable settings, not the TLS session cache inside"
+    )]
     fn sync(&mut self, snapshot: &Snapshot) {
         let mut wanted: HashMap<EndpointKey, (HealthConfig, Arc<Endpoint>)> = HashMap::new();
         for backend in snapshot.routes.iter().flat_map(|r| &r.backends) {

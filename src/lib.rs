@@ -27,6 +27,7 @@
 //! over a pooled upstream connection and streams the response back.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -40,6 +41,8 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod stats;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 #[cfg(unix)]

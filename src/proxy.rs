@@ -13,15 +13,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
+use crate::access_log::Entry;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{ProxyError, UpstreamError};
-use crate::state::{Backend, Route, State};
+use crate::state::{Backend, Route, Snapshot, State};
 use crate::tunnel;
 use crate::upstream::Endpoint;
 
@@ -50,42 +52,112 @@ pub struct ClientInfo {
 }
 
 /// Proxies one request; never fails: errors become responses (gRPC-shaped
-/// for gRPC requests).
+/// for gRPC requests). Every response is counted for the backend that
+/// answered it (or the one picked, when sluicegate answered itself).
 pub async fn handle(
     state: &State,
     client: ClientInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snapshot = state.snapshot_full();
     let grpc = is_grpc(&req);
-    match forward(state, client, req).await {
-        Ok(resp) => resp,
+    let entry = state.access_log().map(|_| log_entry(&req, client));
+    let mut served = Served::default();
+    let (mut resp, status) = match forward(&snapshot, client, req, &mut served).await {
+        Ok(resp) => {
+            let status = resp.status();
+            (resp, status)
+        }
         Err(error) => {
             tracing::debug!(%error, "request failed");
-            if grpc {
+            let resp = if grpc {
                 grpc_error_response(&error)
             } else {
                 error_response(&error)
-            }
+            };
+            (resp, error.status())
         }
+    };
+    let metrics = served.backend.map_or(&snapshot.unrouted, |b| &b.metrics);
+    metrics.record(status, started.elapsed());
+    if let (Some(log), Some(mut entry)) = (state.access_log(), entry) {
+        entry.status = status;
+        entry.revision = snapshot.revision;
+        entry.route = served.route.map(|r| r.name().to_string());
+        entry.backend = served.backend.map(|b| b.name.clone());
+        entry.endpoint = served.endpoint.map(|e| e.addr.to_string());
+        entry.retries = served.retries;
+        resp.body_mut()
+            .log_when_done(Arc::clone(log), entry, started);
+    }
+    resp
+}
+
+/// Who handled a request, as far as it got.
+#[derive(Default)]
+struct Served<'s> {
+    route: Option<&'s Route>,
+    /// The backend in charge: picked, then the one of the last attempt.
+    backend: Option<&'s Backend>,
+    endpoint: Option<&'s Arc<Endpoint>>,
+    retries: u32,
+}
+
+/// The access log fields known before forwarding.
+fn log_entry<B>(req: &Request<B>, client: ClientInfo) -> Entry {
+    Entry {
+        time: SystemTime::now(),
+        client: client.peer.ip(),
+        method: req.method().clone(),
+        version: req.version(),
+        host: request_host(req).map(str::to_owned),
+        path: req.uri().path_and_query().map_or_else(
+            || req.uri().path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
+        status: http::StatusCode::OK,
+        bytes: 0,
+        duration: Duration::ZERO,
+        route: None,
+        backend: None,
+        endpoint: None,
+        revision: 0,
+        retries: 0,
     }
 }
 
-async fn forward(
-    state: &State,
+/// Steps 2 to 6; `served` records who handled the request as it goes.
+async fn forward<'s>(
+    snapshot: &'s Snapshot,
     client: ClientInfo,
     req: Request<Incoming>,
+    served: &mut Served<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let snapshot = state.snapshot_full();
     let host = request_host(&req).map(str::to_owned);
+    // A plain CONNECT names an authority, not a path to route by.
+    if req.method() == Method::CONNECT && tunnel::requested_protocol(&req).is_none() {
+        return Err(ProxyError::Connect);
+    }
     let route = snapshot
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
+    served.route = Some(route);
     let mut backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    served.backend = Some(backend);
     let timeouts = snapshot.config.timeouts;
     if req.method() == Method::CONNECT || tunnel::requested_protocol(&req).is_some() {
         let protocol = tunnel::requested_protocol(&req).ok_or(ProxyError::Connect)?;
-        return tunnel::forward(route, backend, timeouts, client, req, host.as_deref(), protocol)
-            .await;
+        return tunnel::forward(
+            route,
+            backend,
+            timeouts,
+            client,
+            req,
+            host.as_deref(),
+            protocol,
+        )
+        .await;
     }
     let (parts, body) = upstream_request(req, host.as_deref(), client).into_parts();
     // An idempotent request without a body can be sent again after a reset.
@@ -94,11 +166,17 @@ async fn forward(
     let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     let mut last_error = None;
-    for _attempt in 0..=route.config.retries {
+    for attempt in 0..=route.config.retries {
         let Some((chosen, endpoint)) = next_endpoint(route, backend, &tried) else {
             break;
         };
+        if attempt > 0 {
+            backend.metrics.record_retry();
+            served.retries = attempt;
+        }
         backend = chosen;
+        served.backend = Some(backend);
+        served.endpoint = Some(endpoint);
         tried.push(endpoint);
         let Some(req) = pending.take().or_else(|| {
             replay
@@ -151,7 +229,11 @@ pub(crate) fn next_endpoint<'a>(
     tried: &[&Arc<Endpoint>],
 ) -> Option<(&'a Backend, &'a Arc<Endpoint>)> {
     let fresh = |e: &&Arc<Endpoint>| e.available() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
-    if let Some(endpoint) = preferred.pick_endpoint().filter(fresh) {
+    // Only the first attempt takes a round-robin turn, so retries do not
+    // skew the rotation.
+    if tried.is_empty()
+        && let Some(endpoint) = preferred.pick_endpoint().filter(fresh)
+    {
         return Some((preferred, endpoint));
     }
     if let Some(endpoint) = preferred.endpoints.iter().find(fresh) {
@@ -287,7 +369,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn client_response(resp: Response<crate::upstream::PooledBody>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::Upstream(body))
+    Response::from_parts(parts, ProxyBody::upstream(body))
 }
 
 /// A short plain-text response for an error sluicegate itself produced.

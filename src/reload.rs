@@ -69,8 +69,10 @@ impl Reloader {
         let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
         let running = self.seen.lock().map(|s| s.applied).unwrap_or(None);
         if hash.is_some() && hash == running {
-            // Nothing to apply, but a reload still ends drains.
+            // Nothing to apply, but a reload still ends drains and re-reads
+            // certificate files (a renewed certificate, same config).
             self.state.undrain_all();
+            self.state.notify_unchanged_reload();
             return Ok(Applied {
                 revision: self.state.revision(),
                 routes_changed: Vec::new(),
@@ -102,6 +104,7 @@ impl Reloader {
                     seen.applied = loaded;
                 }
                 self.ok.fetch_add(1, Ordering::Relaxed);
+                self.state.telemetry().record_reload(true);
                 tracing::info!(
                     path = %self.path.display(),
                     revision = applied.revision,
@@ -112,6 +115,7 @@ impl Reloader {
             }
             Err(errors) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                self.state.telemetry().record_reload(false);
                 tracing::error!(path = %self.path.display(), errors = %errors, "config reload refused; the running config stays");
                 Err(errors)
             }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Token};
 use crate::config::{Config, Timeouts};
 use crate::error::ServerError;
@@ -85,7 +86,24 @@ pub async fn run(
         .is_some_and(|a| a.ip().is_loopback());
     let tls = tls_stores(&config)?;
     let (source, loaded) = (config.source.clone(), config.source_hash);
-    let state = Arc::new(State::new(config));
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|c| {
+            AccessLog::start(c).map_err(|e| {
+                let path = c
+                    .path
+                    .as_ref()
+                    .map_or("stdout".into(), |p| p.display().to_string());
+                ServerError::AccessLog(format!("{path}: {e}"))
+            })
+        })
+        .transpose()?;
+    let mut state = State::new(config);
+    if let Some(log) = access_log {
+        state.set_access_log(log);
+    }
+    let state = Arc::new(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reloader = source.map(|path| Arc::new(Reloader::new(path, Arc::clone(&state), loaded)));
     if let Some(reloader) = &reloader {
@@ -113,6 +131,14 @@ pub async fn run(
         tls.clone(),
         stop_rx.clone(),
     ));
+    let telemetry = Arc::clone(state.telemetry());
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::telemetry::UPKEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            telemetry.upkeep();
+        }
+    });
     let acceptors = tls
         .iter()
         .map(|store| {
@@ -145,6 +171,7 @@ pub async fn run(
     .await;
     health.abort();
     cert_reload.abort();
+    upkeep.abort();
     let _ = stop_tx.send(true);
     if let Some(task) = admin_task {
         let _ = task.await;
@@ -152,24 +179,13 @@ pub async fn run(
     result
 }
 
-/// Refuses what this build cannot serve yet, rather than half-serving it.
+/// Refuses listeners that do not match the config, rather than half-serving.
 fn check_supported(config: &Config, listeners: &Listeners) -> Result<(), ServerError> {
     if listeners.data.len() != config.listeners.len() {
         return Err(ServerError::ListenerCount(
             listeners.data.len(),
             config.listeners.len(),
         ));
-    }
-    let https = config
-        .routes
-        .iter()
-        .flat_map(|r| &r.backends)
-        .flat_map(|b| &b.endpoints)
-        .find(|e| e.tls);
-    if let Some(endpoint) = https {
-        return Err(ServerError::Unsupported(format!(
-            "https:// endpoints are not supported yet: {endpoint}"
-        )));
     }
     Ok(())
 }

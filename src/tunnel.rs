@@ -123,7 +123,7 @@ pub async fn forward(
         remove_hop_by_hop(&mut head.headers);
         return Ok(Response::from_parts(
             head,
-            ProxyBody::Upstream(PooledBody::detached(body)),
+            ProxyBody::upstream(PooledBody::detached(body)),
         ));
     }
 
@@ -170,7 +170,7 @@ fn websocket_key() -> String {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
         }
     }
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push('=');
     }
     out

@@ -3,6 +3,7 @@
 //! reads need it too unless the listener is on loopback.
 
 pub mod auth;
+mod dashboard;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -141,6 +142,11 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(text_response(StatusCode::OK, "ok\n")),
+        // The page holds nothing secret: it asks for the token the API calls need.
+        (&Method::GET, [] | ["assets", _]) => {
+            return dashboard::asset(&segments)
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such dashboard file"));
+        }
         (&Method::GET, ["readyz"]) => {
             return Ok(if admin.draining.load(Ordering::Relaxed) {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
@@ -159,6 +165,9 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
         ));
     }
     let query = req.uri().query().unwrap_or("").to_string();
+    if method == Method::GET && segments.as_slice() == ["metrics"] {
+        return Ok(metrics(admin));
+    }
     let api = match segments.as_slice() {
         ["api", "v1", rest @ ..] => rest,
         _ => {
@@ -224,6 +233,7 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
             route_reply(admin, route, None)
         }
         (Method::GET, ["history"]) => history(admin, &query),
+        (Method::GET, ["stats"]) => Ok(json_ok(&stats(admin))),
         (Method::POST, ["reload"]) => reload(admin),
         (
             _,
@@ -375,6 +385,48 @@ fn history(admin: &Admin, query: &str) -> Result<AdminResponse, ApiError> {
     Ok(json_ok(
         &json!({ "revisions": revisions, "next_before": next_before }),
     ))
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics(admin: &Admin) -> AdminResponse {
+    let snapshot = admin.state.snapshot_full();
+    let text = admin.state.telemetry().render(&snapshot);
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// `GET /api/v1/stats`: per backend, the finished intervals of the last 15
+/// minutes (`points`, oldest first) and the one in progress (`current`).
+fn stats(admin: &Admin) -> Value {
+    let snapshot = admin.state.snapshot_full();
+    let now = crate::stats::current_interval();
+    let routes: serde_json::Map<String, Value> = snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            let backends: serde_json::Map<String, Value> = route
+                .backends
+                .iter()
+                .map(|b| {
+                    let series = &b.metrics.series;
+                    let view = json!({
+                        "points": series.points(now),
+                        "current": series.point(now),
+                    });
+                    (b.name.clone(), view)
+                })
+                .collect();
+            (route.name().to_string(), json!({ "backends": backends }))
+        })
+        .collect();
+    json!({
+        "interval_seconds": crate::stats::INTERVAL_SECS,
+        "routes": routes,
+    })
 }
 
 fn reload(admin: &Admin) -> Result<AdminResponse, ApiError> {

@@ -14,8 +14,18 @@ pub struct FileConfig {
     pub listeners: Vec<FileListener>,
     pub admin: Option<FileAdmin>,
     pub timeouts: Option<FileTimeouts>,
+    pub access_log: Option<FileAccessLog>,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub enabled: Option<bool>,
+    pub format: Option<String>,
+    pub path: Option<String>,
 }
 
 /// `[[listeners]]`

@@ -76,7 +76,26 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub admin: AdminConfig,
     pub timeouts: Timeouts,
+    /// `None` when off.
+    pub access_log: Option<AccessLogConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// One line per request, written off the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// `None` for standard output.
+    pub path: Option<PathBuf>,
+}
+
+/// The shape of an access log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// NCSA common log format, then `key=value` extras.
+    Common,
 }
 
 /// One data-plane listener.
@@ -477,6 +496,9 @@ impl Config {
             resolve(p);
         }
         if let Some(p) = &mut self.admin.state_file {
+            resolve(p);
+        }
+        if let Some(p) = self.access_log.as_mut().and_then(|a| a.path.as_mut()) {
             resolve(p);
         }
     }

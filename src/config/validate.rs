@@ -196,6 +196,7 @@ impl Checker<'_> {
         let listeners = self.listeners(raw.listeners);
         let admin = self.admin(raw.admin.unwrap_or_default());
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
+        let access_log = raw.access_log.and_then(|a| self.access_log(a));
         let mut names = HashSet::new();
         let routes = raw
             .routes
@@ -218,8 +219,34 @@ impl Checker<'_> {
             listeners,
             admin,
             timeouts,
+            access_log,
             routes,
         }
+    }
+
+    fn access_log(&mut self, raw: file::FileAccessLog) -> Option<AccessLogConfig> {
+        let format = match raw.format.as_deref() {
+            None | Some("json") => AccessLogFormat::Json,
+            Some("common") => AccessLogFormat::Common,
+            Some(other) => {
+                self.error(
+                    "access_log.format",
+                    format!("unknown format `{other}`: expected json or common"),
+                );
+                AccessLogFormat::Json
+            }
+        };
+        let path = match raw.path.as_deref() {
+            None | Some("stdout" | "-") => None,
+            Some("") => {
+                self.error("access_log.path", "must be `stdout` or a file path");
+                None
+            }
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        raw.enabled
+            .unwrap_or(true)
+            .then_some(AccessLogConfig { format, path })
     }
 
     fn listeners(&mut self, raw: Vec<file::FileListener>) -> Vec<ListenerConfig> {
@@ -555,7 +582,10 @@ impl Checker<'_> {
         if !any_tls {
             for (field, set) in [
                 ("tls_ca", raw.tls_ca.is_some()),
-                ("tls_insecure_skip_verify", raw.tls_insecure_skip_verify.is_some()),
+                (
+                    "tls_insecure_skip_verify",
+                    raw.tls_insecure_skip_verify.is_some(),
+                ),
                 ("tls_server_name", raw.tls_server_name.is_some()),
             ] {
                 if set {
@@ -565,7 +595,10 @@ impl Checker<'_> {
                     );
                 }
             }
-            return Transport { protocol, tls: None };
+            return Transport {
+                protocol,
+                tls: None,
+            };
         }
         let insecure = raw.tls_insecure_skip_verify.unwrap_or(false);
         if insecure && raw.tls_ca.is_some() {
@@ -602,7 +635,10 @@ impl Checker<'_> {
                     "tls_ca"
                 };
                 self.error(&format!("{path}.{field}"), message);
-                Transport { protocol, tls: None }
+                Transport {
+                    protocol,
+                    tls: None,
+                }
             }
         }
     }

@@ -19,8 +19,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, TOTAL_WEIGHT, Weight};
 use crate::history::{MAX_HISTORY, Persisted, Revision, Source, WeightMap};
+use crate::telemetry::Telemetry;
 
 /// Why a change was refused; each maps to one admin API status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct Applied {
 pub struct State {
     current: ArcSwap<Snapshot>,
     pool: EndpointPool,
+    telemetry: Arc<Telemetry>,
+    access_log: Option<Arc<AccessLog>>,
     control: Mutex<Control>,
     /// The revision of every published snapshot, for the health manager.
     revisions: watch::Sender<u64>,
@@ -98,16 +102,20 @@ impl State {
         };
         control.record(None, None, None, Source::File, reason);
         let pool = EndpointPool::default();
+        let telemetry = Arc::new(Telemetry::new());
         let snapshot = Snapshot::build(
             Arc::clone(&control.config),
             control.revision,
             &control.overrides,
             &pool,
+            &telemetry,
         );
         let state = State {
             revisions: watch::Sender::new(snapshot.revision),
             current: ArcSwap::from_pointee(snapshot),
             pool,
+            telemetry,
+            access_log: None,
             control: Mutex::new(control),
         };
         state.persist();
@@ -275,9 +283,20 @@ impl State {
     pub fn apply_file(&self, config: Config) -> Applied {
         let mut control = self.lock();
         let old = Arc::clone(&control.config);
-        if old.listeners != config.listeners || old.admin.addr != config.admin.addr {
+        let sockets = |c: &Config| -> Vec<(std::net::SocketAddr, bool)> {
+            c.listeners
+                .iter()
+                .map(|l| (l.addr, l.tls.is_some()))
+                .collect()
+        };
+        if sockets(&old) != sockets(&config) || old.admin.addr != config.admin.addr {
             tracing::warn!(
                 "listener or admin addresses changed: that needs a restart; the running sockets stay as they are"
+            );
+        }
+        if old.access_log != config.access_log {
+            tracing::warn!(
+                "access_log settings changed: that needs a restart; the log stays as it is"
             );
         }
         let current = self.current.load_full();
@@ -353,11 +372,33 @@ impl State {
             control.revision,
             &control.overrides,
             &self.pool,
+            &self.telemetry,
         );
         self.current.store(Arc::new(snapshot));
         save(control);
         self.revisions.send_replace(control.revision);
         control.revision
+    }
+
+    /// Sends every request's line to `log` from now on.
+    pub fn set_access_log(&mut self, log: AccessLog) {
+        self.access_log = Some(Arc::new(log));
+    }
+
+    /// The access log, when on.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
+    }
+
+    /// This proxy's metrics.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Wakes revision subscribers (certificate reload, health checks) without
+    /// a new revision: a reload found the config unchanged.
+    pub fn notify_unchanged_reload(&self) {
+        self.revisions.send_modify(|_| {});
     }
 
     /// A receiver that sees the revision of every published snapshot.
@@ -400,6 +441,11 @@ impl State {
                 .filter(|(_, up)| !**up)
                 .map(|(b, _)| b.name.as_str())
                 .collect();
+            for ((backend, was), is) in route.backends.iter().zip(&before).zip(&now) {
+                if *was && !*is {
+                    backend.metrics.record_failover();
+                }
+            }
             let reason = if down.is_empty() {
                 "every backend available again".to_string()
             } else if route.config.failover {

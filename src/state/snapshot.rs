@@ -14,6 +14,7 @@ use crate::config::{
     Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Transport, Weight,
 };
 use crate::history::WeightMap;
+use crate::telemetry::{BackendMetrics, Telemetry};
 use crate::upstream::Endpoint;
 
 /// Everything the request path needs, swapped as a whole.
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Vec<Route>,
     router: Router,
+    /// Metrics of requests no route matched (labels `route=""`, `backend=""`).
+    pub unrouted: Arc<BackendMetrics>,
 }
 
 /// A route ready to serve: its backends and the weighted picker over them.
@@ -48,6 +51,8 @@ pub struct Backend {
     pub health: Option<HealthConfig>,
     /// Passive ejection settings.
     pub outlier: OutlierConfig,
+    /// Metric handles and the live series, shared across snapshots.
+    pub metrics: Arc<BackendMetrics>,
     next_endpoint: AtomicUsize,
 }
 
@@ -133,6 +138,7 @@ impl Snapshot {
         revision: u64,
         overrides: &HashMap<String, WeightMap>,
         pool: &EndpointPool,
+        telemetry: &Telemetry,
     ) -> Snapshot {
         let routes: Vec<Route> = config
             .routes
@@ -143,8 +149,11 @@ impl Snapshot {
                     .backends
                     .iter()
                     .map(|bc| {
-                        let endpoints: Vec<Arc<Endpoint>> =
-                            bc.endpoints.iter().map(|a| pool.get(a, &bc.transport)).collect();
+                        let endpoints: Vec<Arc<Endpoint>> = bc
+                            .endpoints
+                            .iter()
+                            .map(|a| pool.get(a, &bc.transport))
+                            .collect();
                         let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
                         Backend {
                             name: bc.name.clone(),
@@ -154,6 +163,7 @@ impl Snapshot {
                             endpoints,
                             health: bc.health.clone(),
                             outlier: bc.outlier,
+                            metrics: telemetry.backend(&rc.name, &bc.name),
                             next_endpoint: AtomicUsize::new(0),
                         }
                     })
@@ -178,6 +188,7 @@ impl Snapshot {
             config,
             routes,
             router,
+            unrouted: telemetry.backend("", ""),
         }
     }
 
@@ -265,6 +276,7 @@ mod tests {
             1,
             &HashMap::new(),
             &EndpointPool::default(),
+            &Telemetry::new(),
         )
     }
 

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 
 use crate::config::{EndpointAddr, OutlierConfig, Transport};
 
-pub use conn::{Connection, PooledBody};
 use conn::Pool;
+pub use conn::{Connection, PooledBody};
 
 /// One upstream `host:port` with its connection pool and health.
 #[derive(Debug)]
@@ -51,7 +51,12 @@ impl Endpoint {
             .tls
             .then(|| ServerName::try_from(addr.host.clone()).ok())
             .flatten();
-        if addr.tls && transport.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+        if addr.tls
+            && transport
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.insecure_skip_verify)
+        {
             tracing::warn!(endpoint = %addr, "tls_insecure_skip_verify: this endpoint's certificate is not verified");
         }
         Endpoint {

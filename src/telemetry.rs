@@ -1,0 +1,370 @@
+//! Prometheus metrics (SPEC §4): names in one place, handles resolved once
+//! per route and backend and kept in the snapshot, so a request records with
+//! a few atomic adds and no label formatting or map lookup.
+//!
+//! Counters and the latency histogram live in a `metrics-exporter-prometheus`
+//! recorder owned by this proxy (not a process-global one, so several proxies
+//! in one process keep apart). Gauges — weights, health, revision — describe
+//! state, not events: they are written from the current snapshot at scrape
+//! time, so they are exact and a removed route leaves nothing stale behind.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::state::Snapshot;
+use crate::stats::Series;
+
+pub const REQUESTS_TOTAL: &str = "sluicegate_requests_total";
+pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
+pub const BACKEND_WEIGHT: &str = "sluicegate_backend_weight";
+pub const ENDPOINT_HEALTHY: &str = "sluicegate_endpoint_healthy";
+pub const CONFIG_RELOADS: &str = "sluicegate_config_reloads_total";
+pub const CONFIG_REVISION: &str = "sluicegate_config_revision";
+pub const UPSTREAM_RETRIES: &str = "sluicegate_upstream_retries_total";
+pub const FAILOVERS: &str = "sluicegate_failovers_total";
+pub const MIRROR_TOTAL: &str = "sluicegate_mirror_total";
+pub const CANARY_WEIGHT: &str = "sluicegate_canary_weight";
+
+/// Latency buckets in seconds, 1 ms … 10 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// How often the recorder folds recorded samples into its histograms.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Status classes counted, `1xx` to `5xx`.
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The metrics of one proxy.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    backends: Mutex<HashMap<(String, String), Weak<BackendMetrics>>>,
+    reloads_ok: Counter,
+    reloads_error: Counter,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+/// Pre-resolved handles and the in-memory series of one route's backend.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    requests: [Counter; 5],
+    duration: Histogram,
+    retries: Counter,
+    failovers: Counter,
+    mirror: [Counter; 4],
+    /// Requests, errors and latency over the last 15 minutes.
+    pub series: Series,
+}
+
+/// Outcomes of a mirrored request.
+#[derive(Debug, Clone, Copy)]
+pub enum MirrorOutcome {
+    Match = 0,
+    Mismatch = 1,
+    Error = 2,
+    Skipped = 3,
+}
+
+impl BackendMetrics {
+    /// Records a response sent to a client after `elapsed`; 5xx are errors.
+    #[inline]
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.requests[class].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+        self.series.record(elapsed, status.is_server_error());
+    }
+
+    /// One more attempt on another endpoint.
+    #[inline]
+    pub fn record_retry(&self) {
+        self.retries.increment(1);
+    }
+
+    /// This backend lost its share to failover.
+    pub fn record_failover(&self) {
+        self.failovers.increment(1);
+    }
+
+    /// A mirrored copy ended with `outcome`.
+    pub fn record_mirror(&self, outcome: MirrorOutcome) {
+        self.mirror[outcome as usize].increment(1);
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl Telemetry {
+    /// A fresh set of metrics.
+    pub fn new() -> Telemetry {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &LATENCY_BUCKETS)
+        {
+            Ok(builder) => builder,
+            // Only fails on an empty bucket list, which LATENCY_BUCKETS is not.
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        for (name, help) in [
+            (
+                REQUESTS_TOTAL,
+                "Responses sent to clients, by route, backend and status class.",
+            ),
+            (
+                UPSTREAM_RETRIES,
+                "Attempts repeated on another endpoint after a failure.",
+            ),
+            (
+                FAILOVERS,
+                "Times a backend lost its share because no endpoint was available.",
+            ),
+            (MIRROR_TOTAL, "Mirrored (shadow) requests by outcome."),
+            (
+                CONFIG_RELOADS,
+                "Config file reloads, applied (ok) or refused (error).",
+            ),
+        ] {
+            recorder.describe_counter(name.into(), None, help.into());
+        }
+        recorder.describe_histogram(
+            REQUEST_DURATION.into(),
+            Some(metrics::Unit::Seconds),
+            "Time from a request's arrival to its response headers.".into(),
+        );
+        let handle = recorder.handle();
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        Telemetry {
+            reloads_ok: counter(CONFIG_RELOADS, vec![Label::new("result", "ok")]),
+            reloads_error: counter(CONFIG_RELOADS, vec![Label::new("result", "error")]),
+            recorder,
+            handle,
+            backends: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The metrics of `route`'s `backend`, shared by every snapshot that has
+    /// it, so counts and series carry on across reloads.
+    pub fn backend(&self, route: &str, backend: &str) -> Arc<BackendMetrics> {
+        let key = (route.to_string(), backend.to_string());
+        let mut map = match self.backends.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        map.retain(|_, weak| weak.strong_count() > 0);
+        let metrics = Arc::new(self.new_backend(route, backend));
+        map.insert(key, Arc::downgrade(&metrics));
+        metrics
+    }
+
+    fn new_backend(&self, route: &str, backend: &str) -> BackendMetrics {
+        let labels = || {
+            vec![
+                Label::new("route", route.to_string()),
+                Label::new("backend", backend.to_string()),
+            ]
+        };
+        let with = |name: &'static str, key: &'static str, value: &'static str| {
+            let mut labels = labels();
+            labels.push(Label::new(key, value));
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        BackendMetrics {
+            requests: CODE_CLASSES.map(|class| with(REQUESTS_TOTAL, "code", class)),
+            duration: self
+                .recorder
+                .register_histogram(&Key::from_parts(REQUEST_DURATION, labels()), &METADATA),
+            retries: self
+                .recorder
+                .register_counter(&Key::from_parts(UPSTREAM_RETRIES, labels()), &METADATA),
+            failovers: self
+                .recorder
+                .register_counter(&Key::from_parts(FAILOVERS, labels()), &METADATA),
+            mirror: ["match", "mismatch", "error", "skipped"]
+                .map(|outcome| with(MIRROR_TOTAL, "outcome", outcome)),
+            series: Series::default(),
+        }
+    }
+
+    /// A config reload was applied (`ok`) or refused.
+    pub fn record_reload(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.increment(1);
+        } else {
+            self.reloads_error.increment(1);
+        }
+    }
+
+    /// Folds recorded samples into histograms; call every [`UPKEEP_INTERVAL`].
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text exposition: counters and histograms, then gauges
+    /// from `snapshot`, then process metrics.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = self.handle.render();
+        render_gauges(&mut out, snapshot);
+        render_process(&mut out);
+        out
+    }
+}
+
+static METADATA: Metadata<'static> = Metadata::new("sluicegate", Level::INFO, None);
+
+fn render_gauges(out: &mut String, snapshot: &Snapshot) {
+    gauge_header(
+        out,
+        BACKEND_WEIGHT,
+        "Weight of a backend in percent, desired (asked for) and effective (after failover).",
+    );
+    for route in &snapshot.routes {
+        for backend in &route.backends {
+            for (kind, weight) in [
+                ("desired", backend.weight),
+                ("effective", backend.effective),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{BACKEND_WEIGHT}{{route=\"{}\",backend=\"{}\",kind=\"{kind}\"}} {}",
+                    escape(route.name()),
+                    escape(&backend.name),
+                    weight.percent()
+                );
+            }
+        }
+    }
+    gauge_header(
+        out,
+        ENDPOINT_HEALTHY,
+        "1 when an endpoint passes its checks and is not ejected.",
+    );
+    for route in &snapshot.routes {
+        for backend in &route.backends {
+            for endpoint in &backend.endpoints {
+                let _ = writeln!(
+                    out,
+                    "{ENDPOINT_HEALTHY}{{route=\"{}\",backend=\"{}\",endpoint=\"{}\"}} {}",
+                    escape(route.name()),
+                    escape(&backend.name),
+                    escape(&endpoint.addr.to_string()),
+                    u8::from(endpoint.is_healthy())
+                );
+            }
+        }
+    }
+    gauge_header(out, CONFIG_REVISION, "The revision in force.");
+    let _ = writeln!(out, "{CONFIG_REVISION} {}", snapshot.revision);
+}
+
+fn gauge_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        value.into()
+    }
+}
+
+/// The standard `process_*` metrics, read from /proc on Linux.
+fn render_process(out: &mut String) {
+    let Some(process) = ProcessStats::read() else {
+        return;
+    };
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent.",
+        process.cpu_seconds,
+    );
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size.",
+        process.resident_bytes,
+    );
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+        process.open_fds,
+    );
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time since the Unix epoch.",
+        process.start_time_seconds,
+    );
+}
+
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    open_fds: f64,
+    start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        // Clock ticks and page size are 100 and 4096 on every Linux target
+        // sluicegate is built for; reading them needs libc.
+        const TICKS: f64 = 100.0;
+        const PAGE: f64 = 4096.0;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may hold spaces, in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        let (utime, stime, starttime, rss) = (field(14)?, field(15)?, field(22)?, field(24)?);
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) / TICKS,
+            resident_bytes: rss * PAGE,
+            open_fds,
+            start_time_seconds: boot + starttime / TICKS,
+        })
+    }
+}

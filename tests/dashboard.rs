@@ -1,0 +1,180 @@
+//! The dashboard on a real admin listener: the page and its assets are served
+//! without a token under a strict CSP, and a person's path through it — open
+//! the page, enter the token, move green to 50 % with the slider, apply —
+//! driven in Debian's headless Chromium by `tests/browser/dashboard.mjs`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
+use http::{Method, StatusCode};
+
+use support::{FakeBackend, FileProxy, two_backend_config, weight_map};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// How long the browser script may take, start-up of Chromium included.
+const BROWSER_LIMIT: Duration = Duration::from_secs(120);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+async fn blue_green(
+    blue_weight: &str,
+    green_weight: &str,
+) -> (FakeBackend, FakeBackend, FileProxy) {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&two_backend_config(
+        blue_weight,
+        &blue,
+        green_weight,
+        &green,
+    ))
+    .await;
+    (blue, green, proxy)
+}
+
+fn header(reply: &support::Reply, name: impl http::header::AsHeaderName) -> String {
+    reply
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_page_and_assets_are_served_without_a_token_under_a_strict_csp() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+
+    for (path, content_type, needle) in [
+        (
+            "/",
+            "text/html; charset=utf-8",
+            "<script src=\"/assets/app.js\"",
+        ),
+        (
+            "/assets/app.js",
+            "text/javascript; charset=utf-8",
+            "/api/v1",
+        ),
+        ("/assets/app.css", "text/css; charset=utf-8", ".bk-green"),
+    ] {
+        let reply = proxy.admin_raw(Method::GET, path, Bytes::new(), None).await;
+
+        assert_eq!(reply.status, StatusCode::OK, "GET {path}: {}", reply.text());
+        assert_eq!(reply.content_type(), content_type, "GET {path}");
+        assert_eq!(header(&reply, CONTENT_SECURITY_POLICY), CSP, "GET {path}");
+        assert_eq!(header(&reply, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&reply, "referrer-policy"), "no-referrer");
+        assert_eq!(header(&reply, CACHE_CONTROL), "no-cache");
+        assert!(reply.text().contains(needle), "GET {path}: no {needle}");
+        assert!(
+            !reply.text().contains(&proxy.token),
+            "GET {path} gives the token away"
+        );
+    }
+
+    let missing = proxy
+        .admin_raw(Method::GET, "/assets/nope.js", Bytes::new(), None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // The page needs no token; changing state still does.
+    let (status, _) = proxy
+        .admin_send(
+            Method::POST,
+            "/api/v1/routes/web/promote",
+            Some(&serde_json::json!({ "backend": "green" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Where the screenshot goes: `$CARGO_TARGET_DIR/dashboard.png`, else `target/`.
+fn screenshot_path() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| manifest.join("target"), |dir| manifest.join(dir));
+    target.join("dashboard.png")
+}
+
+/// Fails (never skips) when the browser test's tools are missing.
+fn require_browser_tools(browser_dir: &Path) {
+    let hint = "run `bash .ci/run` (it installs chromium and runs `npm ci` in tests/browser), \
+                or `apt-get install chromium` and `cd tests/browser && npm ci`";
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|out| out.status.success()),
+        "`node` is not on PATH: the dashboard browser test needs it; {hint}"
+    );
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: the dashboard browser test needs Debian's chromium; {hint}"
+    );
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "{}/node_modules/playwright-core is missing; {hint}",
+        browser_dir.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_moves_green_to_half_in_the_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    require_browser_tools(&browser_dir);
+    let (blue, green, proxy) = blue_green("90", "10").await;
+    for _ in 0..40 {
+        let reply = support::get(proxy.addr, "a.test", "/").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "proxy reply: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(blue.hits() + green.hits(), 40);
+    let screenshot = screenshot_path();
+    let _ = std::fs::remove_file(&screenshot);
+
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .current_dir(&browser_dir)
+        .env(
+            "SLUICEGATE_ADMIN_URL",
+            format!("http://{}", proxy.admin_addr),
+        )
+        .env("SLUICEGATE_ADMIN_TOKEN", &proxy.token)
+        .env("SCREENSHOT", &screenshot)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(BROWSER_LIMIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("dashboard.mjs did not finish within {BROWSER_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run node tests/browser/dashboard.mjs: {e}"));
+
+    assert!(
+        output.status.success(),
+        "dashboard.mjs failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 50.0), ("green", 50.0)])
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+}

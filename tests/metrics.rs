@@ -1,0 +1,399 @@
+//! Prometheus metrics, the stats endpoint and the access log (SPEC §4): real
+//! traffic through the proxy, then the figures scraped from the admin
+//! listener must equal what was sent.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use support::{
+    FakeBackend, FaultyBackend, FileProxy, LISTENER, backend, eventually_async, get, route,
+};
+
+const HOST_NAME: &str = "metrics.test";
+
+/// Route `web`: blue 90 / green 10, passive ejection off (some tests send 5xx
+/// on purpose).
+fn two_backends(blue: &FakeBackend, green: &FakeBackend, extra_tables: &str) -> String {
+    let no_ejection = "    [routes.backends.outlier]\n    consecutive_failures = 0\n";
+    format!(
+        "{LISTENER}{extra_tables}{}",
+        route(
+            "web",
+            "",
+            "",
+            &[
+                format!("{}{no_ejection}", backend("blue", Some("90"), &[blue.addr])),
+                format!(
+                    "{}{no_ejection}",
+                    backend("green", Some("10"), &[green.addr])
+                ),
+            ],
+        )
+    )
+}
+
+/// Scrapes `/metrics` (a read: no token needed on loopback).
+async fn scrape(proxy: &FileProxy) -> String {
+    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    body.as_str().expect("metrics are text").to_string()
+}
+
+/// The value of the sample `name` whose labels are exactly `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let found: BTreeMap<&str, &str> = label_text
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            (found == wanted).then(|| value.parse().ok()).flatten()
+        })
+}
+
+fn requests(text: &str, backend: &str, code: &str) -> f64 {
+    sample(
+        text,
+        "sluicegate_requests_total",
+        &[("route", "web"), ("backend", backend), ("code", code)],
+    )
+    .unwrap_or_else(|| panic!("no requests_total for {backend} {code} in\n{text}"))
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_backend_and_status_class() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+
+    for _ in 0..100 {
+        assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
+    }
+    for _ in 0..20 {
+        let status = get(proxy.addr, HOST_NAME, "/status/503").await.status;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    for _ in 0..10 {
+        let status = get(proxy.addr, HOST_NAME, "/status/404").await.status;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    let text = scrape(&proxy).await;
+    // Smooth WRR at 90/10 is exact on every run of 10 requests.
+    assert_eq!(requests(&text, "blue", "2xx"), 90.0);
+    assert_eq!(requests(&text, "green", "2xx"), 10.0);
+    assert_eq!(requests(&text, "blue", "5xx"), 18.0);
+    assert_eq!(requests(&text, "green", "5xx"), 2.0);
+    assert_eq!(requests(&text, "blue", "4xx"), 9.0);
+    assert_eq!(requests(&text, "green", "4xx"), 1.0);
+    let labels = [("route", "web"), ("backend", "blue")];
+    assert_eq!(
+        sample(&text, "sluicegate_request_duration_seconds_count", &labels),
+        Some(117.0)
+    );
+    let within_10s = [("route", "web"), ("backend", "blue"), ("le", "10")];
+    assert_eq!(
+        sample(
+            &text,
+            "sluicegate_request_duration_seconds_bucket",
+            &within_10s
+        ),
+        Some(117.0)
+    );
+    assert!(text.contains("# TYPE sluicegate_request_duration_seconds histogram"));
+    assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+}
+
+#[tokio::test]
+async fn unmatched_requests_are_counted_without_route() {
+    let blue = FakeBackend::start("blue").await;
+    let config = format!(
+        "{LISTENER}{}",
+        route(
+            "web",
+            &format!("host = \"{HOST_NAME}\""),
+            "",
+            &[backend("blue", None, &[blue.addr])],
+        )
+    );
+    let proxy = FileProxy::start(&config).await;
+    for _ in 0..3 {
+        let status = get(proxy.addr, "elsewhere.test", "/").await.status;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let text = scrape(&proxy).await;
+    let unmatched = [("route", ""), ("backend", ""), ("code", "4xx")];
+    assert_eq!(
+        sample(&text, "sluicegate_requests_total", &unmatched),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn weight_and_revision_gauges_follow_admin_changes() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let weight = |text: &str, backend: &str, kind: &str| {
+        sample(
+            text,
+            "sluicegate_backend_weight",
+            &[("route", "web"), ("backend", backend), ("kind", kind)],
+        )
+    };
+    let text = scrape(&proxy).await;
+    assert_eq!(weight(&text, "green", "desired"), Some(10.0));
+    assert_eq!(weight(&text, "blue", "effective"), Some(90.0));
+
+    let (status, _) = proxy
+        .put_weights("web", &[("blue", 25.5), ("green", 74.5)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = scrape(&proxy).await;
+    assert_eq!(weight(&text, "green", "desired"), Some(74.5));
+    assert_eq!(weight(&text, "blue", "effective"), Some(25.5));
+    let revision = proxy.revision().await as f64;
+    assert_eq!(
+        sample(&text, "sluicegate_config_revision", &[]),
+        Some(revision)
+    );
+}
+
+#[tokio::test]
+async fn health_gauges_and_failovers_follow_a_dead_backend() {
+    let blue = FaultyBackend::start("blue").await;
+    let green = FaultyBackend::start("green").await;
+    let health = "    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    timeout = \"100ms\"\n    unhealthy_threshold = 1\n    healthy_threshold = 1\n";
+    let config = format!(
+        "{LISTENER}{}",
+        route(
+            "web",
+            "",
+            "",
+            &[
+                format!("{}{health}", backend("blue", Some("50"), &[blue.addr])),
+                format!("{}{health}", backend("green", Some("50"), &[green.addr])),
+            ],
+        )
+    );
+    let proxy = FileProxy::start(&config).await;
+    let green_endpoint = green.addr.to_string();
+    let healthy = |text: &str| {
+        sample(
+            text,
+            "sluicegate_endpoint_healthy",
+            &[
+                ("route", "web"),
+                ("backend", "green"),
+                ("endpoint", &green_endpoint),
+            ],
+        )
+    };
+    assert_eq!(healthy(&scrape(&proxy).await), Some(1.0));
+
+    green.set_health(500);
+    eventually_async("green to be reported unhealthy", || async {
+        let text = scrape(&proxy).await;
+        healthy(&text) == Some(0.0)
+            && sample(
+                &text,
+                "sluicegate_backend_weight",
+                &[("route", "web"), ("backend", "blue"), ("kind", "effective")],
+            ) == Some(100.0)
+    })
+    .await;
+    let text = scrape(&proxy).await;
+    let green_labels = [("route", "web"), ("backend", "green")];
+    assert_eq!(
+        sample(&text, "sluicegate_failovers_total", &green_labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sluicegate_backend_weight",
+            &[("route", "web"), ("backend", "green"), ("kind", "desired")]
+        ),
+        Some(50.0)
+    );
+
+    green.set_health(200);
+    eventually_async("green to be healthy again", || async {
+        healthy(&scrape(&proxy).await) == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retries_are_counted_against_the_failed_backend() {
+    let blue = FakeBackend::start("blue").await;
+    // Nothing listens here: every connect is refused.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let config = format!(
+        "{LISTENER}{}",
+        route(
+            "web",
+            "",
+            "retries = 2",
+            &[backend("blue", None, &[dead, blue.addr])],
+        )
+    );
+    let proxy = FileProxy::start(&config).await;
+    for _ in 0..4 {
+        assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
+    }
+    let text = scrape(&proxy).await;
+    let retries = sample(
+        &text,
+        "sluicegate_upstream_retries_total",
+        &[("route", "web"), ("backend", "blue")],
+    )
+    .expect("retries counter");
+    // Round-robin sends half of the first attempts to the dead endpoint.
+    assert_eq!(retries, 2.0);
+    assert_eq!(requests(&text, "blue", "2xx"), 4.0);
+}
+
+#[tokio::test]
+async fn reloads_are_counted_ok_and_error() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let reloads = |text: &str, result: &str| {
+        sample(
+            text,
+            "sluicegate_config_reloads_total",
+            &[("result", result)],
+        )
+    };
+
+    proxy.write_config_raw("this is not = = toml");
+    let (status, _) = proxy
+        .admin_send(Method::POST, "/api/v1/reload", None, Some(&proxy.token))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    eventually_async("the refused reload to be counted", || async {
+        reloads(&scrape(&proxy).await, "error").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+
+    let changed = two_backends(&blue, &green, "")
+        .replace("weight = 90", "weight = 80")
+        .replace("weight = 10", "weight = 20");
+    proxy.write_config(&changed);
+    proxy
+        .wait_for_weights("web", &[("blue", 80.0), ("green", 20.0)])
+        .await;
+    let text = scrape(&proxy).await;
+    assert!(reloads(&text, "ok").is_some_and(|n| n >= 1.0), "{text}");
+}
+
+#[tokio::test]
+async fn stats_endpoint_counts_the_current_interval() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    for _ in 0..10 {
+        get(proxy.addr, HOST_NAME, "/").await;
+    }
+    get(proxy.addr, HOST_NAME, "/status/500").await;
+
+    let (status, stats) = proxy.admin_get("/api/v1/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["interval_seconds"], 10);
+    let count = |backend: &str, field: &str| -> u64 {
+        let view = &stats["routes"]["web"]["backends"][backend];
+        // The requests may straddle an interval boundary.
+        let last = view["points"]
+            .as_array()
+            .and_then(|p| p.last())
+            .map_or(0, |p| p[field].as_u64().unwrap_or(0));
+        last + view["current"][field].as_u64().unwrap_or(0)
+    };
+    assert_eq!(count("blue", "requests") + count("green", "requests"), 11);
+    assert_eq!(count("blue", "requests"), 10);
+    assert_eq!(count("blue", "errors"), 1);
+    let points: &Vec<Value> = stats["routes"]["web"]["backends"]["green"]["points"]
+        .as_array()
+        .expect("points");
+    assert!(points.len() >= 80, "15 minutes of points: {}", points.len());
+    assert!(
+        points
+            .windows(2)
+            .all(|w| w[0]["t"].as_u64() < w[1]["t"].as_u64())
+    );
+}
+
+#[tokio::test]
+async fn access_log_file_gets_one_json_line_per_request() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let table = "[access_log]\nformat = \"json\"\npath = \"access.log\"\n\n";
+    let proxy = FileProxy::start(&two_backends(&blue, &green, table)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            get(proxy.addr, HOST_NAME, "/download/1000").await.status,
+            StatusCode::OK
+        );
+    }
+    let path = proxy.dir.file("access.log");
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+            .collect()
+    };
+    eventually_async("10 access log lines", || async { lines().len() == 10 }).await;
+    let lines = lines();
+    let blue_lines = lines.iter().filter(|l| l["backend"] == "blue").count();
+    assert_eq!(blue_lines, 9);
+    for line in &lines {
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["route"], "web");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["path"], "/download/1000");
+        assert_eq!(line["host"], HOST_NAME);
+        assert_eq!(line["bytes"], 1000);
+        assert_eq!(line["retries"], 0);
+        assert_eq!(line["client"], "127.0.0.1");
+        assert!(
+            line["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("127.0.0.1:"))
+        );
+        assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+        assert!(line["revision"].as_u64().is_some_and(|r| r >= 1));
+    }
+}
