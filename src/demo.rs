@@ -108,7 +108,9 @@ pub async fn run(
          \n  blue  (v1) backend  http://{blue_addr}\
          \n  green (v2) backend  http://{green_addr}\
          \n  proxy (90 % blue / 10 % green)  http://{proxy}/\
+         \n  dashboard  {admin_url}/ (paste the admin token into it)\
          \n  admin API  {admin_url}/api/v1/routes\
+         \n  metrics  {admin_url}/metrics\
          \n  admin token  {token}{token_note}\
          \n\nTry it:\
          \n  for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\

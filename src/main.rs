@@ -94,9 +94,13 @@ async fn run(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let listeners = listeners(&config).await?;
     let shutdown = upgrade_or_shutdown(&listeners)?;
+    // An upgrading parent keeps serving until this says ready, which is only
+    // once start-up can no longer fail.
     #[cfg(unix)]
-    sluicegate::upgrade::announce_ready();
-    server::run(config, listeners, shutdown)
+    let ready = sluicegate::upgrade::announce_ready;
+    #[cfg(not(unix))]
+    let ready = || {};
+    server::run_then(config, listeners, shutdown, ready)
         .await
         .map_err(|e| e.to_string())
 }

@@ -68,6 +68,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    run_then(config, listeners, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once everything that can fail at start-up (token,
+/// certificates, access log) has succeeded and the listeners serve.
+pub async fn run_then(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> Result<(), ServerError> {
     check_supported(&config, &listeners)?;
     // Without an admin listener nothing can use a token: don't write one.
     let token = if listeners.admin.is_some() {
@@ -151,6 +162,7 @@ pub async fn run(
         .map_err(ServerError::Tls)?;
     let draining = Arc::clone(&admin);
     let delay = state.snapshot().config.timeouts.shutdown_delay;
+    ready();
     let result = serve(
         state,
         listeners.data.into_iter().zip(acceptors).collect(),

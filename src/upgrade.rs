@@ -78,7 +78,7 @@ pub fn start_successor(sockets: &[OwnedFd]) -> io::Result<u32> {
         rustix::io::fcntl_setfd(&dup, rustix::io::FdFlags::empty())?;
         passed.push(dup);
     }
-    let exe = std::env::current_exe()?;
+    let exe = binary_on_disk()?;
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env("LISTEN_FDS", sockets.len().to_string())
@@ -95,13 +95,41 @@ pub fn start_successor(sockets: &[OwnedFd]) -> io::Result<u32> {
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("no stdout from the new process"))?;
-    for line in BufReader::new(stdout).lines() {
-        if line?.trim() == READY_LINE {
-            return Ok(pid);
+    // Read on a thread so the wait can time out.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ready = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.trim() == READY_LINE);
+        let _ = ready_tx.send(ready);
+    });
+    match ready_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(true) => Ok(pid),
+        Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait()?;
+            Err(io::Error::other(format!(
+                "the new process exited before it was ready: {status}"
+            )))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(io::Error::other(format!(
+                "the new process was not ready within {READY_TIMEOUT:?}: stopped it"
+            )))
         }
     }
-    let status = child.wait()?;
-    Err(io::Error::other(format!(
-        "the new process exited before it was ready: {status}"
-    )))
+}
+
+/// The path of this binary as installed now. After `mv new-build sluicegate`
+/// the running image is unlinked and Linux reports its path with a
+/// " (deleted)" suffix: the file at the plain path is the new build.
+fn binary_on_disk() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => exe,
+    })
 }

@@ -330,7 +330,14 @@ pub fn route_view(admin: &Admin, route: &Route) -> Value {
             let endpoints: Vec<Value> = b
                 .endpoints
                 .iter()
-                .map(|e| json!({ "address": e.addr.to_string(), "healthy": e.is_healthy(), "draining": e.is_draining() }))
+                .map(|e| {
+                    json!({
+                        "address": e.addr.to_string(),
+                        "healthy": e.is_healthy(),
+                        "draining": e.is_draining(),
+                        "state": e.state(),
+                    })
+                })
                 .collect();
             json!({
                 "name": b.name,

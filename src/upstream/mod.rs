@@ -90,6 +90,19 @@ impl Endpoint {
         self.health.check_up.load(Ordering::Relaxed) && !self.health.ejected.load(Ordering::Relaxed)
     }
 
+    /// `draining`, `ejected` (passive), `down` (failing its active check) or `up`.
+    pub fn state(&self) -> &'static str {
+        if self.is_draining() {
+            "draining"
+        } else if self.health.ejected.load(Ordering::Relaxed) {
+            "ejected"
+        } else if !self.health.check_up.load(Ordering::Relaxed) {
+            "down"
+        } else {
+            "up"
+        }
+    }
+
     /// Drained: finishing in-flight requests, taking no new ones.
     #[inline]
     pub fn is_draining(&self) -> bool {
