@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -69,6 +70,10 @@ pub struct BackendMetrics {
     mirror: [Counter; 4],
     /// Requests, errors and latency over the last 15 minutes.
     pub series: Series,
+    /// Responses and 5xx since start, readable (the canary counts its steps
+    /// with these).
+    responses: AtomicU64,
+    errors: AtomicU64,
 }
 
 /// Outcomes of a mirrored request.
@@ -87,7 +92,20 @@ impl BackendMetrics {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.requests[class].increment(1);
         self.duration.record(elapsed.as_secs_f64());
-        self.series.record(elapsed, status.is_server_error());
+        let error = status.is_server_error();
+        self.series.record(elapsed, error);
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses recorded since start, and how many of them were 5xx.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.responses.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
     }
 
     /// One more attempt on another endpoint.
@@ -208,6 +226,8 @@ impl Telemetry {
             mirror: ["match", "mismatch", "error", "skipped"]
                 .map(|outcome| with(MIRROR_TOTAL, "outcome", outcome)),
             series: Series::default(),
+            responses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         }
     }
 
