@@ -87,9 +87,106 @@ impl WeightedPicker {
     }
 }
 
+/// Sticky buckets: the key space is cut into 10,000 buckets (one per basis
+/// point) and each backend owns one contiguous range, sized by its weight,
+/// in config order. Growing the last backend's weight moves the boundary
+/// down, so only clients of the backend before it move, and only towards it;
+/// nobody moves back or around.
+#[derive(Debug, Clone, Default)]
+pub struct StickyRanges {
+    /// The exclusive end of each backend's range.
+    ends: Box<[u32]>,
+}
+
+/// Buckets in the key space: one per basis point.
+pub const BUCKETS: u32 = crate::config::TOTAL_WEIGHT;
+
+impl StickyRanges {
+    /// Ranges for `weights` (basis points, summing to [`BUCKETS`]).
+    pub fn new(weights: &[u32]) -> StickyRanges {
+        let mut end = 0u32;
+        StickyRanges {
+            ends: weights
+                .iter()
+                .map(|w| {
+                    end = end.saturating_add(*w);
+                    end
+                })
+                .collect(),
+        }
+    }
+
+    /// The backend owning `bucket`; `None` for an all-zero route.
+    #[inline]
+    pub fn owner(&self, bucket: u32) -> Option<usize> {
+        let index = self.ends.partition_point(|end| *end <= bucket);
+        (index < self.ends.len()).then_some(index)
+    }
+}
+
+/// The bucket of a sticky key: a bucket number as sluicegate writes it in its
+/// cookie, or else the xxh3 hash of the key.
+#[inline]
+pub fn bucket_of(key: &[u8]) -> u32 {
+    if let Some(bucket) = std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.parse::<u32>().ok())
+        .filter(|b| *b < BUCKETS)
+    {
+        return bucket;
+    }
+    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(BUCKETS)) as u32
+}
+
+/// A random bucket for a client without a sticky cookie.
+pub fn random_bucket() -> u32 {
+    fastrand::u32(..BUCKETS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sticky_ranges_follow_weights_in_order() {
+        let ranges = StickyRanges::new(&[9000, 1000]);
+        assert_eq!(ranges.owner(0), Some(0));
+        assert_eq!(ranges.owner(8999), Some(0));
+        assert_eq!(ranges.owner(9000), Some(1));
+        assert_eq!(ranges.owner(9999), Some(1));
+        // A zero weight owns nothing.
+        let ranges = StickyRanges::new(&[10_000, 0]);
+        assert_eq!(ranges.owner(9999), Some(0));
+        let ranges = StickyRanges::new(&[0, 10_000]);
+        assert_eq!(ranges.owner(0), Some(1));
+        assert_eq!(StickyRanges::new(&[0, 0]).owner(0), None);
+    }
+
+    #[test]
+    fn growing_the_canary_only_moves_clients_towards_it() {
+        let steps = [0u32, 100, 500, 1000, 2500, 5000, 10_000];
+        for pair in steps.windows(2) {
+            let before = StickyRanges::new(&[10_000 - pair[0], pair[0]]);
+            let after = StickyRanges::new(&[10_000 - pair[1], pair[1]]);
+            for bucket in 0..BUCKETS {
+                let (b, a) = (before.owner(bucket), after.owner(bucket));
+                assert!(b == a || (b == Some(0) && a == Some(1)), "bucket {bucket}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_hash_evenly_and_bucket_numbers_are_kept() {
+        assert_eq!(bucket_of(b"1234"), 1234);
+        assert_ne!(bucket_of(b"12345"), 12345);
+        let mut low = 0;
+        for user in 0..10_000 {
+            if bucket_of(format!("user-{user}").as_bytes()) < 1000 {
+                low += 1;
+            }
+        }
+        assert!((800..1200).contains(&low), "{low} of 10000 in 10 %");
+    }
 
     fn counts(weights: &[u32], requests: u64) -> Vec<u64> {
         let schedule = Schedule::new(weights);

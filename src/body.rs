@@ -10,7 +10,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use http::StatusCode;
+use tokio::sync::oneshot;
+use xxhash_rust::xxh3::Xxh3;
+
 use crate::access_log::{AccessLog, Entry};
+use crate::mirror::PrimaryResult;
 use crate::upstream::PooledBody;
 
 /// A request body sent upstream: the client's stream, or bytes we made.
@@ -65,6 +70,23 @@ impl Body for UpstreamBody {
 pub struct ProxyBody {
     kind: Kind,
     log: Option<Box<PendingLine>>,
+    /// Hashes the body for a mirror comparison.
+    tap: Option<Box<MirrorTap>>,
+}
+
+/// Reports the primary response to a mirror once it ends.
+struct MirrorTap {
+    status: StatusCode,
+    hasher: Xxh3,
+    report: oneshot::Sender<PrimaryResult>,
+}
+
+impl std::fmt::Debug for MirrorTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorTap")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -87,6 +109,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             log: None,
+            tap: None,
         }
     }
 
@@ -95,6 +118,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Bytes(Some(text.into())),
             log: None,
+            tap: None,
         }
     }
 
@@ -103,6 +127,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Bytes(None),
             log: None,
+            tap: None,
         }
     }
 
@@ -114,6 +139,26 @@ impl ProxyBody {
             started,
             log,
         }));
+    }
+}
+
+impl ProxyBody {
+    /// Hashes the body as it is sent and reports it with `status` to a
+    /// mirror comparison when it ends (not when it is cut short).
+    pub fn report_to_mirror(&mut self, status: StatusCode, report: oneshot::Sender<PrimaryResult>) {
+        let tap = MirrorTap {
+            status,
+            hasher: Xxh3::new(),
+            report,
+        };
+        if self.is_end_stream() {
+            let _ = tap.report.send(PrimaryResult {
+                status,
+                body_hash: Some(tap.hasher.digest()),
+            });
+        } else {
+            self.tap = Some(Box::new(tap));
+        }
     }
 }
 
@@ -148,6 +193,20 @@ impl Body for ProxyBody {
             && let Some(data) = frame.data_ref()
         {
             pending.entry.bytes += data.len() as u64;
+        }
+        if this.tap.is_some() {
+            if let (Some(tap), Poll::Ready(Some(Ok(frame)))) = (&mut this.tap, &frame)
+                && let Some(data) = frame.data_ref()
+            {
+                tap.hasher.update(data);
+            }
+            let ended = matches!(frame, Poll::Ready(None)) || this.is_end_stream();
+            if ended && let Some(tap) = this.tap.take() {
+                let _ = tap.report.send(PrimaryResult {
+                    status: tap.status,
+                    body_hash: Some(tap.hasher.digest()),
+                });
+            }
         }
         frame
     }

@@ -15,6 +15,8 @@ pub enum ProxyError {
     Connect,
     #[error("the upstream did not switch protocols")]
     NotUpgraded,
+    #[error("the request body could not be read")]
+    RequestBody,
 }
 
 impl ProxyError {
@@ -26,6 +28,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => e.status(),
             ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotUpgraded => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBody => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -97,7 +97,7 @@ pub struct Revision {
     pub reason: String,
 }
 
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -12,6 +12,7 @@
 //! - [`tls`]: TLS termination (rustls, ring), ALPN, certificate reload.
 //! - [`upstream`]: endpoints and their keep-alive connection pools.
 //! - [`body`]: the body types of the request path.
+//! - [`canary`]: the automated canary controller (steps, judging, rollback).
 //! - [`error`]: error types; each proxy error maps to one status code.
 //! - [`reload`]: config file watching (notify), SIGHUP and API reloads.
 //! - [`history`]: numbered revisions of every change, and the state file.
@@ -31,12 +32,14 @@ pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod canary;
 pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod mirror;
 pub mod proxy;
 pub mod reload;
 pub mod server;

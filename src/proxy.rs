@@ -21,8 +21,11 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::access_log::Entry;
+use crate::balance;
 use crate::body::{ProxyBody, UpstreamBody};
+use crate::config::Sticky;
 use crate::error::{ProxyError, UpstreamError};
+use crate::mirror;
 use crate::state::{Backend, Route, Snapshot, State};
 use crate::tunnel;
 use crate::upstream::Endpoint;
@@ -33,14 +36,15 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Trailer` is not one: it declares the trailer fields, which hyper needs
+/// to send them on over HTTP/1.1.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -143,12 +147,13 @@ async fn forward<'s>(
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     served.route = Some(route);
-    let mut backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    let (mut backend, new_sticky_bucket) = choose_backend(route, &req, client)?;
     served.backend = Some(backend);
     let timeouts = snapshot.config.timeouts;
     if req.method() == Method::CONNECT || tunnel::requested_protocol(&req).is_some() {
         let protocol = tunnel::requested_protocol(&req).ok_or(ProxyError::Connect)?;
-        return tunnel::forward(
+        // Boxed: the rare paths must not grow every request's future.
+        return Box::pin(tunnel::forward(
             route,
             backend,
             timeouts,
@@ -156,10 +161,15 @@ async fn forward<'s>(
             req,
             host.as_deref(),
             protocol,
-        )
+        ))
         .await;
     }
     let (parts, body) = upstream_request(req, host.as_deref(), client).into_parts();
+    let (body, mirror) = if route.mirror.is_some() {
+        Box::pin(mirror::start(route, &parts, body, timeouts)).await?
+    } else {
+        (body, None)
+    };
     // An idempotent request without a body can be sent again after a reset.
     let replay = (route.config.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
         .then(|| parts.clone());
@@ -203,7 +213,17 @@ async fn forward<'s>(
                 } else {
                     endpoint.record_success();
                 }
-                return Ok(client_response(resp));
+                let status = resp.status();
+                let mut resp = client_response(resp);
+                if let Some(report) = mirror {
+                    report.primary_done(&mut resp, status);
+                }
+                if let (Some(bucket), Some(Sticky::Cookie { name, max_age })) =
+                    (new_sticky_bucket, &route.config.sticky)
+                {
+                    set_sticky_cookie(&mut resp, name, bucket, *max_age, client.tls);
+                }
+                return Ok(resp);
             }
             Err(error) => {
                 endpoint.record_failure(&backend.outlier);
@@ -218,6 +238,105 @@ async fn forward<'s>(
         }
     }
     Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream))
+}
+
+/// Steps 3: the backend for this request, and a sticky bucket to hand the
+/// client in a cookie when it had none.
+///
+/// An override (header or cookie naming a backend, from an allowed client)
+/// wins; then the sticky key's bucket owner, unless that backend has no
+/// traffic now (it failed over; the client keeps its bucket and comes back
+/// when it recovers); then the weighted pick.
+fn choose_backend<'r, B>(
+    route: &'r Route,
+    req: &Request<B>,
+    client: ClientInfo,
+) -> Result<(&'r Backend, Option<u32>), ProxyError> {
+    if let Some(backend) = override_backend(route, req, client) {
+        return Ok((backend, None));
+    }
+    let sticky = match &route.config.sticky {
+        None => None,
+        Some(Sticky::Header(name)) => req
+            .headers()
+            .get(name)
+            .map(|key| (balance::bucket_of(key.as_bytes()), false)),
+        Some(Sticky::Cookie { name, .. }) => Some(cookie(req.headers(), name).map_or_else(
+            || (balance::random_bucket(), true),
+            |key| (balance::bucket_of(key.as_bytes()), false),
+        )),
+    };
+    let new_bucket = sticky.and_then(|(bucket, new)| new.then_some(bucket));
+    if let Some(backend) = sticky.and_then(|(bucket, _)| route.sticky_backend(bucket)) {
+        return Ok((backend, new_bucket));
+    }
+    let backend = route.pick_backend().ok_or(ProxyError::NoEndpoint)?;
+    Ok((backend, new_bucket))
+}
+
+/// The backend an override header or cookie names, when the client may use
+/// overrides; unknown names are ignored.
+fn override_backend<'r, B>(
+    route: &'r Route,
+    req: &Request<B>,
+    client: ClientInfo,
+) -> Option<&'r Backend> {
+    let config = &route.config;
+    if config.override_header.is_none() && config.override_cookie.is_none() {
+        return None;
+    }
+    let allowed = config.override_from.is_empty()
+        || config
+            .override_from
+            .iter()
+            .any(|net| net.contains(client.peer.ip()));
+    if !allowed {
+        return None;
+    }
+    let from_header = config
+        .override_header
+        .as_ref()
+        .and_then(|name| req.headers().get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|name| route.backend(name.trim()));
+    from_header.or_else(|| {
+        config
+            .override_cookie
+            .as_deref()
+            .and_then(|name| cookie(req.headers(), name))
+            .and_then(|value| route.backend(value))
+    })
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.trim_matches('"'))
+        })
+}
+
+/// Hands the client its sticky bucket.
+fn set_sticky_cookie(
+    resp: &mut Response<ProxyBody>,
+    name: &str,
+    bucket: u32,
+    max_age: std::time::Duration,
+    tls: bool,
+) {
+    let secure = if tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{name}={bucket}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        max_age.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// The endpoint for the next attempt: the chosen backend's next available one
@@ -327,27 +446,43 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
 
 /// Appends the client address to `X-Forwarded-For`, keeping what was there.
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical().to_string();
-    let mut prior = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .peekable();
-    let value = if prior.peek().is_none() {
-        ip
+    use std::io::Write as _;
+    // Formatted on the stack: an address is at most 45 bytes.
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}", peer.ip().to_canonical());
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let ip = &buf[..len];
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined: Vec<u8> = Vec::with_capacity(64);
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(ip);
+        HeaderValue::from_bytes(&joined)
     } else {
-        let mut joined = prior.collect::<Vec<_>>().join(", ");
-        joined.push_str(", ");
-        joined.push_str(&ip);
-        joined
+        HeaderValue::from_bytes(ip)
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
+#[inline]
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names (cheap comparisons of
+    // standard headers) instead of eight hashed removals.
+    let any = headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    if any {
+        strip_hop_by_hop(headers);
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

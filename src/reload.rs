@@ -128,7 +128,9 @@ impl Reloader {
         let (tx, mut rx) = mpsc::channel::<()>(16);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // Reading the file (ours included) is an access event, not a
+                // change: reacting to it would re-read the file forever.
+                if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                     let _ = tx.try_send(());
                 }
             })?;

@@ -26,12 +26,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Token};
-use crate::config::{Config, Timeouts};
+use crate::canary;
+use crate::config::{Config, Limits, Timeouts};
 use crate::error::ServerError;
 use crate::health;
 use crate::proxy::{self, ClientInfo};
 use crate::reload::Reloader;
 use crate::state::State;
+use crate::telemetry::ConnectionSlot;
 use crate::tls::CertStore;
 
 /// Bound sockets: the data-plane listeners, in config order, and the admin one.
@@ -126,17 +128,20 @@ pub async fn run_then(
             tracing::warn!(%error, "cannot listen for SIGHUP");
         }
     }
+    let canaries = Arc::new(canary::Controller::new(Arc::clone(&state)));
     let admin = Arc::new(Admin {
         state: Arc::clone(&state),
         reloader,
         token,
         open_reads: admin_loopback,
         draining: AtomicBool::new(false),
+        canary: Arc::clone(&canaries),
     });
     let admin_task = listeners
         .admin
         .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
     let health = health::spawn(Arc::clone(&state), stop_rx.clone());
+    let canary_task = canary::spawn(canaries, stop_rx.clone());
     let cert_reload = tokio::spawn(reload_certificates(
         Arc::clone(&state),
         tls.clone(),
@@ -182,6 +187,7 @@ pub async fn run_then(
     )
     .await;
     health.abort();
+    canary_task.abort();
     cert_reload.abort();
     upkeep.abort();
     let _ = stop_tx.send(true);
@@ -302,15 +308,31 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        let (timeouts, limits) = {
+            let snapshot = state.snapshot();
+            (snapshot.config.timeouts, snapshot.config.limits)
+        };
+        let Some(slot) = state
+            .telemetry()
+            .try_open_connection(limits.max_connections)
+        else {
+            tracing::debug!(%peer, max = limits.max_connections, "connection limit reached: closing");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let timeouts = state.snapshot().config.timeouts;
-        let (state, stop, done) = (Arc::clone(&state), stop.clone(), done.clone());
+        let mut conn = Connection {
+            client: ClientInfo { peer, tls: false },
+            state: Arc::clone(&state),
+            timeouts,
+            limits,
+            stop: stop.clone(),
+            _done: done.clone(),
+            _slot: slot,
+        };
         match &tls {
             None => {
-                let client = ClientInfo { peer, tls: false };
-                tokio::spawn(serve_connection(
-                    stream, client, state, timeouts, stop, done,
-                ));
+                tokio::spawn(serve_connection(stream, conn));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -321,8 +343,8 @@ async fn accept_loop(
                         .await
                     {
                         Ok(Ok(stream)) => {
-                            let client = ClientInfo { peer, tls: true };
-                            serve_connection(stream, client, state, timeouts, stop, done).await;
+                            conn.client.tls = true;
+                            serve_connection(stream, conn).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -333,18 +355,34 @@ async fn accept_loop(
     }
 }
 
-/// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
-/// closes, is idle for `client_idle`, or shutdown asks it to finish.
-async fn serve_connection<S>(
-    stream: S,
+/// What one client connection is served with.
+struct Connection {
     client: ClientInfo,
     state: Arc<State>,
     timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    /// Held until the connection ends: shutdown waits for every sender.
     _done: mpsc::Sender<()>,
-) where
+    /// Counts the connection against `max_connections`.
+    _slot: ConnectionSlot,
+}
+
+/// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
+/// closes, is idle for `client_idle`, or shutdown asks it to finish.
+async fn serve_connection<S>(stream: S, conn_info: Connection)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Connection {
+        client,
+        state,
+        timeouts,
+        limits,
+        mut stop,
+        _done,
+        _slot,
+    } = conn_info;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -358,11 +396,15 @@ async fn serve_connection<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.client_headers);
+        .header_read_timeout(timeouts.client_headers)
+        .max_headers(limits.max_request_headers)
+        .max_buf_size(limits.max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .enable_connect_protocol();
+        .enable_connect_protocol()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut finishing = false;

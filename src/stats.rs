@@ -78,6 +78,20 @@ impl Summary {
     pub fn p99_ms(&self) -> Option<f64> {
         quantile_ms(&self.latency, 0.99)
     }
+
+    /// What was added since `earlier`, a summary of the same window taken
+    /// before (the canary's step windows start mid-interval).
+    pub fn since(&self, earlier: &Summary) -> Summary {
+        let mut latency = self.latency;
+        for (now, before) in latency.iter_mut().zip(&earlier.latency) {
+            *now = now.saturating_sub(*before);
+        }
+        Summary {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency,
+        }
+    }
 }
 
 /// The current interval number.
@@ -224,6 +238,22 @@ mod tests {
         let p99 = step.p99_ms().unwrap();
         assert!((2.0..2.4).contains(&p99), "p99 {p99}");
         assert_eq!(series.summary(7, 9).requests, 1001);
+    }
+
+    #[test]
+    fn since_leaves_what_came_after_the_mark() {
+        let series = Series::default();
+        for _ in 0..10 {
+            series.record_at(7, Duration::from_millis(500), true);
+        }
+        let mark = series.summary(7, 8);
+        for _ in 0..100 {
+            series.record_at(7, Duration::from_millis(2), false);
+        }
+        series.record_at(8, Duration::from_millis(2), false);
+        let window = series.summary(7, 9).since(&mark);
+        assert_eq!((window.requests, window.errors), (101, 0));
+        assert!(window.p99_ms().unwrap() < 3.0);
     }
 
     #[test]

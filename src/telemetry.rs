@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::mirror::MirrorState;
 use crate::state::Snapshot;
 use crate::stats::Series;
 
@@ -33,6 +34,8 @@ pub const UPSTREAM_RETRIES: &str = "sluicegate_upstream_retries_total";
 pub const FAILOVERS: &str = "sluicegate_failovers_total";
 pub const MIRROR_TOTAL: &str = "sluicegate_mirror_total";
 pub const CANARY_WEIGHT: &str = "sluicegate_canary_weight";
+pub const OPEN_CONNECTIONS: &str = "sluicegate_open_connections";
+pub const CONNECTIONS_REFUSED: &str = "sluicegate_connections_refused_total";
 
 /// Latency buckets in seconds, 1 ms … 10 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -50,8 +53,22 @@ pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     backends: Mutex<HashMap<(String, String), Weak<BackendMetrics>>>,
+    mirrors: Mutex<HashMap<String, Arc<MirrorState>>>,
     reloads_ok: Counter,
     reloads_error: Counter,
+    connections_refused: Counter,
+    /// Client connections open now.
+    open_connections: Arc<AtomicU64>,
+}
+
+/// Counts one open client connection while it lives.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<AtomicU64>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -176,9 +193,12 @@ impl Telemetry {
         Telemetry {
             reloads_ok: counter(CONFIG_RELOADS, vec![Label::new("result", "ok")]),
             reloads_error: counter(CONFIG_RELOADS, vec![Label::new("result", "error")]),
+            connections_refused: counter(CONNECTIONS_REFUSED, vec![]),
+            open_connections: Arc::new(AtomicU64::new(0)),
             recorder,
             handle,
             backends: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -231,6 +251,40 @@ impl Telemetry {
         }
     }
 
+    /// The mirroring state of `route`, kept across reloads unless its
+    /// concurrency limit changed.
+    pub fn mirror(&self, route: &str, max_concurrent: u32) -> Arc<MirrorState> {
+        let mut map = match self.mirrors.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match map.get(route) {
+            Some(state) if state.max_concurrent == max_concurrent => Arc::clone(state),
+            _ => {
+                let state = Arc::new(MirrorState::new(max_concurrent));
+                map.insert(route.to_string(), Arc::clone(&state));
+                state
+            }
+        }
+    }
+
+    /// A slot for a new client connection, or `None` (counted) when
+    /// `max` are open already.
+    pub fn try_open_connection(&self, max: usize) -> Option<ConnectionSlot> {
+        let max = max as u64;
+        let opened =
+            self.open_connections
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (open < max).then_some(open + 1)
+                });
+        if opened.is_ok() {
+            Some(ConnectionSlot(Arc::clone(&self.open_connections)))
+        } else {
+            self.connections_refused.increment(1);
+            None
+        }
+    }
+
     /// A config reload was applied (`ok`) or refused.
     pub fn record_reload(&self, ok: bool) {
         if ok {
@@ -250,6 +304,12 @@ impl Telemetry {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = self.handle.render();
         render_gauges(&mut out, snapshot);
+        gauge_header(&mut out, OPEN_CONNECTIONS, "Client connections open now.");
+        let _ = writeln!(
+            out,
+            "{OPEN_CONNECTIONS} {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
         render_process(&mut out);
         out
     }
@@ -296,6 +356,24 @@ fn render_gauges(out: &mut String, snapshot: &Snapshot) {
                     u8::from(endpoint.is_healthy())
                 );
             }
+        }
+    }
+    gauge_header(
+        out,
+        CANARY_WEIGHT,
+        "Desired weight in percent of the canary backend of a route with [routes.canary], whoever set it.",
+    );
+    for route in &snapshot.routes {
+        let Some(canary) = &route.config.canary else {
+            continue;
+        };
+        if let Some(backend) = route.backend(&canary.canary) {
+            let _ = writeln!(
+                out,
+                "{CANARY_WEIGHT}{{route=\"{}\"}} {}",
+                escape(route.name()),
+                backend.weight.percent()
+            );
         }
     }
     gauge_header(out, CONFIG_REVISION, "The revision in force.");

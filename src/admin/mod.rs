@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::canary::{self, CanaryError};
 use crate::history::{Source, WeightMap};
 use crate::reload::Reloader;
 use crate::state::{ChangeError, Route, State};
@@ -44,6 +45,8 @@ pub struct Admin {
     pub open_reads: bool,
     /// Set when shutdown starts: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// The automated canaries.
+    pub canary: Arc<canary::Controller>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -74,6 +77,19 @@ impl From<ChangeError> for ApiError {
             | ChangeError::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ChangeError::Conflict { .. } => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<CanaryError> for ApiError {
+    fn from(e: CanaryError) -> ApiError {
+        let status = match e {
+            CanaryError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            CanaryError::NotConfigured(_) | CanaryError::Invalid(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            CanaryError::WrongState(_) => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
     }
@@ -232,6 +248,19 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
                 .drain(route, backend, endpoint, *action == "drain")?;
             route_reply(admin, route, None)
         }
+        (Method::GET, ["routes", route, "mirror"]) => {
+            mirror_view(admin, route).map(|v| json_ok(&v))
+        }
+        (Method::POST, ["routes", route, "canary", action]) => {
+            let action = canary::Action::parse(action).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no such canary action (start, pause, resume, abort)",
+                )
+            })?;
+            admin.canary.act(route, action)?;
+            route_reply(admin, route, None)
+        }
         (Method::GET, ["history"]) => history(admin, &query),
         (Method::GET, ["stats"]) => Ok(json_ok(&stats(admin))),
         (Method::POST, ["reload"]) => reload(admin),
@@ -240,6 +269,7 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
             ["routes"]
             | ["routes", _]
             | ["routes", _, "weights" | "promote" | "rollback"]
+            | ["routes", _, "canary", _]
             | ["history"]
             | ["reload"],
         ) => Err(ApiError::new(
@@ -353,7 +383,7 @@ pub fn route_view(admin: &Admin, route: &Route) -> Value {
         "path_prefix": route.config.path_prefix,
         "override": admin.state.has_override(route.name()),
         "backends": backends,
-        "canary": Value::Null,
+        "canary": admin.canary.view(route),
     })
 }
 
@@ -392,6 +422,37 @@ fn history(admin: &Admin, query: &str) -> Result<AdminResponse, ApiError> {
     Ok(json_ok(
         &json!({ "revisions": revisions, "next_before": next_before }),
     ))
+}
+
+/// `GET /api/v1/routes/{route}/mirror`: settings, outcome counts and the
+/// last mismatches (newest first).
+fn mirror_view(admin: &Admin, name: &str) -> Result<Value, ApiError> {
+    let snapshot = admin.state.snapshot_full();
+    let route = snapshot
+        .route(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no route called `{name}`")))?;
+    let (Some(config), Some(state)) = (&route.config.mirror, &route.mirror) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("route `{name}` has no [routes.mirror]"),
+        ));
+    };
+    let [matched, mismatched, errors, skipped] = state.counts();
+    Ok(json!({
+        "route": name,
+        "backend": config.backend,
+        "percent": config.percent.percent(),
+        "compare": config.compare,
+        "max_body": config.max_body,
+        "max_concurrent": config.max_concurrent,
+        "outcomes": {
+            "match": matched,
+            "mismatch": mismatched,
+            "error": errors,
+            "skipped": skipped,
+        },
+        "mismatches": state.mismatches(),
+    }))
 }
 
 /// `GET /metrics`: Prometheus text format.

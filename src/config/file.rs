@@ -15,8 +15,19 @@ pub struct FileConfig {
     pub admin: Option<FileAdmin>,
     pub timeouts: Option<FileTimeouts>,
     pub access_log: Option<FileAccessLog>,
+    pub limits: Option<FileLimits>,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_connections: Option<usize>,
+    pub max_request_headers: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// `[access_log]`
@@ -86,6 +97,9 @@ pub struct FileRoute {
     pub matcher: Option<FileMatch>,
     pub sticky: Option<FileSticky>,
     pub override_header: Option<String>,
+    pub override_cookie: Option<String>,
+    /// Client networks (CIDR) allowed to use the overrides; all when absent.
+    pub override_from: Option<Vec<String>>,
     pub failover: Option<bool>,
     pub retries: Option<u32>,
     #[serde(default)]
@@ -108,6 +122,8 @@ pub struct FileMatch {
 pub struct FileSticky {
     pub cookie: Option<String>,
     pub header: Option<String>,
+    /// Lifetime of the cookie sluicegate sets.
+    pub max_age: Option<String>,
 }
 
 /// `[[routes.backends]]`
@@ -155,6 +171,12 @@ pub struct FileHealth {
 pub struct FileMirror {
     pub backend: String,
     pub percent: f64,
+    /// Largest request body copied, in bytes; larger ones are not mirrored.
+    pub max_body: Option<u64>,
+    /// Compare the mirror's status and body with the primary's.
+    pub compare: Option<bool>,
+    /// Mirrored requests in flight at once; more are skipped.
+    pub max_concurrent: Option<u32>,
 }
 
 /// `[routes.canary]`

@@ -78,7 +78,34 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `None` when off.
     pub access_log: Option<AccessLogConfig>,
+    pub limits: Limits,
     pub routes: Vec<RouteConfig>,
+}
+
+/// Bounds on what one client may use (SPEC is silent; defaults in the
+/// spirit of NGINX and Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open client connections over all listeners; more are closed at once.
+    pub max_connections: usize,
+    /// Header fields in one HTTP/1.1 request; more → 431.
+    pub max_request_headers: usize,
+    /// Bytes of one request's header section (HTTP/1.1 read buffer, HTTP/2
+    /// header list); more → 431 or a stream reset.
+    pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 50_000,
+            max_request_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 256,
+        }
+    }
 }
 
 /// One line per request, written off the request path.
@@ -181,6 +208,9 @@ pub struct RouteConfig {
     pub path_prefix: String,
     pub sticky: Option<Sticky>,
     pub override_header: Option<HeaderName>,
+    pub override_cookie: Option<String>,
+    /// Networks allowed to use the overrides; empty: everyone.
+    pub override_from: Vec<IpNet>,
     pub failover: bool,
     pub retries: u32,
     pub backends: Vec<BackendConfig>,
@@ -222,8 +252,58 @@ impl HostMatch {
 /// What keeps a client on one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
-    Cookie(String),
+    /// A cookie sluicegate sets when the client has none, kept `max_age`.
+    Cookie { name: String, max_age: Duration },
+    /// A header the client sends (a user id, say).
     Header(HeaderName),
+}
+
+/// Default lifetime of the sticky cookie.
+pub const STICKY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// An IP network, `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `addr/prefix` (or a bare address: one host).
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let bad = || format!("`{text}` is not an address or CIDR network");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is inside (IPv4-mapped IPv6 compares as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A group of endpoints running one version.
@@ -381,7 +461,15 @@ pub struct HealthConfig {
 pub struct MirrorConfig {
     pub backend: String,
     pub percent: Weight,
+    /// Request bodies up to this many bytes are copied; larger are skipped.
+    pub max_body: u64,
+    pub compare: bool,
+    pub max_concurrent: u32,
 }
+
+/// Mirror defaults.
+pub const MIRROR_MAX_BODY: u64 = 1024 * 1024;
+pub const MIRROR_MAX_CONCURRENT: u32 = 64;
 
 /// Automated progressive delivery of `canary` next to `baseline`.
 #[derive(Debug, Clone, PartialEq)]

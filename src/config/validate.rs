@@ -197,6 +197,7 @@ impl Checker<'_> {
         let admin = self.admin(raw.admin.unwrap_or_default());
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
         let access_log = raw.access_log.and_then(|a| self.access_log(a));
+        let limits = self.limits(raw.limits.unwrap_or_default());
         let mut names = HashSet::new();
         let routes = raw
             .routes
@@ -220,8 +221,42 @@ impl Checker<'_> {
             admin,
             timeouts,
             access_log,
+            limits,
             routes,
         }
+    }
+
+    fn limits(&mut self, raw: file::FileLimits) -> Limits {
+        let d = Limits::default();
+        let limits = Limits {
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            max_request_headers: raw.max_request_headers.unwrap_or(d.max_request_headers),
+            max_header_bytes: raw.max_header_bytes.unwrap_or(d.max_header_bytes),
+            max_concurrent_streams: raw
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
+        };
+        for (field, value, min) in [
+            ("max_connections", limits.max_connections, 1),
+            ("max_request_headers", limits.max_request_headers, 1),
+            ("max_header_bytes", limits.max_header_bytes, 8192),
+            (
+                "max_concurrent_streams",
+                limits.max_concurrent_streams as usize,
+                1,
+            ),
+        ] {
+            if value < min {
+                self.error(
+                    &format!("limits.{field}"),
+                    format!("must be at least {min}"),
+                );
+            }
+        }
+        if limits.max_header_bytes > u32::MAX as usize {
+            self.error("limits.max_header_bytes", "is too large");
+        }
+        limits
     }
 
     fn access_log(&mut self, raw: file::FileAccessLog) -> Option<AccessLogConfig> {
@@ -376,6 +411,27 @@ impl Checker<'_> {
             .override_header
             .as_deref()
             .and_then(|h| self.header_name(&format!("{path}.override_header"), h));
+        let override_cookie = raw.override_cookie.filter(|c| {
+            let valid = !c.is_empty() && c.chars().all(is_token_char);
+            if !valid {
+                self.error(
+                    &format!("{path}.override_cookie"),
+                    format!("`{c}` is not a valid cookie name"),
+                );
+            }
+            valid
+        });
+        let override_from: Vec<IpNet> = raw
+            .override_from
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, net)| {
+                IpNet::parse(net)
+                    .map_err(|e| self.error(&format!("{path}.override_from[{i}]"), e))
+                    .ok()
+            })
+            .collect();
         let retries = raw.retries.unwrap_or(2);
         if retries > 10 {
             self.error(
@@ -397,6 +453,8 @@ impl Checker<'_> {
             path_prefix,
             sticky,
             override_header,
+            override_cookie,
+            override_from,
             failover: raw.failover.unwrap_or(true),
             retries,
             backends,
@@ -432,9 +490,23 @@ impl Checker<'_> {
     }
 
     fn sticky(&mut self, path: &str, raw: file::FileSticky) -> Option<Sticky> {
+        if raw.header.is_some() && raw.max_age.is_some() {
+            self.error(
+                &format!("{path}.max_age"),
+                "max_age is for the sticky cookie, not a header",
+            );
+        }
+        let max_age = self.duration(
+            &format!("{path}.max_age"),
+            raw.max_age.as_deref(),
+            STICKY_MAX_AGE,
+        );
         match (raw.cookie, raw.header) {
             (Some(cookie), None) if !cookie.is_empty() && cookie.chars().all(is_token_char) => {
-                Some(Sticky::Cookie(cookie))
+                Some(Sticky::Cookie {
+                    name: cookie,
+                    max_age,
+                })
             }
             (Some(cookie), None) => {
                 self.error(path, format!("`{cookie}` is not a valid cookie name"));
@@ -710,9 +782,16 @@ impl Checker<'_> {
         let percent = Weight::from_percent(raw.percent)
             .map_err(|e| self.error(&format!("{path}.percent"), e))
             .ok();
+        let max_concurrent = raw.max_concurrent.unwrap_or(MIRROR_MAX_CONCURRENT);
+        if max_concurrent == 0 {
+            self.error(&format!("{path}.max_concurrent"), "must be at least 1");
+        }
         Some(MirrorConfig {
             backend: known.then_some(raw.backend)?,
             percent: percent?,
+            max_body: raw.max_body.unwrap_or(MIRROR_MAX_BODY),
+            compare: raw.compare.unwrap_or(false),
+            max_concurrent,
         })
     }
 

@@ -259,8 +259,10 @@ fn endpoints_summary(endpoints: &[EndpointView]) -> String {
     text
 }
 
-/// `running, step 2, weight 5`, then any other plain fields the server sends.
+/// `running, step 2, weight 5`, then any other plain fields the server
+/// sends, the (long) `reason` last.
 fn format_canary(canary: &Value) -> String {
+    const FIRST: [&str; 2] = ["step", "weight"];
     let Some(fields) = canary.as_object() else {
         return scalar_text(canary, false);
     };
@@ -268,8 +270,16 @@ fn format_canary(canary: &Value) -> String {
     if let Some(state) = fields.get("state") {
         parts.push(scalar_text(state, false));
     }
-    for (key, value) in fields {
-        if key == "state" || value.is_object() || value.is_array() || value.is_null() {
+    let rest = |(key, _): &(&String, &Value)| {
+        !FIRST.contains(&key.as_str()) && !["state", "reason"].contains(&key.as_str())
+    };
+    let ordered = FIRST
+        .iter()
+        .filter_map(|key| fields.get_key_value(*key))
+        .chain(fields.iter().filter(rest))
+        .chain(fields.get_key_value("reason"));
+    for (key, value) in ordered {
+        if value.is_object() || value.is_array() || value.is_null() {
             continue;
         }
         let is_percent = key.contains("weight") || key.contains("percent");
@@ -410,6 +420,20 @@ api  any host, prefix /api
   v1       100      100        1/1
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn canary_prints_state_step_and_weight_first_and_the_reason_last() {
+        let canary = json!({
+            "state": "running", "step": 2, "steps": [1.0, 5.0, 100.0], "weight": 5.0,
+            "step_started": "2026-11-23T10:00:00.000Z", "step_requests": 3, "min_requests": 100,
+            "error_rate": null, "reason": "waiting for canary traffic: 3 of 100 requests"
+        });
+        assert_eq!(
+            format_canary(&canary),
+            "running, step 2, weight 5, min_requests 100, step_requests 3, \
+             step_started 2026-11-23T10:00:00.000Z, reason waiting for canary traffic: 3 of 100 requests"
+        );
     }
 
     #[test]

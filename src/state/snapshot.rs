@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
 use super::router::Router;
-use crate::balance::WeightedPicker;
+use crate::balance::{StickyRanges, WeightedPicker};
 use crate::config::{
     Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Transport, Weight,
 };
 use crate::history::WeightMap;
+use crate::mirror::MirrorState;
 use crate::telemetry::{BackendMetrics, Telemetry};
 use crate::upstream::Endpoint;
 
@@ -34,6 +35,11 @@ pub struct Route {
     pub config: RouteConfig,
     pub backends: Vec<Backend>,
     picker: WeightedPicker,
+    /// Sticky bucket ranges by desired weight (so a failover does not move
+    /// anyone's bucket).
+    sticky: StickyRanges,
+    /// Mirror sampling, limits and results, shared across snapshots.
+    pub mirror: Option<Arc<MirrorState>>,
 }
 
 /// A backend group of a route.
@@ -66,6 +72,16 @@ impl Route {
     #[inline]
     pub fn pick_backend(&self) -> Option<&Backend> {
         self.picker.pick().and_then(|i| self.backends.get(i))
+    }
+
+    /// The backend owning sticky `bucket`, if it can take traffic now (its
+    /// effective weight is not zero); otherwise the caller fails over.
+    #[inline]
+    pub fn sticky_backend(&self, bucket: u32) -> Option<&Backend> {
+        self.sticky
+            .owner(bucket)
+            .and_then(|i| self.backends.get(i))
+            .filter(|b| b.effective.0 > 0)
     }
 }
 
@@ -175,9 +191,15 @@ impl Snapshot {
                     backend.effective = *weight;
                 }
                 let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
+                let desired: Vec<u32> = desired.iter().map(|w| w.0).collect();
                 Route {
                     config: rc.clone(),
                     picker: WeightedPicker::new(&weights),
+                    sticky: StickyRanges::new(&desired),
+                    mirror: rc
+                        .mirror
+                        .as_ref()
+                        .map(|m| telemetry.mirror(&rc.name, m.max_concurrent)),
                     backends,
                 }
             })

@@ -8,6 +8,7 @@
 //! its response body has been read to the end.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,11 +45,20 @@ pub(super) struct Pool {
     idle: Mutex<Vec<H1Sender>>,
     /// HTTP/2 multiplexes: every request shares this one.
     shared: Mutex<Option<H2Sender>>,
+    /// Held while dialling an HTTP/2 connection, so a burst of requests
+    /// waits for one connection instead of opening one each.
+    dialing_h2: tokio::sync::Mutex<()>,
+    /// An `auto` endpoint's server chose HTTP/1.1: no need to serialise dials.
+    chose_http1: AtomicBool,
 }
 
 impl Pool {
     fn pop_idle(&self) -> Option<H1Sender> {
         self.idle.lock().ok()?.pop()
+    }
+
+    fn idle_is_empty(&self) -> bool {
+        self.idle.lock().map_or(true, |idle| idle.is_empty())
     }
 
     fn push_idle(&self, sender: H1Sender) {
@@ -143,6 +153,33 @@ impl Endpoint {
         {
             return Ok(reused(Sender::H2(sender)));
         }
+        let may_be_h2 = need == Need::Any
+            && match self.transport.protocol {
+                UpstreamProtocol::H2 => true,
+                UpstreamProtocol::Auto => {
+                    self.addr.tls && !self.pool.chose_http1.load(Ordering::Relaxed)
+                }
+                UpstreamProtocol::Http1 => false,
+            };
+        if may_be_h2 {
+            let _dialing = self.pool.dialing_h2.lock().await;
+            if let Some(sender) = self.pool.shared_h2() {
+                return Ok(reused(Sender::H2(sender)));
+            }
+            if self.transport.protocol == UpstreamProtocol::H2 || self.pool.idle_is_empty() {
+                let sender = Box::pin(self.connect(connect_timeout, need)).await?;
+                if matches!(sender, Sender::H1(_)) {
+                    self.pool.chose_http1.store(true, Ordering::Relaxed);
+                }
+                return Ok(Connection {
+                    endpoint: Arc::clone(self),
+                    sender,
+                    reused: false,
+                    need,
+                    connect_timeout,
+                });
+            }
+        }
         while let Some(mut sender) = self.pool.pop_idle() {
             if sender.is_ready() {
                 return Ok(reused(Sender::H1(sender)));
@@ -155,7 +192,7 @@ impl Endpoint {
                 return Ok(reused(Sender::H1(sender)));
             }
         }
-        let sender = self.connect(connect_timeout, need).await?;
+        let sender = Box::pin(self.connect(connect_timeout, need)).await?;
         Ok(Connection {
             endpoint: Arc::clone(self),
             sender,
@@ -329,10 +366,9 @@ impl Connection {
                 Ok(Err(mut e)) => match e.take_message() {
                     Some(unsent) if self.reused => {
                         req = unsent;
-                        self.sender = self
-                            .endpoint
-                            .connect(self.connect_timeout, self.need)
-                            .await?;
+                        self.sender =
+                            Box::pin(self.endpoint.connect(self.connect_timeout, self.need))
+                                .await?;
                         self.reused = false;
                     }
                     _ => return Err(UpstreamError::Request(e.into_error())),

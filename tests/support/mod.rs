@@ -10,6 +10,8 @@ mod body;
 mod client;
 mod config_text;
 mod faults;
+mod hostile;
+mod protocols;
 mod proxy;
 
 #[allow(unused_imports)]
@@ -20,6 +22,10 @@ pub use client::*;
 pub use config_text::*;
 #[allow(unused_imports)]
 pub use faults::*;
+#[allow(unused_imports)]
+pub use hostile::*;
+#[allow(unused_imports)]
+pub use protocols::*;
 pub use proxy::*;
 
 use std::convert::Infallible;

@@ -1,0 +1,591 @@
+//! The automated canary (SPEC §2 `[routes.canary]`, §3 canary endpoints, §4
+//! `sluicegate_canary_weight`): real backends, real traffic through the
+//! proxy, and the canary driven through the admin API and `sluicegate ctl`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use support::{
+    FakeBackend, FileProxy, Http1Client, LISTENER, TestBody, backend, full, get_request, route,
+    weight_map,
+};
+
+/// How long a whole canary may take on a busy machine; it needs about 1 s.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `[routes.canary]` for blue → green in three steps of 200 ms. The p99
+/// ratio is loose: loopback latencies jitter on a busy test machine, and the
+/// p99 check has its unit tests.
+const CANARY: &str = r#"
+  [routes.canary]
+  baseline = "blue"
+  canary = "green"
+  steps = [10, 50, 100]
+  interval = "200ms"
+  min_requests = 5
+  max_p99_ratio = 100
+"#;
+
+/// Route `plain` (no canary, path /plain) then route `web`: blue 100 /
+/// green 0 with `canary` appended; passive ejection off, so a failing canary
+/// is judged on its errors rather than removed.
+fn config(blue: SocketAddr, green: SocketAddr, canary: &str) -> String {
+    let no_ejection = "    [routes.backends.outlier]\n    consecutive_failures = 0\n";
+    let plain = route(
+        "plain",
+        "path_prefix = \"/plain\"",
+        "",
+        &[backend("blue", None, &[blue])],
+    );
+    let web = route(
+        "web",
+        "",
+        "",
+        &[
+            format!("{}{no_ejection}", backend("blue", Some("100"), &[blue])),
+            format!("{}{no_ejection}", backend("green", Some("0"), &[green])),
+        ],
+    );
+    format!("{LISTENER}{plain}{web}{canary}")
+}
+
+/// A backend on 127.0.0.1:0 that answers every request with `status`.
+struct StatusBackend {
+    addr: SocketAddr,
+    accept_loop: JoinHandle<()>,
+}
+
+impl StatusBackend {
+    async fn start(name: &'static str, status: StatusCode) -> StatusBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept_loop = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| async move {
+                        let mut resp: Response<TestBody> = Response::new(full(name));
+                        *resp.status_mut() = status;
+                        resp.headers_mut()
+                            .insert("x-backend", HeaderValue::from_static(name));
+                        Ok::<_, Infallible>(resp)
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StatusBackend { addr, accept_loop }
+    }
+}
+
+impl Drop for StatusBackend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+/// A client sending GET / through the proxy, one request after another,
+/// until dropped.
+struct Traffic {
+    sent: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(addr: SocketAddr) -> Traffic {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&sent);
+        let task = tokio::spawn(async move {
+            loop {
+                let mut client = Http1Client::connect(addr).await;
+                while let Ok(resp) = client.send_streaming(get_request("canary.test", "/")).await {
+                    if resp.into_body().collect().await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        Traffic { sent, task }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// POST /api/v1/routes/{route}/canary/{action} with the token.
+async fn canary_action(proxy: &FileProxy, route: &str, action: &str) -> (StatusCode, Value) {
+    proxy
+        .admin_send(
+            Method::POST,
+            &format!("/api/v1/routes/{route}/canary/{action}"),
+            None,
+            Some(&proxy.token),
+        )
+        .await
+}
+
+/// Like [`canary_action`], asserting 200; the route's `canary` view.
+async fn act(proxy: &FileProxy, action: &str) -> Value {
+    let (status, body) = canary_action(proxy, "web", action).await;
+    assert_eq!(status, StatusCode::OK, "canary {action}: {body}");
+    body["route"]["canary"].clone()
+}
+
+/// Route `web`'s `canary` view.
+async fn canary(proxy: &FileProxy) -> Value {
+    proxy.route("web").await["route"]["canary"].clone()
+}
+
+/// Polls until `web`'s canary satisfies `done`; returns its view then.
+async fn wait_for(proxy: &FileProxy, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let view = canary(proxy).await;
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the canary to be {what}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
+    move |view| view["state"] == state
+}
+
+/// Route `web`'s revisions with source `canary`, oldest first.
+async fn canary_revisions(proxy: &FileProxy) -> Vec<Value> {
+    let (status, body) = proxy
+        .admin_get("/api/v1/history?route=web&limit=1000")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut revisions: Vec<Value> = body["revisions"]
+        .as_array()
+        .expect("revisions")
+        .iter()
+        .filter(|r| r["source"] == "canary")
+        .cloned()
+        .collect();
+    revisions.reverse();
+    revisions
+}
+
+fn reasons(revisions: &[Value]) -> Vec<String> {
+    revisions
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `sluicegate_canary_weight{route="web"}` from /metrics.
+async fn canary_weight_metric(proxy: &FileProxy) -> Option<f64> {
+    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    body.as_str()?.lines().find_map(|line| {
+        line.strip_prefix("sluicegate_canary_weight{route=\"web\"} ")
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let idle = canary(&proxy).await;
+    assert_eq!(idle["state"], "idle", "{idle}");
+    assert_eq!(idle["steps"], serde_json::json!([10.0, 50.0, 100.0]));
+    assert_eq!(canary_weight_metric(&proxy).await, Some(0.0));
+
+    let started = act(&proxy, "start").await;
+    assert_eq!(started["state"], "running", "{started}");
+    assert_eq!(
+        (started["step"].as_u64(), started["weight"].as_f64()),
+        (Some(1), Some(10.0))
+    );
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 90.0), ("green", 10.0)])
+    );
+    let traffic = Traffic::start(proxy.addr);
+
+    let done = wait_for(&proxy, "promoted", |v| v["state"] != "running").await;
+    assert_eq!(done["state"], "promoted", "{done}");
+    assert_eq!(done["step"], 3, "{done}");
+    assert!(
+        traffic.sent.load(Ordering::Relaxed) > 0,
+        "the client got answers"
+    );
+    drop(traffic);
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 0.0), ("green", 100.0)])
+    );
+    let revisions = canary_revisions(&proxy).await;
+    let reasons = reasons(&revisions);
+    assert_eq!(
+        reasons.len(),
+        3,
+        "one canary revision per step: {reasons:?}"
+    );
+    for (index, (reason, green)) in reasons.iter().zip([10.0, 50.0, 100.0]).enumerate() {
+        assert!(
+            reason.starts_with(&format!("canary step {}/3: {green} %", index + 1)),
+            "{reasons:?}"
+        );
+        assert_eq!(revisions[index]["weights"]["green"], green);
+    }
+    assert!(reasons[1].contains("error rate 0.00 %"), "{reasons:?}");
+    assert_eq!(canary_weight_metric(&proxy).await, Some(100.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
+    let blue = FakeBackend::start("blue").await;
+    let green = StatusBackend::start("green", StatusCode::INTERNAL_SERVER_ERROR).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+
+    act(&proxy, "start").await;
+    let _traffic = Traffic::start(proxy.addr);
+    let done = wait_for(&proxy, "rolled back", |v| v["state"] != "running").await;
+
+    assert_eq!(done["state"], "rolled_back", "{done}");
+    assert_eq!(done["step"], 1);
+    assert_eq!(done["error_rate"], 1.0, "{done}");
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 100.0), ("green", 0.0)])
+    );
+    let reasons = reasons(&canary_revisions(&proxy).await);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[1].starts_with("canary rolled back at step 1/3: 10 %: error rate 100.00 %"),
+        "{reasons:?}"
+    );
+    assert_eq!(canary_weight_metric(&proxy).await, Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_traffic_the_canary_stays_at_step_one() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+
+    let started = act(&proxy, "start").await;
+    let step_started = started["step_started"].as_str().expect("step_started");
+    let step_started = humantime::parse_rfc3339(step_started).expect("RFC 3339 step_started");
+    // Five intervals (25 ticks) after the step began, it must still wait.
+    let judged_by = step_started + Duration::from_secs(1);
+    wait_for(&proxy, "past five intervals", |view| {
+        assert_eq!(view["state"], "running", "{view}");
+        assert_eq!(view["step"], 1, "{view}");
+        SystemTime::now() > judged_by
+    })
+    .await;
+    // Read after that moment: the controller has looked many times since.
+    let view = canary(&proxy).await;
+    assert_eq!(
+        (view["state"].as_str(), view["step"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    assert_eq!(view["step_requests"], 0, "{view}");
+    assert!(
+        view["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0 of 5"),
+        "{view}"
+    );
+    assert_eq!(canary_revisions(&proxy).await.len(), 1);
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 90.0), ("green", 10.0)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_abort_through_the_api() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    // Steps of 1 s: the test aborts at step 2 long before it could pass.
+    let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &slow_steps)).await;
+
+    act(&proxy, "start").await;
+    let paused = act(&proxy, "pause").await;
+    assert_eq!(paused["state"], "paused", "{paused}");
+    // Paused, traffic does not move it on.
+    let traffic = Traffic::start(proxy.addr);
+    let until = SystemTime::now() + Duration::from_millis(1500);
+    wait_for(&proxy, "paused past an interval", |view| {
+        assert_eq!(view["state"], "paused", "{view}");
+        SystemTime::now() > until
+    })
+    .await;
+    assert_eq!(act(&proxy, "resume").await["state"], "running");
+    let second = wait_for(&proxy, "at step 2", |v| v["step"] == 2).await;
+    assert_eq!(second["state"], "running", "{second}");
+    drop(traffic);
+
+    let aborted = act(&proxy, "abort").await;
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 100.0), ("green", 0.0)])
+    );
+    let reasons = reasons(&canary_revisions(&proxy).await);
+    let last = reasons.last().expect("a canary revision");
+    assert!(
+        last.starts_with("canary aborted through the admin API at step"),
+        "{reasons:?}"
+    );
+    // Finished, it can start again.
+    assert_eq!(act(&proxy, "start").await["step"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_actions_that_do_not_fit_are_refused() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+
+    let expect = |(status, body): (StatusCode, Value), wanted: StatusCode, words: &str| {
+        assert_eq!(status, wanted, "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{message:?} lacks {words:?}");
+    };
+    expect(
+        canary_action(&proxy, "nope", "start").await,
+        StatusCode::NOT_FOUND,
+        "no route called `nope`",
+    );
+    expect(
+        canary_action(&proxy, "plain", "start").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no [routes.canary]",
+    );
+    expect(
+        canary_action(&proxy, "web", "explode").await,
+        StatusCode::NOT_FOUND,
+        "no such canary action",
+    );
+    for action in ["pause", "resume", "abort"] {
+        expect(
+            canary_action(&proxy, "web", action).await,
+            StatusCode::CONFLICT,
+            "is idle",
+        );
+    }
+    let (status, _) = proxy
+        .admin_send(Method::POST, "/api/v1/routes/web/canary/start", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(canary(&proxy).await["state"], "idle");
+
+    act(&proxy, "start").await;
+    expect(
+        canary_action(&proxy, "web", "start").await,
+        StatusCode::CONFLICT,
+        "is running",
+    );
+    expect(
+        canary_action(&proxy, "web", "resume").await,
+        StatusCode::CONFLICT,
+        "only a paused canary resumes",
+    );
+    let (status, body) = proxy
+        .admin_send(Method::GET, "/api/v1/routes/web/canary/start", None, None)
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    // The plain route's view has no canary at all.
+    assert_eq!(proxy.route("plain").await["route"]["canary"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_weight_change_pauses_the_canary() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+
+    act(&proxy, "start").await;
+    let (status, body) = proxy
+        .put_weights("web", &[("blue", 70.0), ("green", 30.0)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let paused = wait_for(&proxy, "paused", state_is("paused")).await;
+    let reason = paused["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("outside the canary") && reason.contains("admin"),
+        "{reason}"
+    );
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 70.0), ("green", 30.0)]),
+        "the canary leaves the operator's weights alone"
+    );
+    act(&proxy, "resume").await;
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 90.0), ("green", 10.0)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_brings_the_canary_back_at_its_step() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    // Steps of 1 s: the test pauses at step 2 long before it could pass.
+    let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
+    let proxy = FileProxy::start_with_state_file(&config(blue.addr, green.addr, &slow_steps)).await;
+
+    act(&proxy, "start").await;
+    let traffic = Traffic::start(proxy.addr);
+    wait_for(&proxy, "at step 2", |v| v["step"] == 2).await;
+    drop(traffic);
+    assert_eq!(act(&proxy, "pause").await["step"], 2);
+
+    let proxy = proxy.restart().await;
+    let view = canary(&proxy).await;
+    assert_eq!(
+        (view["state"].as_str(), view["step"].as_u64()),
+        (Some("paused"), Some(2)),
+        "{view}"
+    );
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 50.0), ("green", 50.0)])
+    );
+    assert_eq!(act(&proxy, "resume").await["step"], 2);
+
+    // A running canary comes back running, its window started again.
+    let before_restart = SystemTime::now();
+    let proxy = proxy.restart().await;
+    let view = canary(&proxy).await;
+    assert_eq!(
+        (view["state"].as_str(), view["step"].as_u64()),
+        (Some("running"), Some(2)),
+        "{view}"
+    );
+    let step_started = humantime::parse_rfc3339(view["step_started"].as_str().unwrap_or_default())
+        .expect("RFC 3339 step_started");
+    // step_started is shown in whole milliseconds.
+    assert!(
+        step_started + Duration::from_millis(1) > before_restart,
+        "{view}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// `sluicegate ctl canary` against a running proxy.
+
+async fn ctl(proxy: &FileProxy, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"));
+    command
+        .arg("ctl")
+        .arg("--admin")
+        .arg(format!("http://{}", proxy.admin_addr))
+        .arg("--token")
+        .arg(&proxy.token)
+        .args(args)
+        .env_remove("SLUICEGATE_ADMIN_TOKEN")
+        .current_dir(&proxy.dir.path)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("ctl did not finish within 30 s")
+        .expect("run sluicegate ctl")
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_canary_commands_drive_a_running_proxy() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+
+    let output = ctl(&proxy, &["canary", "start", "web"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("web: blue=90 green=10"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stdout.contains("web: canary running, step 1"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = ctl(&proxy, &["--json", "canary", "pause", "web"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert_eq!(answer["route"]["canary"]["state"], "paused", "{answer}");
+
+    let output = ctl(&proxy, &["canary", "pause", "web"]).await;
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("only a running canary pauses"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = ctl(&proxy, &["canary", "resume", "web"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ctl(&proxy, &["canary", "abort", "web"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("web: canary aborted, step 1"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = ctl(&proxy, &["status", "web"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("  canary: aborted, step 1"),
+        "{}",
+        describe(&output)
+    );
+    let output = ctl(&proxy, &["canary", "start", "plain"]).await;
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no [routes.canary]"),
+        "{}",
+        describe(&output)
+    );
+}
