@@ -120,6 +120,10 @@ pub struct Persisted {
     /// Route name → weights set through the admin API (or canary).
     pub overrides: Vec<(String, WeightMap)>,
     pub history: Vec<Revision>,
+    /// Route name → the weights the config file had when this was saved, so
+    /// a start-up can tell whether the file changed them meanwhile.
+    #[serde(default)]
+    pub file_weights: Vec<(String, WeightMap)>,
 }
 
 impl Persisted {
@@ -212,6 +216,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
         let state = Persisted {
+            file_weights: vec![(
+                "web".into(),
+                WeightMap(vec![("blue".into(), Weight(10_000))]),
+            )],
             revision: 3,
             overrides: vec![(
                 "web".into(),

@@ -695,6 +695,35 @@ async fn admin_changes_survive_a_restart_with_a_state_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_weights_edited_while_stopped_win_over_saved_admin_weights() {
+    let blue = FakeBackend::start("blue").await;
+    let green = FakeBackend::start("green").await;
+    let proxy =
+        FileProxy::start_with_state_file(&two_backend_config("100", &blue, "0", &green)).await;
+    let (status, reply) = proxy
+        .put_weights("web", &[("blue", 50.0), ("green", 50.0)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    // Untouched file: the saved admin weights come back.
+    let unchanged = two_backend_config("100", &blue, "0", &green);
+    let proxy = proxy.restart_with_config(&unchanged).await;
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 50.0), ("green", 50.0)])
+    );
+
+    // Edited while stopped: the file is the latest change.
+    let edited = two_backend_config("70", &blue, "30", &green);
+    let proxy = proxy.restart_with_config(&edited).await;
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 70.0), ("green", 30.0)])
+    );
+    assert_eq!(proxy.route("web").await["route"]["override"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_state_file_is_moved_aside_and_the_file_weights_apply() {
     let blue = FakeBackend::start("blue").await;
     let green = FakeBackend::start("green").await;

@@ -80,7 +80,19 @@ impl State {
             .map(Persisted::load)
             .unwrap_or_default();
         let mut overrides = HashMap::new();
+        let saved_file_weights: HashMap<String, WeightMap> =
+            persisted.file_weights.into_iter().collect();
         for (route, weights) in persisted.overrides {
+            // Latest change wins: a file edited while sluicegate was stopped
+            // is newer than the saved admin change.
+            let file_changed = match (saved_file_weights.get(&route), config.route(&route)) {
+                (Some(saved), Some(rc)) => *saved != file_weights(rc),
+                _ => false,
+            };
+            if file_changed {
+                tracing::info!(%route, "the config file's weights changed while stopped: they replace the saved admin weights");
+                continue;
+            }
             match validate_override(&config, &route, &weights) {
                 Ok(()) => {
                     overrides.insert(route, weights);
@@ -568,10 +580,27 @@ fn save(control: &Control) {
         revision: control.revision,
         overrides,
         history: control.history.iter().cloned().collect(),
+        file_weights: control
+            .config
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), file_weights(r)))
+            .collect(),
     };
     if let Err(error) = persisted.save(path) {
         tracing::error!(path = %path.display(), %error, "cannot write the state file");
     }
+}
+
+/// The weights a route has in the config file.
+fn file_weights(route: &crate::config::RouteConfig) -> WeightMap {
+    WeightMap(
+        route
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
+            .collect(),
+    )
 }
 
 /// Whether saved `weights` still fit `route` in `config`.

@@ -150,6 +150,25 @@ impl FileProxy {
         FileProxy::launch(dir, token, state_file).await
     }
 
+    /// Shuts down, rewrites the config file to `body` while stopped, and
+    /// starts again.
+    pub async fn restart_with_config(self, body: &str) -> FileProxy {
+        let text = self.config_text(body);
+        let FileProxy {
+            proxy,
+            dir,
+            token,
+            state_file,
+            ..
+        } = self;
+        proxy
+            .shutdown()
+            .await
+            .expect("server::run returned an error on shutdown");
+        dir.write(CONFIG_FILE, &text);
+        FileProxy::launch(dir, token, state_file).await
+    }
+
     /// `body` with this proxy's `[admin]` table appended.
     pub fn config_text(&self, body: &str) -> String {
         config_text(body, self.state_file)
