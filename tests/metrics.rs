@@ -185,7 +185,7 @@ async fn weight_and_revision_gauges_follow_admin_changes() {
 async fn health_gauges_and_failovers_follow_a_dead_backend() {
     let blue = FaultyBackend::start("blue").await;
     let green = FaultyBackend::start("green").await;
-    let health = "    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    timeout = \"100ms\"\n    unhealthy_threshold = 1\n    healthy_threshold = 1\n";
+    let health = support::FAST_HEALTH;
     let config = format!(
         "{LISTENER}{}",
         route(

@@ -135,7 +135,7 @@ async fn growing_the_canary_moves_users_only_towards_it() {
 async fn sticky_users_fail_over_and_come_back_without_a_new_cookie() {
     let blue = FaultyBackend::start("blue").await;
     let green = FaultyBackend::start("green").await;
-    let health = "    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    timeout = \"100ms\"\n    unhealthy_threshold = 1\n    healthy_threshold = 1\n";
+    let health = support::FAST_HEALTH;
     let text = format!(
         "{LISTENER}{}",
         route(

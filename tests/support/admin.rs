@@ -136,24 +136,17 @@ impl FileProxy {
     /// Shuts down and starts again from the same dir (config, token and state
     /// files as they are now); the ports change.
     pub async fn restart(self) -> FileProxy {
-        let FileProxy {
-            proxy,
-            dir,
-            token,
-            state_file,
-            ..
-        } = self;
-        proxy
-            .shutdown()
-            .await
-            .expect("server::run returned an error on shutdown");
-        FileProxy::launch(dir, token, state_file).await
+        self.restart_then(None).await
     }
 
     /// Shuts down, rewrites the config file to `body` while stopped, and
     /// starts again.
     pub async fn restart_with_config(self, body: &str) -> FileProxy {
         let text = self.config_text(body);
+        self.restart_then(Some(text)).await
+    }
+
+    async fn restart_then(self, new_config: Option<String>) -> FileProxy {
         let FileProxy {
             proxy,
             dir,
@@ -165,7 +158,9 @@ impl FileProxy {
             .shutdown()
             .await
             .expect("server::run returned an error on shutdown");
-        dir.write(CONFIG_FILE, &text);
+        if let Some(text) = new_config {
+            dir.write(CONFIG_FILE, &text);
+        }
         FileProxy::launch(dir, token, state_file).await
     }
 

@@ -9,6 +9,10 @@ use super::FakeBackend;
 /// One data listener; the address is a placeholder, `TestProxy` binds its own.
 pub const LISTENER: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n";
 
+/// A `[routes.backends.health]` table that flips an endpoint after one check
+/// (every 50 ms): for tests that break and mend backends.
+pub const FAST_HEALTH: &str = "    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    timeout = \"100ms\"\n    unhealthy_threshold = 1\n    healthy_threshold = 1\n";
+
 /// A `[timeouts]` table, e.g. `timeouts(&[("response_headers", "300ms")])`.
 pub fn timeouts(entries: &[(&str, &str)]) -> String {
     let mut text = String::from("\n[timeouts]\n");
