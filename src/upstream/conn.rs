@@ -471,3 +471,4 @@ impl Body for PooledBody {
         self.body.size_hint()
     }
 }
+
