@@ -176,6 +176,27 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_keys_stay_on_the_canary_as_it_grows() {
+        let buckets: Vec<u32> = (0..10_000)
+            .map(|user| bucket_of(format!("user-{user}").as_bytes()))
+            .collect();
+        let mut on_canary = vec![false; buckets.len()];
+        for canary in [1000u32, 2000, 5000] {
+            let ranges = StickyRanges::new(&[10_000 - canary, canary]);
+            let mut count = 0;
+            for (key, bucket) in buckets.iter().enumerate() {
+                let now = ranges.owner(*bucket) == Some(1);
+                assert!(now || !on_canary[key], "key {key} left the canary at {canary}");
+                on_canary[key] = now;
+                count += usize::from(now);
+            }
+            let share = count as f64 / 100.0;
+            let want = f64::from(canary) / 100.0;
+            assert!((share - want).abs() <= 1.5, "{share} % on the canary, want {want} %");
+        }
+    }
+
+    #[test]
     fn keys_hash_evenly_and_bucket_numbers_are_kept() {
         assert_eq!(bucket_of(b"1234"), 1234);
         assert_ne!(bucket_of(b"12345"), 12345);
