@@ -86,7 +86,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigusr2_upgrade_under_load_fails_no_request() {
+async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     let blue = FakeBackend::start("blue").await;
     let dir = std::env::temp_dir().join(format!("sg-upgrade-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -131,13 +131,27 @@ async fn sigusr2_upgrade_under_load_fails_no_request() {
         status.success(),
         "the old process drains and exits 0: {status}"
     );
+    // A second upgrade, from the process the first one started: its
+    // inherited sockets must not stand in the way of passing them on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(new_pid, "USR2");
+    let handed_over = wait_for_line(&lines, "the new process is serving");
+    let newest_pid: u32 = field(&handed_over, "pid=").parse().expect("newest pid");
+    assert_ne!(newest_pid, new_pid);
+    let proc_dir = format!("/proc/{new_pid}");
+    support::eventually_async("the second process to drain and exit", || async {
+        let state = std::fs::read_to_string(format!("{proc_dir}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its new parent to reap it.
+        state.is_empty() || state.contains(") Z ")
+    })
+    .await;
     let before_after = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
     }
-    signal(new_pid, "TERM");
+    signal(newest_pid, "TERM");
     let _ = std::fs::remove_dir_all(&dir);
 
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
