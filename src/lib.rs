@@ -5,27 +5,35 @@
 //! - [`config`]: the file (TOML or YAML) → raw types → validated [`config::Config`],
 //!   collecting every error with file, line, column and field.
 //! - [`state`]: the one `ArcSwap` [`state::Snapshot`] of routes, backends and weights.
-//! - [`server`]: listeners, accept loop, per-connection HTTP/1.1 + h2c, shutdown.
+//! - [`server`]: listeners, accept loop, per-connection HTTP/1.1 + h2c, limits, shutdown.
 //! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
-//! - [`balance`]: exact weighted choice (smooth WRR in basis points).
+//! - [`balance`]: exact weighted choice (smooth WRR in basis points), sticky buckets.
+//! - [`upstream`]: endpoints, health state, HTTP/1.1 pools and shared h2
+//!   connections, upstream TLS.
+//! - [`tunnel`]: WebSocket and other upgrades (HTTP/1.1 and RFC 8441).
+//! - [`mirror`]: shadow copies and their comparison with the primary.
 //! - [`health`]: active health checks and failover of effective weights.
-//! - [`tls`]: TLS termination (rustls, ring), ALPN, certificate reload.
-//! - [`upstream`]: endpoints and their keep-alive connection pools.
-//! - [`body`]: the body types of the request path.
 //! - [`canary`]: the automated canary controller (steps, judging, rollback).
+//! - [`telemetry`]: Prometheus metrics; [`stats`]: the in-memory series the
+//!   dashboard and the canary read; [`access_log`]: one line per request.
+//! - [`tls`]: TLS termination (rustls, ring), ALPN, SNI, certificate reload.
+//! - [`body`]: the body types of the request path.
 //! - [`error`]: error types; each proxy error maps to one status code.
 //! - [`reload`]: config file watching (notify), SIGHUP and API reloads.
 //! - [`history`]: numbered revisions of every change, and the state file.
-//! - [`admin`]: the admin API on its own listener, bearer-token auth.
+//! - [`admin`]: the admin API, metrics and dashboard on their own listener,
+//!   bearer-token auth.
 //! - [`ctl`]: `sluicegate ctl`, the admin API client.
 //! - `upgrade`: zero-downtime binary upgrade by handing listening sockets over (SIGUSR2).
 //! - [`demo`]: the built-in blue/green demo.
 //!
 //! # How a request flows
 //! `server` accepts a connection and hands each request to [`proxy::handle`],
-//! which loads the current snapshot, matches a route, picks a backend by
-//! weight and an endpoint round-robin, rewrites the headers, sends the request
-//! over a pooled upstream connection and streams the response back.
+//! which loads the current snapshot, matches a route, chooses a backend (an
+//! override, the sticky bucket's owner, or the weighted pick) and an endpoint
+//! round-robin, rewrites the headers, starts a mirror copy when sampled, sends
+//! the request over a pooled upstream connection (retrying elsewhere when
+//! safe), streams the response back and counts it for the backend.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
