@@ -186,13 +186,19 @@ mod tests {
             let mut count = 0;
             for (key, bucket) in buckets.iter().enumerate() {
                 let now = ranges.owner(*bucket) == Some(1);
-                assert!(now || !on_canary[key], "key {key} left the canary at {canary}");
+                assert!(
+                    now || !on_canary[key],
+                    "key {key} left the canary at {canary}"
+                );
                 on_canary[key] = now;
                 count += usize::from(now);
             }
             let share = count as f64 / 100.0;
             let want = f64::from(canary) / 100.0;
-            assert!((share - want).abs() <= 1.5, "{share} % on the canary, want {want} %");
+            assert!(
+                (share - want).abs() <= 1.5,
+                "{share} % on the canary, want {want} %"
+            );
         }
     }
 

@@ -28,14 +28,17 @@
 //!   starts again).
 //! - No lock is held across an `.await`: a tick is synchronous. The
 //!   controller's lock is taken before the state's writer lock, never after.
+//!
+//! `judge` (judge.rs) holds the verdict; `saved` (saved.rs) the file beside
+//! the state file.
 
 mod judge;
+mod saved;
 
 pub use judge::{P99_FLOOR_MS, StepWindow, Verdict, judge};
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -286,7 +289,7 @@ impl Controller {
             .admin
             .state_file
             .as_deref()
-            .map(saved_path);
+            .map(saved::path_beside);
         let controller = Controller {
             state,
             runs: Mutex::new(HashMap::new()),
@@ -567,7 +570,7 @@ impl Controller {
     /// The newest weight change of `route` in revisions `after+1..=upto` that
     /// the canary did not make (failover moves effective weights only).
     fn foreign_change(&self, route: &str, after: u64, upto: u64) -> Option<Revision> {
-        let limit = usize::try_from(upto - after).unwrap_or(usize::MAX);
+        let limit = usize::try_from(upto.saturating_sub(after)).unwrap_or(usize::MAX);
         let (revisions, _) = self.state.history(
             limit.min(crate::history::MAX_HISTORY),
             Some(upto + 1),
@@ -603,90 +606,10 @@ impl Controller {
             "step_requests": started.map(|_| last.map_or(0, |w| w.canary_requests)),
             "min_requests": config.min_requests,
             "error_rate": last.and_then(StepWindow::error_rate),
-            "p99_ms": last.and_then(|w| w.canary_p99_ms),
-            "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms),
+            "p99_ms": last.and_then(|w| w.canary_p99_ms).map(round_ms),
+            "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms).map(round_ms),
             "reason": run.map(|run| run.reason.as_str()).filter(|r| !r.is_empty()),
         })
-    }
-
-    /// Restores the runs saved beside the state file. A canary whose plan or
-    /// weights no longer match comes back paused, or not at all.
-    fn restore(&self) {
-        let Some(path) = self.saved.as_deref() else {
-            return;
-        };
-        let saved: Vec<SavedRun> = match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(saved) => saved,
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "the canary state file is corrupt: starting without it");
-                    return;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "cannot read the canary state file");
-                return;
-            }
-        };
-        let snapshot = self.state.snapshot_full();
-        let mut runs = self.lock();
-        for saved in saved {
-            let Some(route) = snapshot.route(&saved.route) else {
-                continue;
-            };
-            let Some(config) = route.config.canary.as_ref() else {
-                continue;
-            };
-            if Plan::of(config) != saved.plan || saved.step >= saved.plan.steps.len() {
-                tracing::warn!(route = %saved.route, "[routes.canary] changed since the canary was saved: not restored");
-                continue;
-            }
-            let mut run = Run::new(
-                route,
-                saved.plan,
-                saved.phase,
-                saved.step,
-                snapshot.revision,
-            );
-            run.reason = saved.reason;
-            if run.phase.in_progress() {
-                let fits = step_weights(route, &run.plan, run.plan.weight(run.step))
-                    .is_ok_and(|w| w == route.weights());
-                if run.phase == Phase::Running && fits {
-                    run.reason = "resumed after a restart: the step's window started again".into();
-                } else if !fits {
-                    run.phase = Phase::Paused;
-                    run.reason = format!(
-                        "paused after a restart: the route's weights are not those of step {}; resume re-applies them",
-                        run.plan.step_text(run.step)
-                    );
-                }
-            }
-            tracing::info!(route = %saved.route, state = run.phase.as_str(), step = run.step + 1, "canary restored");
-            runs.insert(saved.route, run);
-        }
-    }
-
-    /// Saves every run beside the state file (temp file, then rename).
-    fn save(&self, runs: &HashMap<String, Run>) {
-        let Some(path) = self.saved.as_deref() else {
-            return;
-        };
-        let mut saved: Vec<SavedRun> = runs
-            .iter()
-            .map(|(route, run)| SavedRun {
-                route: route.clone(),
-                plan: run.plan.clone(),
-                phase: run.phase,
-                step: run.step,
-                reason: run.reason.clone(),
-            })
-            .collect();
-        saved.sort_by(|a, b| a.route.cmp(&b.route));
-        if let Err(error) = write_atomically(path, &saved) {
-            tracing::error!(path = %path.display(), %error, "cannot write the canary state file");
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Run>> {
@@ -757,6 +680,11 @@ fn step_weights(route: &Route, plan: &Plan, canary_weight: Weight) -> Result<Wei
     ))
 }
 
+/// A p99 (the upper edge of a histogram bucket) to 0.01 ms.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 100.0).round() / 100.0
+}
+
 fn change_error(e: ChangeError) -> CanaryError {
     match e {
         ChangeError::UnknownRoute(route) => CanaryError::UnknownRoute(route),
@@ -771,35 +699,6 @@ fn source_text(source: Source) -> &'static str {
         Source::Canary => "canary",
         Source::Failover => "failover",
     }
-}
-
-/// One run as saved beside the state file.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavedRun {
-    route: String,
-    plan: Plan,
-    phase: Phase,
-    step: usize,
-    reason: String,
-}
-
-/// `sluicegate.state.json` → `sluicegate.state.canary.json`.
-fn saved_path(state_file: &Path) -> PathBuf {
-    state_file.with_extension("canary.json")
-}
-
-fn write_atomically(path: &Path, saved: &[SavedRun]) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

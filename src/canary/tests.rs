@@ -402,3 +402,52 @@ fn the_tick_is_a_tenth_of_the_quickest_interval_within_bounds() {
     }
     assert_eq!(period(&config), Duration::from_millis(500));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_restores_the_step_or_pauses_when_the_weights_differ() {
+    let dir = std::env::temp_dir().join(format!("sg-canary-saved-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_file = dir.join("state.json");
+    let mut config = config("", true);
+    config.admin.state_file = Some(state_file.clone());
+    let state = Arc::new(State::new(config.clone()));
+    let controller = Controller::new(Arc::clone(&state));
+    controller.act("web", Action::Start).unwrap();
+    good_traffic(&state);
+    tokio::time::advance(INTERVAL).await;
+    controller.tick();
+    assert_eq!(weights(&state), split(50.0, 50.0));
+    drop((controller, state));
+
+    // Weights restored from the state file: running at step 2.
+    let state = Arc::new(State::new(config.clone()));
+    let controller = Controller::new(Arc::clone(&state));
+    let v = view(&state, &controller);
+    assert_eq!(
+        (v["state"].as_str(), v["step"].as_u64()),
+        (Some("running"), Some(2)),
+        "{v}"
+    );
+    drop((controller, state));
+
+    // Without the state file the weights are the file's: paused, with why.
+    std::fs::remove_file(&state_file).unwrap();
+    let state = Arc::new(State::new(config));
+    let controller = Controller::new(Arc::clone(&state));
+    let v = view(&state, &controller);
+    assert_eq!(
+        (v["state"].as_str(), v["step"].as_u64()),
+        (Some("paused"), Some(2)),
+        "{v}"
+    );
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not those of step 2/3"),
+        "{v}"
+    );
+    controller.act("web", Action::Resume).unwrap();
+    assert_eq!(weights(&state), split(50.0, 50.0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -471,4 +471,3 @@ impl Body for PooledBody {
         self.body.size_hint()
     }
 }
-

@@ -1,5 +1,5 @@
 //! Upstream endpoints: their health (active checks, passive ejection, drain)
-//! and their connections ([`conn`]).
+//! and their connections (`conn`).
 
 mod conn;
 pub mod tls;
