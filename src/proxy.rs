@@ -83,8 +83,16 @@ pub async fn handle(
             (resp, error.status())
         }
     };
-    let metrics = served.backend.map_or(&snapshot.unrouted, |b| &b.metrics);
-    metrics.record(status, started.elapsed());
+    match (served.backend, served.route) {
+        (Some(backend), _) => backend.metrics.record(status, started.elapsed()),
+        // A route whose every backend has no traffic: counted for the route
+        // with `backend=""` (rare, so the handles are looked up here).
+        (None, Some(route)) => state
+            .telemetry()
+            .backend(route.name(), "")
+            .record(status, started.elapsed()),
+        (None, None) => snapshot.unrouted.record(status, started.elapsed()),
+    }
     if let (Some(log), Some(mut entry)) = (state.access_log(), entry) {
         entry.status = status;
         entry.revision = snapshot.revision;
