@@ -8,8 +8,8 @@
 //! window (canary responses and 5xx from the backend's totals, both backends'
 //! p99 from their latency series, all since the step began) and hands it to
 //! the pure [`judge`]. A pass moves to the next step as a new revision with
-//! source `canary`; a pass of the last step (100 %) ends in `promoted`; a fail
-//! sets baseline 100 / canary 0 as a revision and ends in `rolled_back`.
+//! source `canary`; a pass of the last step (100 %) ends in `succeeded`; a fail
+//! sets baseline 100 / canary 0 as a revision and ends in `failed`.
 //! Admin calls ([`Controller::act`]) start, pause, resume and abort.
 //!
 //! Choices worth knowing:
@@ -64,20 +64,20 @@ pub enum Phase {
     Idle,
     Running,
     Paused,
-    Promoted,
-    RolledBack,
+    Succeeded,
+    Failed,
     Aborted,
 }
 
 impl Phase {
-    /// The name in the API: `idle`, `running`, … `rolled_back`.
+    /// The name in the API: `idle`, `running`, … `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Idle => "idle",
             Phase::Running => "running",
             Phase::Paused => "paused",
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
             Phase::Aborted => "aborted",
         }
     }
@@ -510,7 +510,7 @@ impl Controller {
                 false
             }
             Verdict::Pass if run.step + 1 >= run.plan.steps.len() => {
-                run.phase = Phase::Promoted;
+                run.phase = Phase::Succeeded;
                 run.reason = format!(
                     "promoted: step {} passed ({figures})",
                     run.plan.step_text(run.step)
@@ -557,7 +557,7 @@ impl Controller {
                     run.plan.step_text(run.step)
                 );
                 tracing::warn!(route = route.name(), %why, "canary failed: rolling back");
-                if let Err(e) = self.finish(route, run, Phase::RolledBack, reason) {
+                if let Err(e) = self.finish(route, run, Phase::Failed, reason) {
                     run.phase = Phase::Paused;
                     run.reason = format!("{why}; the rollback failed: {e}");
                     tracing::error!(route = route.name(), error = %e, "canary rollback failed");

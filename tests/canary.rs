@@ -235,8 +235,8 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
     );
     let traffic = Traffic::start(proxy.addr);
 
-    let done = wait_for(&proxy, "promoted", |v| v["state"] != "running").await;
-    assert_eq!(done["state"], "promoted", "{done}");
+    let done = wait_for(&proxy, "succeeded", |v| v["state"] != "running").await;
+    assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["step"], 3, "{done}");
     assert!(
         traffic.sent.load(Ordering::Relaxed) > 0,
@@ -275,7 +275,7 @@ async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
     let _traffic = Traffic::start(proxy.addr);
     let done = wait_for(&proxy, "rolled back", |v| v["state"] != "running").await;
 
-    assert_eq!(done["state"], "rolled_back", "{done}");
+    assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["step"], 1);
     assert_eq!(done["error_rate"], 1.0, "{done}");
     assert_eq!(

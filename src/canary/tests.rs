@@ -130,7 +130,7 @@ async fn a_good_canary_walks_every_step_to_promoted() {
     tokio::time::advance(INTERVAL).await;
     controller.tick();
     let v = view(&state, &controller);
-    assert_eq!(v["state"], "promoted", "{v}");
+    assert_eq!(v["state"], "succeeded", "{v}");
     assert!(v["reason"].as_str().unwrap().contains("step 3/3"), "{v}");
     assert_eq!(weights(&state), split(0.0, 100.0));
 
@@ -179,7 +179,7 @@ async fn errors_roll_back_without_waiting_for_the_interval() {
     traffic(&state, "green", 1, 0, Duration::from_millis(1));
     controller.tick();
     let v = view(&state, &controller);
-    assert_eq!(v["state"], "rolled_back", "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error_rate"], 0.8);
     assert_eq!(weights(&state), split(100.0, 0.0));
     let last = canary_revisions(&state).pop().unwrap();
@@ -202,7 +202,7 @@ async fn a_slow_canary_rolls_back() {
     traffic(&state, "green", 5, 0, Duration::from_millis(30));
     controller.tick();
     let v = view(&state, &controller);
-    assert_eq!(v["state"], "rolled_back", "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
     assert!(v["reason"].as_str().unwrap().contains("p99"), "{v}");
 }
 
