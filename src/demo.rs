@@ -74,6 +74,17 @@ name = "web"
   name = "green"
   weight = 10
   endpoints = ["{green}"]
+
+  # `sluicegate ctl canary start web` walks green through these steps while
+  # traffic flows (send some: each step waits for 10 canary requests).
+  [routes.canary]
+  baseline = "blue"
+  canary = "green"
+  steps = [10, 25, 50, 100]
+  interval = "5s"
+  min_requests = 10
+  max_error_rate = 0.01
+  max_p99_ratio = 3
 "#
     )
 }
@@ -120,6 +131,7 @@ pub async fn run(
          \n  sluicegate ctl --admin {admin_url} promote web green\
          \n  sluicegate ctl --admin {admin_url} rollback web\
          \n  sluicegate ctl --admin {admin_url} history\
+         \n  sluicegate ctl --admin {admin_url} canary start web   (with traffic flowing)\
          \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop.",
         token = token.reveal()
     );
