@@ -60,6 +60,10 @@ pub enum UpstreamError {
     ResponseTimeout,
     #[error("request failed: {0}")]
     Request(hyper::Error),
+    #[error("a kept-alive connection closed before answering: {0}")]
+    StaleConnection(hyper::Error),
+    #[error("the client's request body failed: {0}")]
+    ClientBody(hyper::Error),
 }
 
 impl UpstreamError {

@@ -184,6 +184,7 @@ async fn forward<'s>(
     let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     let mut last_error = None;
+    let mut stale_retried = false;
     for attempt in 0..=route.config.retries {
         let Some((chosen, endpoint)) = next_endpoint(route, backend, &tried) else {
             break;
@@ -232,6 +233,21 @@ async fn forward<'s>(
                     set_sticky_cookie(&mut resp, name, bucket, *max_age, client.tls);
                 }
                 return Ok(resp);
+            }
+            Err(UpstreamError::ClientBody(error)) => {
+                tracing::debug!(%error, "the client's request body failed");
+                return Err(ProxyError::RequestBody);
+            }
+            Err(error @ UpstreamError::StaleConnection(_))
+                if replay.is_some() && !stale_retried =>
+            {
+                // The keep-alive race: once, the same endpoint again on a
+                // fresh connection (its other idle ones are as old).
+                tracing::debug!(endpoint = endpoint.authority(), %error, "stale connection, retrying");
+                stale_retried = true;
+                endpoint.close_idle();
+                tried.pop();
+                last_error = Some(error);
             }
             Err(error) => {
                 endpoint.record_failure(&backend.outlier);

@@ -371,7 +371,23 @@ impl Connection {
                                 .await?;
                         self.reused = false;
                     }
-                    _ => return Err(UpstreamError::Request(e.into_error())),
+                    _ => {
+                        let error = e.into_error();
+                        return Err(if error.is_user() {
+                            // Reading the client's body failed: not the upstream's fault.
+                            UpstreamError::ClientBody(error)
+                        } else if self.reused
+                            && (error.is_incomplete_message()
+                                || error.is_closed()
+                                || error.is_canceled())
+                        {
+                            // The upstream closed an idle connection as the
+                            // request went out (the keep-alive race).
+                            UpstreamError::StaleConnection(error)
+                        } else {
+                            UpstreamError::Request(error)
+                        });
+                    }
                 },
             }
         }
