@@ -3,7 +3,6 @@
 //! changes nothing and its errors are logged, counted and returned.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +23,6 @@ pub struct Reloader {
     /// Hashes of the bytes last read and last applied: file events that did
     /// not change the file are ignored, and reloading the running file is a no-op.
     seen: Mutex<Seen>,
-    /// Reloads applied.
-    pub ok: AtomicU64,
-    /// Reloads refused because the file was invalid.
-    pub errors: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -54,8 +49,6 @@ impl Reloader {
                 read: loaded,
                 applied: loaded,
             }),
-            ok: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
         }
     }
 
@@ -103,7 +96,6 @@ impl Reloader {
                 if let Ok(mut seen) = self.seen.lock() {
                     seen.applied = loaded;
                 }
-                self.ok.fetch_add(1, Ordering::Relaxed);
                 self.state.telemetry().record_reload(true);
                 tracing::info!(
                     path = %self.path.display(),
@@ -114,7 +106,6 @@ impl Reloader {
                 Ok(applied)
             }
             Err(errors) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
                 self.state.telemetry().record_reload(false);
                 tracing::error!(path = %self.path.display(), errors = %errors, "config reload refused; the running config stays");
                 Err(errors)

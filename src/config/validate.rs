@@ -411,16 +411,9 @@ impl Checker<'_> {
             .override_header
             .as_deref()
             .and_then(|h| self.header_name(&format!("{path}.override_header"), h));
-        let override_cookie = raw.override_cookie.filter(|c| {
-            let valid = !c.is_empty() && c.chars().all(is_token_char);
-            if !valid {
-                self.error(
-                    &format!("{path}.override_cookie"),
-                    format!("`{c}` is not a valid cookie name"),
-                );
-            }
-            valid
-        });
+        let override_cookie = raw
+            .override_cookie
+            .and_then(|c| self.cookie_name(&format!("{path}.override_cookie"), c));
         let override_from: Vec<IpNet> = raw
             .override_from
             .unwrap_or_default()
@@ -489,6 +482,16 @@ impl Checker<'_> {
         })
     }
 
+    /// A cookie name (an RFC 9110 token), or an error at `path`.
+    fn cookie_name(&mut self, path: &str, name: String) -> Option<String> {
+        if !name.is_empty() && name.chars().all(is_token_char) {
+            Some(name)
+        } else {
+            self.error(path, format!("`{name}` is not a valid cookie name"));
+            None
+        }
+    }
+
     fn sticky(&mut self, path: &str, raw: file::FileSticky) -> Option<Sticky> {
         if raw.header.is_some() && raw.max_age.is_some() {
             self.error(
@@ -502,16 +505,9 @@ impl Checker<'_> {
             STICKY_MAX_AGE,
         );
         match (raw.cookie, raw.header) {
-            (Some(cookie), None) if !cookie.is_empty() && cookie.chars().all(is_token_char) => {
-                Some(Sticky::Cookie {
-                    name: cookie,
-                    max_age,
-                })
-            }
-            (Some(cookie), None) => {
-                self.error(path, format!("`{cookie}` is not a valid cookie name"));
-                None
-            }
+            (Some(cookie), None) => self
+                .cookie_name(path, cookie)
+                .map(|name| Sticky::Cookie { name, max_age }),
             (None, Some(header)) => self.header_name(path, &header).map(Sticky::Header),
             _ => {
                 self.error(path, "set exactly one of `cookie` or `header`");
