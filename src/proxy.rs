@@ -147,8 +147,9 @@ async fn forward<'s>(
     served: &mut Served<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&req).map(str::to_owned);
+    let upgrade = tunnel::requested_protocol(&req);
     // A plain CONNECT names an authority, not a path to route by.
-    if req.method() == Method::CONNECT && tunnel::requested_protocol(&req).is_none() {
+    if req.method() == Method::CONNECT && upgrade.is_none() {
         return Err(ProxyError::Connect);
     }
     let route = snapshot
@@ -158,8 +159,7 @@ async fn forward<'s>(
     let (mut backend, new_sticky_bucket) = choose_backend(route, &req, client)?;
     served.backend = Some(backend);
     let timeouts = snapshot.config.timeouts;
-    if req.method() == Method::CONNECT || tunnel::requested_protocol(&req).is_some() {
-        let protocol = tunnel::requested_protocol(&req).ok_or(ProxyError::Connect)?;
+    if let Some(protocol) = upgrade {
         // Boxed: the rare paths must not grow every request's future.
         return Box::pin(tunnel::forward(
             route,
@@ -453,12 +453,18 @@ pub(crate) fn upstream_request(
 
 /// Whether the `TE` header lists `trailers` (gRPC clients send it).
 fn accepts_trailers(headers: &HeaderMap) -> bool {
+    header_tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"))
+}
+
+/// The comma-separated tokens of every `name` header, trimmed
+/// (`Connection: keep-alive, Upgrade`).
+pub(crate) fn header_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
     headers
-        .get_all(header::TE)
-        .iter()
+        .get_all(name)
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        .map(str::trim)
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc[+proto…]`).
@@ -508,12 +514,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = header_tokens(headers, header::CONNECTION)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);

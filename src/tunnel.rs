@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::config::Timeouts;
 use crate::error::{ProxyError, UpstreamError};
-use crate::proxy::{ClientInfo, next_endpoint, remove_hop_by_hop, upstream_request};
+use crate::proxy::{ClientInfo, header_tokens, next_endpoint, remove_hop_by_hop, upstream_request};
 use crate::state::{Backend, Route};
 use crate::upstream::{Endpoint, PooledBody};
 
@@ -34,13 +34,8 @@ pub fn requested_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
-    let wants_upgrade = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let wants_upgrade = header_tokens(req.headers(), header::CONNECTION)
+        .any(|token| token.eq_ignore_ascii_case("upgrade"));
     if !wants_upgrade {
         return None;
     }

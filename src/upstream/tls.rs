@@ -176,7 +176,14 @@ fn system_roots() -> Arc<RootCertStore> {
 /// `tls_insecure_skip_verify`: accepts any certificate, but still checks that
 /// the handshake is signed by the key in it.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification(Arc<CryptoProvider>);
+
+impl NoVerification {
+    /// Checks handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> NoVerification {
+        NoVerification(provider)
+    }
+}
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
