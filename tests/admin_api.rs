@@ -6,15 +6,13 @@
 
 mod support;
 
-use std::process::Output;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use support::{
-    FakeBackend, FileProxy, Http1Client, STATE_FILE, TestDir, two_backend_config, weight_map,
+    FakeBackend, FileProxy, Http1Client, STATE_FILE, TestDir, describe_output, two_backend_config,
+    weight_map,
 };
 
 /// Blue and green fakes behind a file-started proxy with these weights.
@@ -756,41 +754,15 @@ async fn corrupt_state_file_is_moved_aside_and_the_file_weights_apply() {
 // ---------------------------------------------------------------------------
 // `sluicegate ctl` end to end.
 
-async fn ctl(proxy: &FileProxy, token: &str, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"));
-    command
-        .arg("ctl")
-        .arg("--admin")
-        .arg(format!("http://{}", proxy.admin_addr))
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .env_remove("SLUICEGATE_ADMIN_TOKEN")
-        // No generated token file to find there.
-        .current_dir(&proxy.dir.path)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .expect("ctl did not finish within 30 s")
-        .expect("run sluicegate ctl")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_set_changes_the_weights() {
     let (_blue, _green, proxy) = blue_green("100", "0").await;
 
-    let output = ctl(&proxy, &proxy.token, &["set", "web", "blue=75", "green=25"]).await;
+    let output = proxy
+        .ctl(&proxy.token, &["set", "web", "blue=75", "green=25"])
+        .await;
 
-    assert!(output.status.success(), "{}", describe(&output));
+    assert!(output.status.success(), "{}", describe_output(&output));
     assert_eq!(
         proxy.weights("web").await,
         weight_map(&[("blue", 75.0), ("green", 25.0)])
@@ -801,13 +773,13 @@ async fn ctl_set_changes_the_weights() {
 async fn ctl_status_shows_the_backends() {
     let (_blue, _green, proxy) = blue_green("90", "10").await;
 
-    let output = ctl(&proxy, &proxy.token, &["status"]).await;
+    let output = proxy.ctl(&proxy.token, &["status"]).await;
 
-    assert!(output.status.success(), "{}", describe(&output));
+    assert!(output.status.success(), "{}", describe_output(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("blue"), "{}", describe(&output));
-    assert!(stdout.contains("green"), "{}", describe(&output));
-    assert!(stdout.contains("web"), "{}", describe(&output));
+    assert!(stdout.contains("blue"), "{}", describe_output(&output));
+    assert!(stdout.contains("green"), "{}", describe_output(&output));
+    assert!(stdout.contains("web"), "{}", describe_output(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,9 +787,11 @@ async fn ctl_with_a_wrong_token_fails() {
     let (_blue, _green, proxy) = blue_green("100", "0").await;
     let wrong = format!("{}x", proxy.token);
 
-    let output = ctl(&proxy, &wrong, &["set", "web", "blue=75", "green=25"]).await;
+    let output = proxy
+        .ctl(&wrong, &["set", "web", "blue=75", "green=25"])
+        .await;
 
-    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(!output.status.success(), "{}", describe_output(&output));
     assert_eq!(
         proxy.weights("web").await,
         weight_map(&[("blue", 100.0), ("green", 0.0)])
@@ -828,11 +802,11 @@ async fn ctl_with_a_wrong_token_fails() {
 async fn ctl_json_status_prints_valid_json() {
     let (_blue, _green, proxy) = blue_green("90", "10").await;
 
-    let output = ctl(&proxy, &proxy.token, &["--json", "status"]).await;
+    let output = proxy.ctl(&proxy.token, &["--json", "status"]).await;
 
-    assert!(output.status.success(), "{}", describe(&output));
+    assert!(output.status.success(), "{}", describe_output(&output));
     let value: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&output)));
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe_output(&output)));
     assert!(value.to_string().contains("blue"), "{value}");
 }
 
@@ -845,11 +819,11 @@ async fn ctl_errors_exit_non_zero() {
         &["set", "nope", "blue=100"][..],
         &["promote", "web", "purple"][..],
     ] {
-        let output = ctl(&proxy, &proxy.token, args).await;
+        let output = proxy.ctl(&proxy.token, args).await;
         assert!(
             !output.status.success(),
             "ctl {args:?} succeeded: {}",
-            describe(&output)
+            describe_output(&output)
         );
     }
     assert_eq!(

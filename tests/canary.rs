@@ -6,7 +6,6 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -23,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::{
-    FakeBackend, FileProxy, Http1Client, LISTENER, TestBody, backend, full, get_request, route,
-    weight_map,
+    FakeBackend, FileProxy, Http1Client, LISTENER, TestBody, backend, describe_output, full,
+    get_request, route, weight_map,
 };
 
 /// How long a whole canary may take on a busy machine; it needs about 1 s.
@@ -504,88 +503,63 @@ async fn a_restart_brings_the_canary_back_at_its_step() {
 // ---------------------------------------------------------------------------
 // `sluicegate ctl canary` against a running proxy.
 
-async fn ctl(proxy: &FileProxy, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"));
-    command
-        .arg("ctl")
-        .arg("--admin")
-        .arg(format!("http://{}", proxy.admin_addr))
-        .arg("--token")
-        .arg(&proxy.token)
-        .args(args)
-        .env_remove("SLUICEGATE_ADMIN_TOKEN")
-        .current_dir(&proxy.dir.path)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .expect("ctl did not finish within 30 s")
-        .expect("run sluicegate ctl")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_canary_commands_drive_a_running_proxy() {
     let blue = FakeBackend::start("blue").await;
     let green = FakeBackend::start("green").await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
-    let output = ctl(&proxy, &["canary", "start", "web"]).await;
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = proxy.ctl(&proxy.token, &["canary", "start", "web"]).await;
+    assert!(output.status.success(), "{}", describe_output(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("web: blue=90 green=10"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
     assert!(
         stdout.contains("web: canary running, step 1"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
 
-    let output = ctl(&proxy, &["--json", "canary", "pause", "web"]).await;
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = proxy
+        .ctl(&proxy.token, &["--json", "canary", "pause", "web"])
+        .await;
+    assert!(output.status.success(), "{}", describe_output(&output));
     let answer: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
     assert_eq!(answer["route"]["canary"]["state"], "paused", "{answer}");
 
-    let output = ctl(&proxy, &["canary", "pause", "web"]).await;
-    assert!(!output.status.success(), "{}", describe(&output));
+    let output = proxy.ctl(&proxy.token, &["canary", "pause", "web"]).await;
+    assert!(!output.status.success(), "{}", describe_output(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("only a running canary pauses"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
 
-    let output = ctl(&proxy, &["canary", "resume", "web"]).await;
-    assert!(output.status.success(), "{}", describe(&output));
-    let output = ctl(&proxy, &["canary", "abort", "web"]).await;
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = proxy.ctl(&proxy.token, &["canary", "resume", "web"]).await;
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let output = proxy.ctl(&proxy.token, &["canary", "abort", "web"]).await;
+    assert!(output.status.success(), "{}", describe_output(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("web: canary aborted, step 1"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
 
-    let output = ctl(&proxy, &["status", "web"]).await;
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = proxy.ctl(&proxy.token, &["status", "web"]).await;
+    assert!(output.status.success(), "{}", describe_output(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("  canary: aborted, step 1"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
-    let output = ctl(&proxy, &["canary", "start", "plain"]).await;
-    assert!(!output.status.success(), "{}", describe(&output));
+    let output = proxy.ctl(&proxy.token, &["canary", "start", "plain"]).await;
+    assert!(!output.status.success(), "{}", describe_output(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no [routes.canary]"),
         "{}",
-        describe(&output)
+        describe_output(&output)
     );
 }

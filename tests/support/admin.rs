@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -164,6 +165,27 @@ impl FileProxy {
         FileProxy::launch(dir, token, state_file).await
     }
 
+    /// Runs the real `sluicegate ctl ARGS` against this proxy with `token`
+    /// (from the proxy's dir, the token in the environment cleared).
+    pub async fn ctl(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"));
+        command
+            .arg("ctl")
+            .arg("--admin")
+            .arg(format!("http://{}", self.admin_addr))
+            .arg("--token")
+            .arg(token)
+            .args(args)
+            .env_remove("SLUICEGATE_ADMIN_TOKEN")
+            // No generated token file to find there.
+            .current_dir(&self.dir.path)
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .expect("ctl did not finish within 30 s")
+            .expect("run sluicegate ctl")
+    }
+
     /// `body` with this proxy's `[admin]` table appended.
     pub fn config_text(&self, body: &str) -> String {
         config_text(body, self.state_file)
@@ -295,6 +317,16 @@ impl FileProxy {
         );
         reply.backend().expect("x-backend header")
     }
+}
+
+/// A command's exit code and output, for assertion messages.
+pub fn describe_output(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// `body` plus the `[admin]` table of a [`FileProxy`].
