@@ -5,7 +5,9 @@
 //! - [`config`]: the file (TOML or YAML) → raw types → validated [`config::Config`],
 //!   collecting every error with file, line, column and field.
 //! - [`state`]: the one `ArcSwap` [`state::Snapshot`] of routes, backends and weights.
-//! - [`server`]: listeners, accept loop, per-connection HTTP/1.1 + h2c, limits, shutdown.
+//! - [`server`]: listeners, accept loop, connection limits, shutdown.
+//! - [`connection`]: one client connection (data plane or admin): HTTP/1.1 + h2,
+//!   timeouts, header limits, graceful finish.
 //! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
 //! - [`balance`]: exact weighted choice (smooth WRR in basis points), sticky buckets.
 //! - [`upstream`]: endpoints, health state, HTTP/1.1 pools and shared h2
@@ -42,6 +44,7 @@ pub mod balance;
 pub mod body;
 pub mod canary;
 pub mod config;
+pub mod connection;
 pub mod ctl;
 pub mod demo;
 pub mod error;

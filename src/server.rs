@@ -9,25 +9,21 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Token};
 use crate::canary;
 use crate::config::{Config, Limits, Timeouts};
+use crate::connection::{self, Tracked, Tracker};
 use crate::error::ServerError;
 use crate::health;
 use crate::proxy::{self, ClientInfo};
@@ -259,8 +255,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Every connection holds a sender; when all are gone, recv() returns None.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let connections = Tracker::new();
     let mut accept_loops = Vec::new();
     for (listener, tls) in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -271,10 +266,9 @@ pub async fn serve(
             tls,
             Arc::clone(&state),
             stop_rx.clone(),
-            done_tx.clone(),
+            connections.track(),
         )));
     }
-    drop(done_tx);
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
@@ -282,7 +276,7 @@ pub async fn serve(
         let _ = task.await;
     }
     let grace = state.snapshot().config.timeouts.shutdown_grace;
-    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+    if !connections.wait(grace).await {
         tracing::warn!(?grace, "grace period over with requests still in flight");
     }
     Ok(())
@@ -293,7 +287,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
+    done: Tracked,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -362,8 +356,8 @@ struct Connection {
     timeouts: Timeouts,
     limits: Limits,
     stop: watch::Receiver<bool>,
-    /// Held until the connection ends: shutdown waits for every sender.
-    _done: mpsc::Sender<()>,
+    /// Held until the connection ends: shutdown waits for it.
+    _done: Tracked,
     /// Counts the connection against `max_connections`.
     _slot: ConnectionSlot,
 }
@@ -379,170 +373,15 @@ where
         state,
         timeouts,
         limits,
-        mut stop,
+        stop,
         _done,
         _slot,
     } = conn_info;
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(proxy::handle(&state, client, req).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.client_headers)
-        .max_headers(limits.max_request_headers)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams);
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let mut finishing = false;
-    // Set on shutdown for a connection that has not sent a byte yet: it was
-    // accepted from the queue just now and its request is on the way.
-    let mut first_request_deadline: Option<Instant> = None;
-    loop {
-        let idle_deadline = activity.last() + timeouts.client_idle;
-        let wake =
-            first_request_deadline.map_or(idle_deadline, |_| Instant::now() + FIRST_BYTE_POLL);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
-                }
-                break;
-            }
-            _ = stop.changed(), if !finishing && first_request_deadline.is_none() => {
-                if activity.has_read() {
-                    finishing = true;
-                    conn.as_mut().graceful_shutdown();
-                } else {
-                    first_request_deadline = Some(Instant::now() + FIRST_REQUEST_GRACE);
-                }
-            }
-            _ = tokio::time::sleep_until(wake), if !finishing => {
-                let first_request_due = first_request_deadline
-                    .is_some_and(|deadline| activity.has_read() || Instant::now() >= deadline);
-                if first_request_due || activity.last() + timeouts.client_idle <= Instant::now() {
-                    finishing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
-}
-
-/// On shutdown, how long a just-accepted connection may take to send its
-/// first byte before it is closed, and how often that is looked at.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-const FIRST_BYTE_POLL: Duration = Duration::from_millis(5);
-
-/// When a connection last moved a byte, for the idle timeout.
-#[derive(Debug)]
-struct Activity {
-    origin: Instant,
-    last_ms: AtomicU64,
-    read_any: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            read_any: AtomicBool::new(false),
-        }
-    }
-
-    fn has_read(&self) -> bool {
-        self.read_any.load(Ordering::Relaxed)
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A stream that records activity on every read and write.
-struct TrackedIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-            if !this.activity.read_any.load(Ordering::Relaxed) {
-                this.activity.read_any.store(true, Ordering::Relaxed);
-            }
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = result
-            && n > 0
-        {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = result
-            && n > 0
-        {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    if let Err(error) = connection::serve(stream, service, timeouts, limits, stop).await {
+        tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
     }
 }

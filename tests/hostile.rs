@@ -1695,6 +1695,40 @@ async fn admin_raw_request(admin: SocketAddr, head: &str, body: &[u8]) -> Option
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_slowloris_is_cut_off_after_client_headers() {
+    let _serial = serial().await;
+    let good = FakeBackend::start("good").await;
+    let text = format!(
+        "{LISTENER}{}{}",
+        short_timeouts(),
+        route("good", "", "", &[backend("good", None, &[good.addr])])
+    );
+    let proxy = FileProxy::start(&text).await;
+    let admin = proxy.admin_addr;
+    let head = b"GET /api/v1/routes HTTP/1.1\r\nHost: admin\r\nX-Slow: ";
+    let slow: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(async move { trickle(admin, head, Duration::from_secs(3)).await }))
+        .collect();
+    // The admin API answers others while the slow clients hang on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let healthz = admin_raw_request(
+        admin,
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert_eq!(healthz, Some(200), "admin serves during the attack");
+    for task in slow {
+        let (closed, _) = task.await.expect("slowloris task");
+        let after = closed.expect("an admin slowloris connection was still open after 3 s");
+        assert!(
+            after < Duration::from_millis(1500),
+            "closed only after {after:?} (client_headers is 500ms)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_admin_requests_are_4xx_and_change_nothing() {
     let _serial = serial().await;
     let (proxy, _good, _blue, _green) = admin_stage().await;

@@ -7,31 +7,42 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::FakeBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One GET on a new connection; true on a 200.
-async fn get_ok(addr: SocketAddr) -> bool {
+/// One GET of `path` on a new connection: `Ok` on a 200, else what went wrong.
+async fn get_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: upgrade.test\r\nConnection: close\r\n\r\n")
+        let mut stream = tokio::net::TcpStream::connect(addr)
             .await
-            .ok()?;
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: upgrade.test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.ok()?;
-        Some(reply.starts_with(b"HTTP/1.1 200"))
+        stream
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if reply.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            let head = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+            Err(format!("reply: {:?}", String::from_utf8_lossy(head)))
+        }
     };
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .map_err(|_| "no reply within 5 s".to_string())?
 }
 
 fn signal(pid: u32, name: &str) {
@@ -47,7 +58,10 @@ fn start(config: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(["run", "-c"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("SG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -103,19 +117,42 @@ async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     .unwrap();
 
     let (mut old, lines) = start(&config);
-    let listening = wait_for_line(&lines, "listening addr=");
-    let addr: SocketAddr = field(&listening, "addr=").parse().expect("proxy address");
-    assert!(get_ok(addr).await, "proxy serves before the upgrade");
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || admin.is_none() {
+        let line = wait_for_line(&lines, "listening addr=");
+        let bound: SocketAddr = field(&line, "addr=").parse().expect("listening address");
+        let slot = if line.contains("admin") {
+            &mut admin
+        } else {
+            &mut addr
+        };
+        *slot = Some(bound);
+    }
+    let (addr, admin) = (addr.unwrap(), admin.unwrap());
+    get_ok(addr, "/")
+        .await
+        .expect("proxy serves before the upgrade");
+    get_ok(admin, "/healthz")
+        .await
+        .expect("admin serves before the upgrade");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
     let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+    // Three clients of the data plane and one of the admin API (a pipeline
+    // asking for health while the binary is replaced).
+    let targets = [(addr, "/"), (addr, "/"), (addr, "/"), (admin, "/healthz")];
+    for (target, path) in targets {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let counter = if get_ok(addr).await { &ok } else { &failed };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match get_ok(target, path).await {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => failures.lock().unwrap().push(format!("{path}: {why}")),
+                }
             }
         }));
     }
@@ -154,8 +191,14 @@ async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     signal(newest_pid, "TERM");
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
+    let ok = ok.load(Ordering::Relaxed);
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests out of {}: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
     assert!(
         ok > before_after,
         "the new process kept serving after the old one exited"

@@ -15,14 +15,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::canary::{self, CanaryError};
+use crate::connection::{self, Tracker};
 use crate::history::{Source, WeightMap};
 use crate::reload::Reloader;
 use crate::state::{ChangeError, Route, State};
@@ -95,11 +94,14 @@ impl From<CanaryError> for ApiError {
     }
 }
 
-/// Serves the admin API on `listener` until `stop`.
+/// Serves the admin API on `listener` until `stop`, then lets open admin
+/// connections finish their requests (up to `timeouts.shutdown_grace`), so a
+/// pipeline calling the API during a restart or upgrade gets its answer.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
+    let connections = Tracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -112,16 +114,27 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
             },
             _ = stop.changed() => break,
         };
+        let (timeouts, limits) = {
+            let snapshot = admin.state.snapshot();
+            (snapshot.config.timeouts, snapshot.config.limits)
+        };
         let admin = Arc::clone(&admin);
+        let (stop, tracked) = (stop.clone(), connections.track());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let admin = Arc::clone(&admin);
                 async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            if let Err(error) = connection::serve(stream, service, timeouts, limits, stop).await {
+                tracing::debug!(%peer, %error, "admin connection ended with an error");
+            }
+            drop(tracked);
         });
+    }
+    drop(listener);
+    let grace = admin.state.snapshot().config.timeouts.shutdown_grace;
+    if !connections.wait(grace).await {
+        tracing::warn!(?grace, "admin requests still open after the grace period");
     }
 }
 
