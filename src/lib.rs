@@ -8,6 +8,8 @@
 //! - [`server`]: listeners, accept loop, connection limits, shutdown.
 //! - [`connection`]: one client connection (data plane or admin): HTTP/1.1 + h2,
 //!   timeouts, header limits, graceful finish.
+//! - [`h1`]: the HTTP/1.1 fast path: plain keep-alive requests proxied byte
+//!   for byte on the client connection's task, the rest handed to hyper.
 //! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
 //! - [`balance`]: exact weighted choice (smooth WRR in basis points), sticky buckets.
 //! - [`upstream`]: endpoints, health state, HTTP/1.1 pools and shared h2
@@ -48,6 +50,7 @@ pub mod connection;
 pub mod ctl;
 pub mod demo;
 pub mod error;
+pub mod h1;
 pub mod health;
 pub mod history;
 pub mod mirror;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
@@ -83,23 +83,9 @@ pub async fn handle(
             (resp, error.status())
         }
     };
-    match (served.backend, served.route) {
-        (Some(backend), _) => backend.metrics.record(status, started.elapsed()),
-        // A route whose every backend has no traffic: counted for the route
-        // with `backend=""` (rare, so the handles are looked up here).
-        (None, Some(route)) => state
-            .telemetry()
-            .backend(route.name(), "")
-            .record(status, started.elapsed()),
-        (None, None) => snapshot.unrouted.record(status, started.elapsed()),
-    }
+    served.record(state, &snapshot, status, started.elapsed());
     if let (Some(log), Some(mut entry)) = (state.access_log(), entry) {
-        entry.status = status;
-        entry.revision = snapshot.revision;
-        entry.route = served.route.map(|r| r.name().to_string());
-        entry.backend = served.backend.map(|b| b.name.clone());
-        entry.endpoint = served.endpoint.map(|e| e.addr.to_string());
-        entry.retries = served.retries;
+        served.fill(&mut entry, status, snapshot.revision);
         resp.body_mut()
             .log_when_done(Arc::clone(log), entry, started);
     }
@@ -108,12 +94,45 @@ pub async fn handle(
 
 /// Who handled a request, as far as it got.
 #[derive(Default)]
-struct Served<'s> {
-    route: Option<&'s Route>,
+pub(crate) struct Served<'s> {
+    pub route: Option<&'s Route>,
     /// The backend in charge: picked, then the one of the last attempt.
-    backend: Option<&'s Backend>,
-    endpoint: Option<&'s Arc<Endpoint>>,
-    retries: u32,
+    pub backend: Option<&'s Backend>,
+    pub endpoint: Option<&'s Arc<Endpoint>>,
+    pub retries: u32,
+}
+
+impl Served<'_> {
+    /// Counts the response for the backend that answered it (or the one
+    /// picked, when sluicegate answered itself).
+    pub fn record(
+        &self,
+        state: &State,
+        snapshot: &Snapshot,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        match (self.backend, self.route) {
+            (Some(backend), _) => backend.metrics.record(status, elapsed),
+            // A route whose every backend has no traffic: counted for the
+            // route with `backend=""` (rare, so the handles are looked up here).
+            (None, Some(route)) => state
+                .telemetry()
+                .backend(route.name(), "")
+                .record(status, elapsed),
+            (None, None) => snapshot.unrouted.record(status, elapsed),
+        }
+    }
+
+    /// Fills in the access log fields known once the response is decided.
+    pub fn fill(&self, entry: &mut Entry, status: StatusCode, revision: u64) {
+        entry.status = status;
+        entry.revision = revision;
+        entry.route = self.route.map(|r| r.name().to_string());
+        entry.backend = self.backend.map(|b| b.name.clone());
+        entry.endpoint = self.endpoint.map(|e| e.addr.to_string());
+        entry.retries = self.retries;
+    }
 }
 
 /// The access log fields known before forwarding.
@@ -156,7 +175,7 @@ async fn forward<'s>(
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     served.route = Some(route);
-    let (mut backend, new_sticky_bucket) = choose_backend(route, &req, client)?;
+    let (mut backend, new_sticky_bucket) = choose_backend(route, req.headers(), client)?;
     served.backend = Some(backend);
     let timeouts = snapshot.config.timeouts;
     if let Some(protocol) = upgrade {
@@ -264,6 +283,24 @@ async fn forward<'s>(
     Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream))
 }
 
+/// Header lookups the backend choice needs, over hyper's [`HeaderMap`] or
+/// the HTTP/1.1 fast path's parsed head ([`crate::h1`]).
+pub(crate) trait HeaderLookup {
+    /// Every value of header `name` (lowercase), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+
+    /// The first value of header `name`.
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl HeaderLookup for HeaderMap {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
+    }
+}
+
 /// Steps 3: the backend for this request, and a sticky bucket to hand the
 /// client in a cookie when it had none.
 ///
@@ -271,21 +308,20 @@ async fn forward<'s>(
 /// wins; then the sticky key's bucket owner, unless that backend has no
 /// traffic now (it failed over; the client keeps its bucket and comes back
 /// when it recovers); then the weighted pick.
-fn choose_backend<'r, B>(
+pub(crate) fn choose_backend<'r>(
     route: &'r Route,
-    req: &Request<B>,
+    headers: &(impl HeaderLookup + ?Sized),
     client: ClientInfo,
 ) -> Result<(&'r Backend, Option<u32>), ProxyError> {
-    if let Some(backend) = override_backend(route, req, client) {
+    if let Some(backend) = override_backend(route, headers, client) {
         return Ok((backend, None));
     }
     let sticky = match &route.config.sticky {
         None => None,
-        Some(Sticky::Header(name)) => req
-            .headers()
-            .get(name)
-            .map(|key| (balance::bucket_of(key.as_bytes()), false)),
-        Some(Sticky::Cookie { name, .. }) => Some(cookie(req.headers(), name).map_or_else(
+        Some(Sticky::Header(name)) => headers
+            .first(name.as_str())
+            .map(|key| (balance::bucket_of(key), false)),
+        Some(Sticky::Cookie { name, .. }) => Some(cookie(headers, name).map_or_else(
             || (balance::random_bucket(), true),
             |key| (balance::bucket_of(key.as_bytes()), false),
         )),
@@ -300,9 +336,9 @@ fn choose_backend<'r, B>(
 
 /// The backend an override header or cookie names, when the client may use
 /// overrides; unknown names are ignored.
-fn override_backend<'r, B>(
+fn override_backend<'r>(
     route: &'r Route,
-    req: &Request<B>,
+    headers: &(impl HeaderLookup + ?Sized),
     client: ClientInfo,
 ) -> Option<&'r Backend> {
     let config = &route.config;
@@ -320,24 +356,23 @@ fn override_backend<'r, B>(
     let from_header = config
         .override_header
         .as_ref()
-        .and_then(|name| req.headers().get(name))
-        .and_then(|v| v.to_str().ok())
+        .and_then(|name| headers.first(name.as_str()))
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|name| route.backend(name.trim()));
     from_header.or_else(|| {
         config
             .override_cookie
             .as_deref()
-            .and_then(|name| cookie(req.headers(), name))
+            .and_then(|name| cookie(headers, name))
             .and_then(|value| route.backend(value))
     })
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn cookie<'h>(headers: &'h (impl HeaderLookup + ?Sized), name: &str) -> Option<&'h str> {
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (key, value) = pair.trim().split_once('=')?;
@@ -353,14 +388,19 @@ fn set_sticky_cookie(
     max_age: std::time::Duration,
     tls: bool,
 ) {
-    let secure = if tls { "; Secure" } else { "" };
-    let cookie = format!(
-        "{name}={bucket}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        max_age.as_secs()
-    );
+    let cookie = sticky_cookie(name, bucket, max_age, tls);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().append(header::SET_COOKIE, value);
     }
+}
+
+/// The `Set-Cookie` value that hands out a sticky bucket.
+pub(crate) fn sticky_cookie(name: &str, bucket: u32, max_age: Duration, tls: bool) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!(
+        "{name}={bucket}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        max_age.as_secs()
+    )
 }
 
 /// The endpoint for the next attempt: the chosen backend's next available one
@@ -397,7 +437,7 @@ pub(crate) fn next_endpoint<'a>(
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -536,11 +576,7 @@ fn client_response(resp: Response<crate::upstream::PooledBody>) -> Response<Prox
 /// A short plain-text response for an error sluicegate itself produced.
 pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = error.status();
-    let text = format!(
-        "{} {}: {error}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
+    let text = error_text(error);
     let mut resp = Response::new(ProxyBody::text(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -554,6 +590,16 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         );
     }
     resp
+}
+
+/// The body of [`error_response`]: `502 Bad Gateway: <why>`.
+pub(crate) fn error_text(error: &ProxyError) -> String {
+    let status = error.status();
+    format!(
+        "{} {}: {error}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    )
 }
 
 /// A gRPC "trailers-only" response for an error sluicegate itself produced:

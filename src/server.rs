@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -23,8 +24,9 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Token};
 use crate::canary;
 use crate::config::{Config, Limits, Timeouts};
-use crate::connection::{self, Tracked, Tracker};
+use crate::connection::{self, Prefixed, Tracked, Tracker};
 use crate::error::ServerError;
+use crate::h1;
 use crate::health;
 use crate::proxy::{self, ClientInfo};
 use crate::reload::Reloader;
@@ -321,6 +323,7 @@ async fn accept_loop(
             timeouts,
             limits,
             stop: stop.clone(),
+            fast_h1: h1::enabled(),
             _done: done.clone(),
             _slot: slot,
         };
@@ -338,6 +341,7 @@ async fn accept_loop(
                     {
                         Ok(Ok(stream)) => {
                             conn.client.tls = true;
+                            conn.fast_h1 &= stream.get_ref().1.alpn_protocol() != Some(b"h2");
                             serve_connection(stream, conn).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -356,6 +360,8 @@ struct Connection {
     timeouts: Timeouts,
     limits: Limits,
     stop: watch::Receiver<bool>,
+    /// Try the HTTP/1.1 fast path first (not after ALPN chose h2).
+    fast_h1: bool,
     /// Held until the connection ends: shutdown waits for it.
     _done: Tracked,
     /// Counts the connection against `max_connections`.
@@ -373,10 +379,28 @@ where
         state,
         timeouts,
         limits,
-        stop,
+        mut stop,
+        fast_h1,
         _done,
         _slot,
     } = conn_info;
+    let mut stream = stream;
+    let buffered = if fast_h1 {
+        let fast = h1::Client {
+            state: &state,
+            info: client,
+            timeouts,
+            limits,
+            stop: &mut stop,
+        };
+        match h1::serve(&mut stream, fast).await {
+            h1::Outcome::Closed => return,
+            h1::Outcome::Handoff(buffered) => buffered,
+        }
+    } else {
+        Bytes::new()
+    };
+    let stream = Prefixed::new(buffered, stream);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(proxy::handle(&state, client, req).await) }

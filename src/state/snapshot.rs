@@ -40,6 +40,9 @@ pub struct Route {
     sticky: StickyRanges,
     /// Mirror sampling, limits and results, shared across snapshots.
     pub mirror: Option<Arc<MirrorState>>,
+    /// Whether the HTTP/1.1 fast path ([`crate::h1`]) may serve this route:
+    /// no mirror, and every endpoint cleartext HTTP/1.1.
+    pub fast_h1: bool,
 }
 
 /// A backend group of a route.
@@ -192,7 +195,12 @@ impl Snapshot {
                 }
                 let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
                 let desired: Vec<u32> = desired.iter().map(|w| w.0).collect();
+                let fast_h1 = rc.mirror.is_none()
+                    && backends
+                        .iter()
+                        .all(|b| b.endpoints.iter().all(|e| e.speaks_plain_http1()));
                 Route {
+                    fast_h1,
                     config: rc.clone(),
                     picker: WeightedPicker::new(&weights),
                     sticky: StickyRanges::new(&desired),

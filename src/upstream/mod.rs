@@ -2,6 +2,7 @@
 //! and their connections (`conn`).
 
 mod conn;
+mod raw;
 pub mod tls;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::config::{EndpointAddr, OutlierConfig, Transport};
 
 use conn::Pool;
 pub use conn::{Connection, PooledBody};
+pub use raw::RawConn;
 
 /// One upstream `host:port` with its connection pool and health.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Endpoint {
     /// The name checked in TLS (`https://` endpoints only).
     server_name: Option<ServerName<'static>>,
     pool: Pool,
+    /// Bare sockets for the HTTP/1.1 fast path.
+    raw: raw::RawPool,
     health: Health,
     /// Woken whenever this endpoint's availability flips.
     changes: Arc<Notify>,
@@ -65,6 +69,7 @@ impl Endpoint {
             transport,
             addr,
             pool: Pool::default(),
+            raw: raw::RawPool::default(),
             health: Health {
                 check_up: AtomicBool::new(true),
                 check_streak: AtomicU32::new(0),
@@ -204,5 +209,6 @@ impl Endpoint {
     /// Closes every idle connection (drain, removal from config).
     pub fn close_idle(&self) {
         self.pool.clear();
+        self.raw.clear();
     }
 }

@@ -1,0 +1,594 @@
+//! Message heads on the fast path: parsing with httparse, deciding whether a
+//! request is plain enough to be served here, and writing the rewritten
+//! heads (hop-by-hop fields dropped, `X-Forwarded-*` added).
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use httparse::{Header, Status};
+
+/// Headers parsed on the stack; a request with more goes to hyper, which
+/// applies `limits.max_request_headers`.
+pub const MAX_REQUEST_HEADERS: usize = 128;
+/// Response headers parsed on the stack; more is a 502.
+pub const MAX_RESPONSE_HEADERS: usize = 256;
+/// Connection-named fields remembered per message; more sends the request
+/// to hyper.
+const MAX_NAMED: usize = 8;
+
+/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is(name: &str, wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted)
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| is(name, h))
+}
+
+/// The fields a `Connection` header names (they are hop-by-hop too).
+#[derive(Debug, Default)]
+struct Named<'b> {
+    names: [&'b str; MAX_NAMED],
+    len: usize,
+}
+
+impl<'b> Named<'b> {
+    fn push(&mut self, name: &'b str) -> bool {
+        if self.len == MAX_NAMED {
+            return false;
+        }
+        self.names[self.len] = name;
+        self.len += 1;
+        true
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names[..self.len].iter().any(|n| is(name, n))
+    }
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(value)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+impl crate::proxy::HeaderLookup for [Header<'_>] {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |h| is(h.name, name))
+            .map(|h| h.value)
+    }
+}
+
+/// A request head the fast path serves.
+#[derive(Debug)]
+pub struct RequestHead<'b> {
+    /// Bytes of the head, up to and including the empty line.
+    pub len: usize,
+    pub method: &'b str,
+    /// Origin-form target, query included.
+    pub target: &'b str,
+    pub host: &'b str,
+    pub content_length: u64,
+    /// The client asked to close after this exchange.
+    pub close: bool,
+    pub headers: &'b [Header<'b>],
+    named: Named<'b>,
+    forwarded_for: bool,
+}
+
+impl RequestHead<'_> {
+    /// The target without its query, for route matching.
+    pub fn path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(self.target, |(path, _)| path)
+    }
+}
+
+/// What a buffer holds.
+#[derive(Debug)]
+// Returned on the stack and matched at once, never stored: boxing would
+// only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed<'b> {
+    /// The head is not complete yet.
+    Partial,
+    /// Something the fast path leaves to hyper: HTTP/1.0, upgrades,
+    /// `Expect`, chunked or ambiguous bodies, absolute-form targets,
+    /// h2 prior knowledge, gRPC, malformed heads (hyper answers those).
+    Unfit,
+    Request(RequestHead<'b>),
+}
+
+/// Parses a request head in `buf` and checks it is plain HTTP/1.1.
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    headers: &'b mut [Header<'b>],
+    max_headers: usize,
+) -> Parsed<'b> {
+    let mut req = httparse::Request::new(headers);
+    let len = match req.parse(buf) {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Unfit,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Unfit;
+    };
+    if method == "CONNECT" || !target.starts_with('/') || req.headers.len() > max_headers {
+        return Parsed::Unfit;
+    }
+    let headers: &'b [Header<'b>] = req.headers;
+    let mut host = None;
+    let mut content_length = None;
+    let mut close = false;
+    let mut named = Named::default();
+    let mut forwarded_for = false;
+    for h in headers {
+        let name = h.name;
+        if is(name, "host") {
+            let value = std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty());
+            if host.is_some() || value.is_none() {
+                return Parsed::Unfit;
+            }
+            host = value;
+        } else if is(name, "content-length") {
+            if content_length.is_some() {
+                return Parsed::Unfit;
+            }
+            match parse_length(h.value) {
+                Some(n) => content_length = Some(n),
+                None => return Parsed::Unfit,
+            }
+        } else if is(name, "connection") {
+            for token in tokens(h.value) {
+                if is(token, "close") {
+                    close = true;
+                } else if is(token, "upgrade") || !named.push(token) {
+                    return Parsed::Unfit;
+                }
+            }
+        } else if is(name, "transfer-encoding")
+            || is(name, "upgrade")
+            || is(name, "expect")
+            || is(name, "te")
+            || (is(name, "content-type") && h.value.starts_with(b"application/grpc"))
+        {
+            return Parsed::Unfit;
+        } else if is(name, "x-forwarded-for") {
+            forwarded_for = true;
+        }
+    }
+    let Some(host) = host else {
+        return Parsed::Unfit;
+    };
+    Parsed::Request(RequestHead {
+        len,
+        method,
+        target,
+        host,
+        content_length: content_length.unwrap_or(0),
+        close,
+        headers,
+        named,
+        forwarded_for,
+    })
+}
+
+/// A `Content-Length` value: digits only, as RFC 9110 §8.6 asks.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Writes the request for the upstream: the same method, target and fields
+/// minus hop-by-hop ones, with `X-Forwarded-For` appended to and
+/// `X-Forwarded-Proto` / `-Host` set.
+pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: &str, tls: bool) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers {
+        if is_hop_by_hop(h.name)
+            || req.named.contains(h.name)
+            || is(h.name, "x-forwarded-for")
+            || is(h.name, "x-forwarded-proto")
+            || is(h.name, "x-forwarded-host")
+        {
+            continue;
+        }
+        push_field(out, h.name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if req.forwarded_for {
+        for h in req.headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(if tls {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
+    push_field(out, b"x-forwarded-host", req.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a response to HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes.
+    UntilClose,
+}
+
+/// A response head from the upstream.
+#[derive(Debug)]
+pub struct ResponseHead<'b> {
+    pub len: usize,
+    pub status: u16,
+    pub reason: &'b str,
+    pub framing: Framing,
+    /// The upstream connection may carry another request afterwards.
+    pub reusable: bool,
+    pub headers: &'b [Header<'b>],
+    named: Named<'b>,
+    has_date: bool,
+}
+
+/// What the upstream sent.
+#[derive(Debug)]
+pub enum Response<'b> {
+    Partial,
+    /// A 1xx interim response of this many bytes, to skip.
+    Interim(usize),
+    Final(ResponseHead<'b>),
+}
+
+/// An upstream response head that cannot be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid response from the upstream: {0}")]
+pub struct InvalidResponse(pub &'static str);
+
+/// Parses the upstream's response head to a request (`head_request` for HEAD).
+pub fn parse_response<'b>(
+    buf: &'b [u8],
+    headers: &'b mut [Header<'b>],
+    head_request: bool,
+) -> Result<Response<'b>, InvalidResponse> {
+    let mut resp = httparse::Response::new(headers);
+    let len = match resp.parse(buf) {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) => return Ok(Response::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(InvalidResponse("too many headers")),
+        Err(_) => return Err(InvalidResponse("malformed head")),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err(InvalidResponse("malformed head"));
+    };
+    if status == 101 {
+        return Err(InvalidResponse("101 to a request without Upgrade"));
+    }
+    if (100..200).contains(&status) {
+        return Ok(Response::Interim(len));
+    }
+    let headers: &'b [Header<'b>] = resp.headers;
+    let mut reusable = version == 1;
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut named = Named::default();
+    let mut has_date = false;
+    for h in headers {
+        if is(h.name, "content-length") {
+            let n = parse_length(h.value).ok_or(InvalidResponse("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(InvalidResponse("differing content-length"));
+            }
+            length = Some(n);
+        } else if is(h.name, "transfer-encoding") {
+            // Only the last coding counts: `gzip, chunked` is chunked.
+            chunked = Some(tokens(h.value).last().is_some_and(|t| is(t, "chunked")));
+        } else if is(h.name, "connection") {
+            for token in tokens(h.value) {
+                if is(token, "close") {
+                    reusable = false;
+                } else if !named.push(token) {
+                    return Err(InvalidResponse("too many connection options"));
+                }
+            }
+        } else if is(h.name, "date") {
+            has_date = true;
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if let Some(chunked) = chunked {
+        // Both framings: Transfer-Encoding wins, and the connection is not
+        // trusted afterwards (RFC 9112 §6.3).
+        if length.is_some() {
+            reusable = false;
+        }
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        length.map_or(Framing::UntilClose, Framing::Length)
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    Ok(Response::Final(ResponseHead {
+        len,
+        status,
+        reason: resp.reason.unwrap_or(""),
+        framing,
+        reusable,
+        headers,
+        named,
+        has_date,
+    }))
+}
+
+/// Writes the response for the client: status line, the upstream's fields
+/// minus hop-by-hop ones (`Transfer-Encoding: chunked` stays: the chunks are
+/// passed on as they are), `Date` when missing, a sticky cookie, and
+/// `Connection: close` when the client connection ends after it.
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_>,
+    set_cookie: Option<&str>,
+    close: bool,
+) {
+    write_status_line(out, resp.status, resp.reason);
+    for h in resp.headers {
+        let keep_framing = resp.framing == Framing::Chunked && is(h.name, "transfer-encoding");
+        if !keep_framing && (is_hop_by_hop(h.name) || resp.named.contains(h.name)) {
+            continue;
+        }
+        push_field(out, h.name.as_bytes(), h.value);
+    }
+    if !resp.has_date {
+        push_date(out);
+    }
+    if let Some(cookie) = set_cookie {
+        push_field(out, b"set-cookie", cookie.as_bytes());
+    }
+    if close || resp.framing == Framing::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A complete short response sluicegate makes itself (errors).
+pub fn write_own_response(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    fields: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+) {
+    write_status_line(out, status.as_u16(), "");
+    for (name, value) in fields {
+        push_field(out, name.as_bytes(), value.as_bytes());
+    }
+    push_field(out, b"content-length", body.len().to_string().as_bytes());
+    push_date(out);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let code = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    out.extend_from_slice(&code);
+    out.push(b' ');
+    let canonical = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    out.extend_from_slice(canonical.unwrap_or(reason).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// `date: …\r\n` for the current second.
+    static DATE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Appends a `Date` field (RFC 9110 §6.6.1: a proxy adds one when missing),
+/// formatted once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, line)| {
+        if *cached != second || line.is_empty() {
+            *cached = second;
+            line.clear();
+            line.extend_from_slice(b"date: ");
+            line.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+            line.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(line);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw: &[u8]) -> String {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
+        match parse_request(raw, &mut headers, 100) {
+            Parsed::Request(req) => {
+                let mut out = Vec::new();
+                write_upstream_head(&mut out, &req, "10.0.0.9", false);
+                String::from_utf8(out).unwrap()
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_requests_are_rewritten() {
+        let out = request(
+            b"GET /a?b=1 HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, x-secret\r\n\
+              x-secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET /a?b=1 HTTP/1.1\r\nHost: web\r\nAccept: */*\r\n\
+             x-forwarded-for: 1.2.3.4, 10.0.0.9\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: web\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper() {
+        for raw in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n bad fold\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(request(raw), "Unfit", "{}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(request(b"GET / HTTP/1.1\r\nHost: a\r\n"), "Partial");
+    }
+
+    fn response(raw: &[u8], head: bool) -> Result<(Framing, bool, String), InvalidResponse> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        match parse_response(raw, &mut headers, head)? {
+            Response::Final(resp) => {
+                let mut out = Vec::new();
+                write_client_head(&mut out, &resp, None, false);
+                let text = String::from_utf8(out).unwrap();
+                Ok((resp.framing, resp.reusable, text))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        let ok = |raw: &[u8], head| response(raw, head).map(|(f, r, _)| (f, r));
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            Ok((Framing::Length(5), true))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, false))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            Ok((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            Ok((Framing::Length(0), false))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(0), false))
+        );
+        assert!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(ok(b"HTTP/1.1 101 Switching\r\n\r\n", false).is_err());
+        assert!(ok(b"HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn client_head_drops_hop_by_hop_and_adds_date() {
+        let (_, _, text) = response(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\
+              Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\ndate: "
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("x-hop") && !text.contains("Keep-Alive"),
+            "{text}"
+        );
+    }
+}
