@@ -16,24 +16,77 @@ pub const MAX_RESPONSE_HEADERS: usize = 256;
 /// to hyper.
 const MAX_NAMED: usize = 8;
 
-/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The header fields the fast path looks at; one [`classify`] per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    ContentLength,
+    ContentType,
+    Date,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    // Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Te,
+    TransferEncoding,
+    Upgrade,
+    Other,
+}
+
+impl Field {
+    fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::ProxyAuthenticate
+                | Field::ProxyAuthorization
+                | Field::Te
+                | Field::TransferEncoding
+                | Field::Upgrade
+        )
+    }
+}
+
+/// Which field `name` is: the length and first letter pick the one
+/// candidate, compared once without regard to case.
+fn classify(name: &str) -> Field {
+    let first = name.as_bytes().first().map_or(0, u8::to_ascii_lowercase);
+    let (field, spelled) = match (name.len(), first) {
+        (2, b't') => (Field::Te, "te"),
+        (4, b'h') => (Field::Host, "host"),
+        (4, b'd') => (Field::Date, "date"),
+        (6, b'e') => (Field::Expect, "expect"),
+        (7, b'u') => (Field::Upgrade, "upgrade"),
+        (10, b'c') => (Field::Connection, "connection"),
+        (10, b'k') => (Field::KeepAlive, "keep-alive"),
+        (12, b'c') => (Field::ContentType, "content-type"),
+        (14, b'c') => (Field::ContentLength, "content-length"),
+        (15, b'x') => (Field::XForwardedFor, "x-forwarded-for"),
+        (16, b'x') => (Field::XForwardedHost, "x-forwarded-host"),
+        (16, b'p') => (Field::ProxyConnection, "proxy-connection"),
+        (17, b't') => (Field::TransferEncoding, "transfer-encoding"),
+        (17, b'x') => (Field::XForwardedProto, "x-forwarded-proto"),
+        (18, b'p') => (Field::ProxyAuthenticate, "proxy-authenticate"),
+        (19, b'p') => (Field::ProxyAuthorization, "proxy-authorization"),
+        _ => return Field::Other,
+    };
+    if name.eq_ignore_ascii_case(spelled) {
+        field
+    } else {
+        Field::Other
+    }
+}
 
 fn is(name: &str, wanted: &str) -> bool {
     name.eq_ignore_ascii_case(wanted)
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| is(name, h))
 }
 
 /// The fields a `Connection` header names (they are hop-by-hop too).
@@ -140,38 +193,40 @@ pub fn parse_request<'b>(
     let mut named = Named::default();
     let mut forwarded_for = false;
     for h in headers {
-        let name = h.name;
-        if is(name, "host") {
-            let value = std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty());
-            if host.is_some() || value.is_none() {
-                return Parsed::Unfit;
-            }
-            host = value;
-        } else if is(name, "content-length") {
-            if content_length.is_some() {
-                return Parsed::Unfit;
-            }
-            match parse_length(h.value) {
-                Some(n) => content_length = Some(n),
-                None => return Parsed::Unfit,
-            }
-        } else if is(name, "connection") {
-            for token in tokens(h.value) {
-                if is(token, "close") {
-                    close = true;
-                } else if is(token, "upgrade") || !named.push(token) {
+        match classify(h.name) {
+            Field::Host => {
+                let value = std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty());
+                if host.is_some() || value.is_none() {
                     return Parsed::Unfit;
                 }
+                host = value;
             }
-        } else if is(name, "transfer-encoding")
-            || is(name, "upgrade")
-            || is(name, "expect")
-            || is(name, "te")
-            || (is(name, "content-type") && h.value.starts_with(b"application/grpc"))
-        {
-            return Parsed::Unfit;
-        } else if is(name, "x-forwarded-for") {
-            forwarded_for = true;
+            Field::ContentLength => {
+                if content_length.is_some() {
+                    return Parsed::Unfit;
+                }
+                match parse_length(h.value) {
+                    Some(n) => content_length = Some(n),
+                    None => return Parsed::Unfit,
+                }
+            }
+            Field::Connection => {
+                for token in tokens(h.value) {
+                    if is(token, "close") {
+                        close = true;
+                    } else if is(token, "upgrade") || !named.push(token) {
+                        return Parsed::Unfit;
+                    }
+                }
+            }
+            Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::Te => {
+                return Parsed::Unfit;
+            }
+            Field::ContentType if h.value.starts_with(b"application/grpc") => {
+                return Parsed::Unfit;
+            }
+            Field::XForwardedFor => forwarded_for = true,
+            _ => {}
         }
     }
     let Some(host) = host else {
@@ -209,19 +264,23 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: 
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers {
-        if is_hop_by_hop(h.name)
-            || req.named.contains(h.name)
-            || is(h.name, "x-forwarded-for")
-            || is(h.name, "x-forwarded-proto")
-            || is(h.name, "x-forwarded-host")
-        {
+        let field = classify(h.name);
+        let replaced = matches!(
+            field,
+            Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost
+        );
+        if field.is_hop_by_hop() || replaced || (req.named.len > 0 && req.named.contains(h.name)) {
             continue;
         }
         push_field(out, h.name.as_bytes(), h.value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if req.forwarded_for {
-        for h in req.headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+        for h in req
+            .headers
+            .iter()
+            .filter(|h| classify(h.name) == Field::XForwardedFor)
+        {
             out.extend_from_slice(h.value);
             out.extend_from_slice(b", ");
         }
@@ -311,25 +370,29 @@ pub fn parse_response<'b>(
     let mut named = Named::default();
     let mut has_date = false;
     for h in headers {
-        if is(h.name, "content-length") {
-            let n = parse_length(h.value).ok_or(InvalidResponse("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(InvalidResponse("differing content-length"));
+        match classify(h.name) {
+            Field::ContentLength => {
+                let n = parse_length(h.value).ok_or(InvalidResponse("bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(InvalidResponse("differing content-length"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if is(h.name, "transfer-encoding") {
-            // Only the last coding counts: `gzip, chunked` is chunked.
-            chunked = Some(tokens(h.value).last().is_some_and(|t| is(t, "chunked")));
-        } else if is(h.name, "connection") {
-            for token in tokens(h.value) {
-                if is(token, "close") {
-                    reusable = false;
-                } else if !named.push(token) {
-                    return Err(InvalidResponse("too many connection options"));
+            Field::TransferEncoding => {
+                // Only the last coding counts: `gzip, chunked` is chunked.
+                chunked = Some(tokens(h.value).last().is_some_and(|t| is(t, "chunked")));
+            }
+            Field::Connection => {
+                for token in tokens(h.value) {
+                    if is(token, "close") {
+                        reusable = false;
+                    } else if !named.push(token) {
+                        return Err(InvalidResponse("too many connection options"));
+                    }
                 }
             }
-        } else if is(h.name, "date") {
-            has_date = true;
+            Field::Date => has_date = true,
+            _ => {}
         }
     }
     let framing = if head_request || status == 204 || status == 304 {
@@ -375,8 +438,10 @@ pub fn write_client_head(
 ) {
     write_status_line(out, resp.status, resp.reason);
     for h in resp.headers {
-        let keep_framing = resp.framing == Framing::Chunked && is(h.name, "transfer-encoding");
-        if !keep_framing && (is_hop_by_hop(h.name) || resp.named.contains(h.name)) {
+        let field = classify(h.name);
+        let keep_framing = resp.framing == Framing::Chunked && field == Field::TransferEncoding;
+        let hop = field.is_hop_by_hop() || (resp.named.len > 0 && resp.named.contains(h.name));
+        if hop && !keep_framing {
             continue;
         }
         push_field(out, h.name.as_bytes(), h.value);
@@ -466,6 +531,19 @@ mod tests {
             }
             other => format!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn fields_are_classified_without_regard_to_case() {
+        assert_eq!(classify("Host"), Field::Host);
+        assert_eq!(classify("TRANSFER-ENCODING"), Field::TransferEncoding);
+        assert_eq!(classify("x-Forwarded-Proto"), Field::XForwardedProto);
+        assert_eq!(classify("Proxy-Authorization"), Field::ProxyAuthorization);
+        assert_eq!(classify("hosts"), Field::Other);
+        assert_eq!(classify("hast"), Field::Other);
+        assert_eq!(classify("Keep-Alive"), Field::KeepAlive);
+        assert_eq!(classify("content-typo"), Field::Other);
+        assert_eq!(classify(""), Field::Other);
     }
 
     #[test]

@@ -21,7 +21,10 @@
 mod chunked;
 mod head;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,6 +32,7 @@ use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 pub use head::InvalidResponse;
 
@@ -106,11 +110,13 @@ where
         buf: BytesMut::new(),
         out: Vec::new(),
         resp: BytesMut::new(),
+        timer: Box::pin(tokio::time::sleep(timeouts.client_headers)),
     };
     let mut served = false;
     let mut closing = false;
     loop {
-        // 1. A complete head (and a small body) in `buf`.
+        // 1. A complete head (and a small body) in `buf`, decided on the
+        // snapshot in force when it became complete.
         let idle = served && conn.buf.is_empty();
         let mut deadline = Instant::now()
             + if idle {
@@ -119,23 +125,26 @@ where
                 timeouts.client_headers
             };
         let mut headed = !idle;
-        loop {
+        let mut snapshot = state.snapshot_full();
+        let plan = loop {
             if !conn.buf.is_empty() {
                 if !headed {
                     // The first byte after an idle wait: the head is due
                     // within `client_headers` from now.
                     headed = true;
                     deadline = Instant::now() + timeouts.client_headers;
+                    snapshot = state.snapshot_full();
                 }
-                match conn.ready() {
-                    Ready::Yes => break,
-                    Ready::Unfit => return Outcome::Handoff(conn.buf.freeze()),
-                    Ready::More => {}
+                match conn.plan(&snapshot) {
+                    Prep::Ready(plan) => break plan,
+                    Prep::Unfit => return Outcome::Handoff(conn.buf.freeze()),
+                    Prep::More => {}
                 }
             }
             let watch_stop = (!closing).then_some(&mut *stop);
-            match read_more(stream, &mut conn.buf, deadline, watch_stop).await {
-                Read::Data => {}
+            conn.timer.as_mut().reset(deadline.into());
+            match read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await {
+                Read::Data => snapshot = state.snapshot_full(),
                 Read::Stop => {
                     closing = true;
                     if conn.buf.is_empty() {
@@ -147,12 +156,8 @@ where
                 }
                 Read::Closed => return Outcome::Closed,
             }
-        }
-        // 2. Decide and proxy it, on the snapshot in force now.
-        let snapshot = state.snapshot_full();
-        let Some(plan) = conn.plan(&snapshot) else {
-            return Outcome::Handoff(conn.buf.freeze());
         };
+        // 2. Proxy it.
         let consumed = plan.consumed;
         closing |= *stop.borrow();
         let keep_alive = conn.exchange(stream, &snapshot, plan, closing).await;
@@ -166,10 +171,13 @@ where
     }
 }
 
-/// Whether `buf` holds a request to act on.
-enum Ready {
-    Yes,
+/// What `buf` holds.
+enum Prep<'s> {
+    /// A request to send, planned.
+    Ready(Plan<'s>),
+    /// Not all of the head (or of a small body) yet.
     More,
+    /// A request for hyper.
     Unfit,
 }
 
@@ -184,7 +192,7 @@ enum Read {
 async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-    deadline: Instant,
+    deadline: Pin<&mut Sleep>,
     stop: Option<&mut watch::Receiver<bool>>,
 ) -> Read {
     buf.reserve(READ_ROOM);
@@ -197,12 +205,13 @@ async fn read_more<S: AsyncRead + Unpin>(
         }
     };
     tokio::select! {
+        biased;
         read = stream.read_buf(buf) => match read {
             Ok(0) | Err(_) => Read::Closed,
             Ok(_) => Read::Data,
         },
         () = stop_changed => Read::Stop,
-        () = tokio::time::sleep_until(deadline.into()) => Read::Closed,
+        () = deadline => Read::Closed,
     }
 }
 
@@ -213,7 +222,8 @@ struct Plan<'s> {
     method: Method,
     close: bool,
     started: Instant,
-    log: Option<Entry>,
+    /// The access log line, when there is an access log.
+    log: Option<Box<Entry>>,
     choice: Result<Choice<'s>, ProxyError>,
 }
 
@@ -230,6 +240,24 @@ struct Answered<'s> {
     conn: RawConn,
     endpoint: &'s Arc<Endpoint>,
     backend: &'s Backend,
+    head: Head,
+}
+
+/// What the client's response head depends on besides the upstream's.
+struct Reply<'a> {
+    head_request: bool,
+    cookie: Option<&'a str>,
+    close: bool,
+}
+
+/// The upstream's response head, as far as relaying its body goes.
+struct Head {
+    status: StatusCode,
+    framing: Framing,
+    /// The upstream socket may carry another request afterwards.
+    reusable: bool,
+    /// Bytes of the head at the start of `resp`.
+    len: usize,
 }
 
 /// A failed attempt: the error, and whether the socket was found closed
@@ -259,29 +287,12 @@ struct Conn<'a> {
     out: Vec<u8>,
     /// Bytes read from the upstream.
     resp: BytesMut,
+    /// The deadline of whatever is being waited for (reset, not re-created,
+    /// for each wait).
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Conn<'_> {
-    /// Whether `buf` holds a complete head and body, needs more, or is for
-    /// hyper.
-    fn ready(&self) -> Ready {
-        let mut headers = [httparse::EMPTY_HEADER; head::MAX_REQUEST_HEADERS];
-        match head::parse_request(&self.buf, &mut headers, self.limits.max_request_headers) {
-            Parsed::Partial if self.buf.len() >= self.limits.max_header_bytes => Ready::Unfit,
-            Parsed::Partial => Ready::More,
-            Parsed::Unfit => Ready::Unfit,
-            Parsed::Request(req) if req.content_length > MAX_BUFFERED_BODY => Ready::Unfit,
-            Parsed::Request(req) => {
-                let whole = req.len as u64 + req.content_length;
-                if (self.buf.len() as u64) < whole {
-                    Ready::More
-                } else {
-                    Ready::Yes
-                }
-            }
-        }
-    }
-
     /// Releases buffers that grew large, so an idle connection stays small.
     fn trim(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
@@ -299,36 +310,51 @@ impl Conn<'_> {
     /// upstream into `out`; `None` when it is for hyper after all (its route
     /// needs what only the general path does). Nothing with a side effect
     /// (the weighted pick) happens before that is known.
-    fn plan<'s>(&mut self, snapshot: &'s Snapshot) -> Option<Plan<'s>> {
-        let started = Instant::now();
+    fn plan<'s>(&mut self, snapshot: &'s Snapshot) -> Prep<'s> {
         let mut headers = [httparse::EMPTY_HEADER; head::MAX_REQUEST_HEADERS];
-        let Parsed::Request(req) =
-            head::parse_request(&self.buf, &mut headers, self.limits.max_request_headers)
-        else {
-            return None;
-        };
-        let method = Method::from_bytes(req.method.as_bytes()).ok()?;
-        let body_len = usize::try_from(req.content_length).ok()?;
+        let req =
+            match head::parse_request(&self.buf, &mut headers, self.limits.max_request_headers) {
+                Parsed::Request(req) => req,
+                Parsed::Partial if self.buf.len() >= self.limits.max_header_bytes => {
+                    return Prep::Unfit;
+                }
+                Parsed::Partial => return Prep::More,
+                Parsed::Unfit => return Prep::Unfit,
+            };
+        if req.content_length > MAX_BUFFERED_BODY {
+            return Prep::Unfit;
+        }
+        // Both fit in memory: the body is at most MAX_BUFFERED_BODY.
+        let body_len = req.content_length as usize;
         let consumed = req.len + body_len;
+        if self.buf.len() < consumed {
+            return Prep::More;
+        }
+        let Ok(method) = Method::from_bytes(req.method.as_bytes()) else {
+            return Prep::Unfit;
+        };
         let route = snapshot.find_route(Some(req.host), req.path());
         if route.is_some_and(|r| !r.fast_h1) {
-            return None;
+            return Prep::Unfit;
         }
-        let log = self.state.access_log().map(|_| Entry {
-            time: std::time::SystemTime::now(),
-            client: self.info.peer.ip(),
-            method: method.clone(),
-            version: Version::HTTP_11,
-            host: Some(req.host.to_string()),
-            path: req.target.to_string(),
-            status: StatusCode::OK,
-            bytes: 0,
-            duration: Duration::ZERO,
-            route: None,
-            backend: None,
-            endpoint: None,
-            revision: 0,
-            retries: 0,
+        let started = Instant::now();
+        let log = self.state.access_log().map(|_| {
+            Box::new(Entry {
+                time: std::time::SystemTime::now(),
+                client: self.info.peer.ip(),
+                method: method.clone(),
+                version: Version::HTTP_11,
+                host: Some(req.host.to_string()),
+                path: req.target.to_string(),
+                status: StatusCode::OK,
+                bytes: 0,
+                duration: Duration::ZERO,
+                route: None,
+                backend: None,
+                endpoint: None,
+                revision: 0,
+                retries: 0,
+            })
         });
         let choice = route.ok_or(ProxyError::NoRoute).and_then(|route| {
             let (backend, new_bucket) = proxy::choose_backend(route, req.headers, self.info)?;
@@ -340,9 +366,8 @@ impl Conn<'_> {
         });
         self.out.clear();
         head::write_upstream_head(&mut self.out, &req, &self.client_ip, self.info.tls);
-        self.out
-            .extend_from_slice(&self.buf[req.len..req.len + body_len]);
-        Some(Plan {
+        self.out.extend_from_slice(&self.buf[req.len..consumed]);
+        Prep::Ready(Plan {
             consumed,
             method,
             close: req.close,
@@ -364,45 +389,54 @@ impl Conn<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let close = plan.close || closing;
+        let Plan {
+            method,
+            close,
+            started,
+            log,
+            choice,
+            ..
+        } = plan;
+        let close = close || closing;
         let mut served = Served::default();
-        let result = match &plan.choice {
+        let result = match choice {
             Ok(choice) => {
                 served.route = Some(choice.route);
                 served.backend = Some(choice.backend);
-                self.forward(choice, &plan.method, &mut served).await
+                let cookie = match (choice.new_bucket, &choice.route.config.sticky) {
+                    (Some(bucket), Some(Sticky::Cookie { name, max_age })) => {
+                        Some(proxy::sticky_cookie(name, bucket, *max_age, self.info.tls))
+                    }
+                    _ => None,
+                };
+                let reply = Reply {
+                    head_request: method == Method::HEAD,
+                    cookie: cookie.as_deref(),
+                    close,
+                };
+                self.forward(&choice, &method, &reply, &mut served).await
             }
-            Err(ProxyError::NoRoute) => Err(ProxyError::NoRoute),
-            Err(_) => Err(ProxyError::NoEndpoint),
+            Err(error) => Err(error),
         };
         let (status, relayed) = match result {
             Ok(answered) => {
-                let cookie = plan.choice.as_ref().ok().and_then(|c| {
-                    match (c.new_bucket, &c.route.config.sticky) {
-                        (Some(bucket), Some(Sticky::Cookie { name, max_age })) => {
-                            Some(proxy::sticky_cookie(name, bucket, *max_age, self.info.tls))
-                        }
-                        _ => None,
-                    }
-                });
-                let head = plan.method == Method::HEAD;
-                self.relay(stream, answered, head, cookie.as_deref(), close, |status| {
-                    served.record(self.state, snapshot, status, plan.started.elapsed());
+                self.relay(stream, answered, |status| {
+                    served.record(self.state, snapshot, status, started.elapsed());
                 })
                 .await
             }
             Err(error) => {
                 tracing::debug!(%error, "request failed");
                 let status = error.status();
-                served.record(self.state, snapshot, status, plan.started.elapsed());
+                served.record(self.state, snapshot, status, started.elapsed());
                 (status, self.answer_error(stream, &error, close).await)
             }
         };
-        if let (Some(log), Some(mut entry)) = (self.state.access_log(), plan.log) {
+        if let (Some(log), Some(mut entry)) = (self.state.access_log(), log) {
             served.fill(&mut entry, status, snapshot.revision);
             entry.bytes = relayed.bytes;
-            entry.duration = plan.started.elapsed();
-            log.log(entry);
+            entry.duration = started.elapsed();
+            log.log(*entry);
         }
         relayed.keep_alive && !close
     }
@@ -414,13 +448,13 @@ impl Conn<'_> {
         &mut self,
         choice: &Choice<'s>,
         method: &Method,
+        reply: &Reply<'_>,
         served: &mut Served<'s>,
     ) -> Result<Answered<'s>, ProxyError> {
         let route = choice.route;
         let mut backend = choice.backend;
         // The whole request is in `out`: an idempotent one can be sent again.
         let replayable = route.config.retries > 0 && proxy::is_idempotent(method);
-        let head_request = *method == Method::HEAD;
         let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
         let mut last_error = None;
         let mut stale_retried = false;
@@ -446,12 +480,13 @@ impl Conn<'_> {
                     continue;
                 }
             };
-            match self.send(&mut conn.stream, head_request).await {
-                Ok(()) => {
+            match self.send(&mut conn.stream, reply).await {
+                Ok(head) => {
                     return Ok(Answered {
                         conn,
                         endpoint,
                         backend,
+                        head,
                     });
                 }
                 Err(Failure { error, stale })
@@ -479,8 +514,9 @@ impl Conn<'_> {
     }
 
     /// Writes `out` and reads until `resp` starts with a final response head
-    /// (1xx interim responses are skipped).
-    async fn send(&mut self, upstream: &mut TcpStream, head_request: bool) -> Result<(), Failure> {
+    /// (1xx interim responses are skipped); then writes the client's head for
+    /// it into `out`.
+    async fn send(&mut self, upstream: &mut TcpStream, reply: &Reply<'_>) -> Result<Head, Failure> {
         self.resp.clear();
         if let Err(error) = upstream.write_all(&self.out).await {
             return Err(Failure {
@@ -488,69 +524,28 @@ impl Conn<'_> {
                 stale: true,
             });
         }
-        let wait = async {
-            loop {
-                self.resp.reserve(READ_ROOM);
-                match upstream.read_buf(&mut self.resp).await {
-                    Ok(0) => {
-                        let error = std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "connection closed before a response",
-                        );
-                        return Err(Failure {
-                            error: UpstreamError::Io(error),
-                            stale: self.resp.is_empty(),
-                        });
-                    }
-                    Err(error) => {
-                        return Err(Failure {
-                            error: UpstreamError::Io(error),
-                            stale: self.resp.is_empty(),
-                        });
-                    }
-                    Ok(_) => {}
-                }
-                loop {
-                    let mut headers = [httparse::EMPTY_HEADER; head::MAX_RESPONSE_HEADERS];
-                    let parsed = head::parse_response(&self.resp, &mut headers, head_request);
-                    match parsed {
-                        Ok(Response::Final(_)) => return Ok(()),
-                        Ok(Response::Interim(len)) => self.resp.advance(len),
-                        Ok(Response::Partial) if self.resp.len() > MAX_RESPONSE_HEAD => {
-                            return Err(Failure {
-                                error: InvalidResponse("response head too large").into(),
-                                stale: false,
-                            });
-                        }
-                        Ok(Response::Partial) => break,
-                        Err(invalid) => {
-                            return Err(Failure {
-                                error: invalid.into(),
-                                stale: false,
-                            });
-                        }
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeouts.response_headers, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure {
+        let mut timer = self.timer.as_mut();
+        timer
+            .as_mut()
+            .reset((Instant::now() + self.timeouts.response_headers).into());
+        let wait = read_response(upstream, &mut self.resp, &mut self.out, reply);
+        tokio::select! {
+            biased;
+            result = wait => result,
+            () = timer => Err(Failure {
                 error: UpstreamError::ResponseTimeout,
                 stale: false,
             }),
         }
     }
 
-    /// Passes the response in `resp` (and the rest of its body) to the
-    /// client; `counted` is called with the status once the head is known.
+    /// Passes the response in `resp` (its head already rewritten in `out`)
+    /// and the rest of its body to the client; `counted` is called with the
+    /// status first.
     async fn relay<S>(
         &mut self,
         stream: &mut S,
         answered: Answered<'_>,
-        head_request: bool,
-        cookie: Option<&str>,
-        close: bool,
         counted: impl FnOnce(StatusCode),
     ) -> (StatusCode, Relayed)
     where
@@ -560,38 +555,33 @@ impl Conn<'_> {
             mut conn,
             endpoint,
             backend,
+            head,
         } = answered;
-        let Some((status, framing, mut reusable, head_len)) =
-            self.client_head(head_request, cookie, close)
-        else {
-            // `send` checked this head already.
-            return (
-                StatusCode::BAD_GATEWAY,
-                Relayed {
-                    bytes: 0,
-                    keep_alive: false,
-                },
-            );
-        };
+        let Head {
+            status,
+            framing,
+            mut reusable,
+            len: head_len,
+        } = head;
         if status.is_server_error() {
             endpoint.record_failure(&backend.outlier);
         } else {
             endpoint.record_success();
         }
         counted(status);
+        let cut = |bytes| {
+            (
+                status,
+                Relayed {
+                    bytes,
+                    keep_alive: false,
+                },
+            )
+        };
         // The start of the body came with the head: send both in one write.
         let mut body = Body::new(framing);
-        let first = match body.take(&self.resp[head_len..]) {
-            Ok(n) => n,
-            Err(_) => {
-                return (
-                    status,
-                    Relayed {
-                        bytes: 0,
-                        keep_alive: false,
-                    },
-                );
-            }
+        let Ok(first) = body.take(&self.resp[head_len..]) else {
+            return cut(0);
         };
         if head_len + first < self.resp.len() {
             // More than the response: the upstream is not to be trusted.
@@ -601,58 +591,31 @@ impl Conn<'_> {
             .extend_from_slice(&self.resp[head_len..head_len + first]);
         let mut bytes = first as u64;
         let idle = self.timeouts.client_idle;
-        if !write_within(stream, &self.out, idle).await {
-            return (
-                status,
-                Relayed {
-                    bytes,
-                    keep_alive: false,
-                },
-            );
+        let write = stream.write_all(&self.out);
+        if !matches!(within(write, self.timer.as_mut(), idle).await, Some(Ok(()))) {
+            return cut(bytes);
         }
         while !body.done() {
             self.resp.clear();
             self.resp.reserve(BODY_ROOM);
-            let read = tokio::time::timeout(idle, conn.stream.read_buf(&mut self.resp)).await;
-            let got = match read {
-                Ok(Ok(0)) if framing == Framing::UntilClose => break,
-                Ok(Ok(n)) if n > 0 => n,
+            let read = conn.stream.read_buf(&mut self.resp);
+            let got = match within(read, self.timer.as_mut(), idle).await {
+                Some(Ok(0)) if framing == Framing::UntilClose => break,
+                Some(Ok(n)) if n > 0 => n,
                 // Cut short, failed or stalled: the client cannot be told
                 // otherwise than by closing.
-                _ => {
-                    return (
-                        status,
-                        Relayed {
-                            bytes,
-                            keep_alive: false,
-                        },
-                    );
-                }
+                _ => return cut(bytes),
             };
-            let take = match body.take(&self.resp[..got]) {
-                Ok(n) => n,
-                Err(_) => {
-                    return (
-                        status,
-                        Relayed {
-                            bytes,
-                            keep_alive: false,
-                        },
-                    );
-                }
+            let Ok(take) = body.take(&self.resp[..got]) else {
+                return cut(bytes);
             };
             if take < got {
                 reusable = false;
             }
             bytes += take as u64;
-            if !write_within(stream, &self.resp[..take], idle).await {
-                return (
-                    status,
-                    Relayed {
-                        bytes,
-                        keep_alive: false,
-                    },
-                );
+            let write = stream.write_all(&self.resp[..take]);
+            if !matches!(within(write, self.timer.as_mut(), idle).await, Some(Ok(()))) {
+                return cut(bytes);
             }
         }
         if reusable {
@@ -660,27 +623,6 @@ impl Conn<'_> {
         }
         let keep_alive = framing != Framing::UntilClose;
         (status, Relayed { bytes, keep_alive })
-    }
-
-    /// Writes the client's response head for the upstream head in `resp`
-    /// into `out`: status, framing, reusability of the upstream socket and
-    /// the head's length.
-    fn client_head(
-        &mut self,
-        head_request: bool,
-        cookie: Option<&str>,
-        close: bool,
-    ) -> Option<(StatusCode, Framing, bool, usize)> {
-        let mut headers = [httparse::EMPTY_HEADER; head::MAX_RESPONSE_HEADERS];
-        let Ok(Response::Final(resp)) =
-            head::parse_response(&self.resp, &mut headers, head_request)
-        else {
-            return None;
-        };
-        let status = StatusCode::from_u16(resp.status).ok()?;
-        self.out.clear();
-        head::write_client_head(&mut self.out, &resp, cookie, close);
-        Some((status, resp.framing, resp.reusable, resp.len))
     }
 
     /// Answers an error sluicegate produced; false when the connection
@@ -698,7 +640,11 @@ impl Conn<'_> {
         }
         self.out.clear();
         head::write_own_response(&mut self.out, status, &fields, text.as_bytes(), close);
-        let written = write_within(stream, &self.out, self.timeouts.client_idle).await;
+        let write = stream.write_all(&self.out);
+        let written = matches!(
+            within(write, self.timer.as_mut(), self.timeouts.client_idle).await,
+            Some(Ok(()))
+        );
         Relayed {
             bytes: text.len() as u64,
             keep_alive: written,
@@ -706,12 +652,90 @@ impl Conn<'_> {
     }
 }
 
-/// Writes all of `data` to the client within `limit`.
-async fn write_within<S: AsyncWrite + Unpin>(stream: &mut S, data: &[u8], limit: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(limit, stream.write_all(data)).await,
-        Ok(Ok(()))
-    )
+/// Runs `io` to its end within `limit` (`None` when it took longer). The
+/// timer is only armed when `io` cannot finish at once: most reads and
+/// writes of a proxied exchange can.
+async fn within<F: Future>(
+    io: F,
+    mut timer: Pin<&mut Sleep>,
+    limit: Duration,
+) -> Option<F::Output> {
+    let mut io = std::pin::pin!(io);
+    let now = std::future::poll_fn(|cx| {
+        Poll::Ready(match io.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    if now.is_some() {
+        return now;
+    }
+    timer.as_mut().reset((Instant::now() + limit).into());
+    tokio::select! {
+        biased;
+        out = io => Some(out),
+        () = timer => None,
+    }
+}
+
+/// Reads the upstream's response head into `resp`, skipping 1xx interim
+/// responses, and writes the client's head for it into `out`.
+async fn read_response(
+    upstream: &mut TcpStream,
+    resp: &mut BytesMut,
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+) -> Result<Head, Failure> {
+    loop {
+        resp.reserve(READ_ROOM);
+        match upstream.read_buf(resp).await {
+            Ok(0) => {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                );
+                return Err(Failure {
+                    error: UpstreamError::Io(error),
+                    stale: resp.is_empty(),
+                });
+            }
+            Err(error) => {
+                return Err(Failure {
+                    error: UpstreamError::Io(error),
+                    stale: resp.is_empty(),
+                });
+            }
+            Ok(_) => {}
+        }
+        loop {
+            let invalid = |e: InvalidResponse| Failure {
+                error: e.into(),
+                stale: false,
+            };
+            let mut headers = [httparse::EMPTY_HEADER; head::MAX_RESPONSE_HEADERS];
+            match head::parse_response(resp, &mut headers, reply.head_request) {
+                Ok(Response::Final(head)) => {
+                    let status = StatusCode::from_u16(head.status)
+                        .map_err(|_| invalid(InvalidResponse("bad status")))?;
+                    out.clear();
+                    head::write_client_head(out, &head, reply.cookie, reply.close);
+                    return Ok(Head {
+                        status,
+                        framing: head.framing,
+                        reusable: head.reusable,
+                        len: head.len,
+                    });
+                }
+                Ok(Response::Interim(len)) => resp.advance(len),
+                Ok(Response::Partial) if resp.len() > MAX_RESPONSE_HEAD => {
+                    return Err(invalid(InvalidResponse("response head too large")));
+                }
+                Ok(Response::Partial) => break,
+                Err(e) => return Err(invalid(e)),
+            }
+        }
+    }
 }
 
 /// Where a response body ends.
