@@ -20,6 +20,7 @@
 //! - [`canary`]: the automated canary controller (steps, judging, rollback).
 //! - [`telemetry`]: Prometheus metrics; [`stats`]: the in-memory series the
 //!   dashboard and the canary read; [`access_log`]: one line per request.
+//! - [`clock`]: a coarse wall clock (Unix seconds) for the request path.
 //! - [`tls`]: TLS termination (rustls, ring), ALPN, SNI, certificate reload.
 //! - [`body`]: the body types of the request path.
 //! - [`error`]: error types; each proxy error maps to one status code.
@@ -45,6 +46,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod canary;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod ctl;

@@ -174,11 +174,18 @@ fn upgrade_or_shutdown(_: &Listeners) -> Result<impl Future<Output = ()> + Send 
     Ok(shutdown_signal())
 }
 
+/// Runs `future` on a multi-threaded runtime with one worker per CPU this
+/// process may use, or on a single-threaded one when that is one CPU (a
+/// sidecar limited to one core, a pinned process): the same work without
+/// the cross-thread bookkeeping.
 fn block_on(future: impl Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluicegate: cannot start the runtime: {e}");

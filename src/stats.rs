@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Length of one slot.
 pub const INTERVAL_SECS: u64 = 10;
@@ -96,9 +96,7 @@ impl Summary {
 
 /// The current interval number.
 pub fn current_interval() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / INTERVAL_SECS)
+    crate::clock::unix_secs() / INTERVAL_SECS
 }
 
 impl Series {

@@ -3,7 +3,7 @@
 //! heads (hop-by-hop fields dropped, `X-Forwarded-*` added).
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use httparse::{Header, Status};
 
@@ -501,15 +501,15 @@ thread_local! {
 }
 
 /// Appends a `Date` field (RFC 9110 §6.6.1: a proxy adds one when missing),
-/// formatted once per second per thread.
+/// formatted once per second per thread from the coarse clock.
 fn push_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let second = crate::clock::unix_secs();
     DATE.with_borrow_mut(|(cached, line)| {
         if *cached != second || line.is_empty() {
             *cached = second;
             line.clear();
             line.extend_from_slice(b"date: ");
+            let now = UNIX_EPOCH + std::time::Duration::from_secs(second);
             line.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
             line.extend_from_slice(b"\r\n");
         }

@@ -117,41 +117,52 @@ where
     loop {
         // 1. A complete head (and a small body) in `buf`, decided on the
         // snapshot in force when it became complete.
-        let idle = served && conn.buf.is_empty();
-        let mut deadline = Instant::now()
-            + if idle {
-                timeouts.client_idle
-            } else {
-                timeouts.client_headers
-            };
-        let mut headed = !idle;
+        let mut idle = served && conn.buf.is_empty();
+        // Armed only when a read has to wait: under load the next request
+        // is often there already.
+        let mut deadline: Option<Instant> = None;
         let mut snapshot = state.snapshot_full();
         let plan = loop {
             if !conn.buf.is_empty() {
-                if !headed {
-                    // The first byte after an idle wait: the head is due
-                    // within `client_headers` from now.
-                    headed = true;
-                    deadline = Instant::now() + timeouts.client_headers;
-                    snapshot = state.snapshot_full();
-                }
                 match conn.plan(&snapshot) {
                     Prep::Ready(plan) => break plan,
                     Prep::Unfit => return Outcome::Handoff(conn.buf.freeze()),
                     Prep::More => {}
                 }
             }
-            let watch_stop = (!closing).then_some(&mut *stop);
-            conn.timer.as_mut().reset(deadline.into());
-            match read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await {
-                Read::Data => snapshot = state.snapshot_full(),
+            conn.buf.reserve(READ_ROOM);
+            let read = match now_or_never(stream.read_buf(&mut conn.buf)).await {
+                Some(read) => Read::from(read),
+                None => {
+                    let limit = if idle {
+                        timeouts.client_idle
+                    } else {
+                        timeouts.client_headers
+                    };
+                    let due = *deadline.get_or_insert_with(|| Instant::now() + limit);
+                    conn.timer.as_mut().reset(due.into());
+                    let watch_stop = (!closing).then_some(&mut *stop);
+                    read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await
+                }
+            };
+            match read {
+                Read::Data => {
+                    if idle {
+                        // The first byte after an idle wait: the head is due
+                        // within `client_headers` from now.
+                        idle = false;
+                        deadline = None;
+                    }
+                    snapshot = state.snapshot_full();
+                }
                 Read::Stop => {
                     closing = true;
                     if conn.buf.is_empty() {
                         if served {
                             return Outcome::Closed;
                         }
-                        deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
+                        let grace = Instant::now() + FIRST_REQUEST_GRACE;
+                        deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
                     }
                 }
                 Read::Closed => return Outcome::Closed,
@@ -189,13 +200,34 @@ enum Read {
     Closed,
 }
 
+impl From<std::io::Result<usize>> for Read {
+    fn from(read: std::io::Result<usize>) -> Read {
+        match read {
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(_) => Read::Data,
+        }
+    }
+}
+
+/// Polls `io` once: its output if it is ready now, else `None` (dropping it;
+/// a read or write that is not ready has done nothing).
+async fn now_or_never<F: Future>(io: F) -> Option<F::Output> {
+    let mut io = std::pin::pin!(io);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match io.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     deadline: Pin<&mut Sleep>,
     stop: Option<&mut watch::Receiver<bool>>,
 ) -> Read {
-    buf.reserve(READ_ROOM);
     let stop_changed = async {
         match stop {
             Some(stop) => {
@@ -206,10 +238,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     };
     tokio::select! {
         biased;
-        read = stream.read_buf(buf) => match read {
-            Ok(0) | Err(_) => Read::Closed,
-            Ok(_) => Read::Data,
-        },
+        read = stream.read_buf(buf) => Read::from(read),
         () = stop_changed => Read::Stop,
         () = deadline => Read::Closed,
     }
@@ -524,19 +553,14 @@ impl Conn<'_> {
                 stale: true,
             });
         }
-        let mut timer = self.timer.as_mut();
-        timer
-            .as_mut()
-            .reset((Instant::now() + self.timeouts.response_headers).into());
         let wait = read_response(upstream, &mut self.resp, &mut self.out, reply);
-        tokio::select! {
-            biased;
-            result = wait => result,
-            () = timer => Err(Failure {
+        let limit = self.timeouts.response_headers;
+        within(wait, self.timer.as_mut(), limit)
+            .await
+            .unwrap_or(Err(Failure {
                 error: UpstreamError::ResponseTimeout,
                 stale: false,
-            }),
-        }
+            }))
     }
 
     /// Passes the response in `resp` (its head already rewritten in `out`)
