@@ -99,6 +99,31 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line[start..].split_whitespace().next().unwrap_or("")
 }
 
+/// Kills the sluicegate processes it holds when dropped (also when the test
+/// fails), those still running this test's config (not a reused pid).
+struct Reaper(Mutex<Vec<u32>>, String);
+
+impl Reaper {
+    fn add(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().map(|p| p.clone()).unwrap_or_default() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(&self.1) {
+                continue;
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     let blue = FakeBackend::start("blue").await;
@@ -117,6 +142,8 @@ async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     .unwrap();
 
     let (mut old, lines) = start(&config);
+    // Whatever happens below, no sluicegate this test started outlives it.
+    let started = Reaper(Mutex::new(vec![old.id()]), config.display().to_string());
     let (mut addr, mut admin) = (None, None);
     while addr.is_none() || admin.is_none() {
         let line = wait_for_line(&lines, "listening addr=");
@@ -160,6 +187,7 @@ async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     signal(old.id(), "USR2");
     let handed_over = wait_for_line(&lines, "the new process is serving");
     let new_pid: u32 = field(&handed_over, "pid=").parse().expect("new pid");
+    started.add(new_pid);
     let status = tokio::task::spawn_blocking(move || old.wait())
         .await
         .unwrap()
@@ -174,6 +202,7 @@ async fn two_sigusr2_upgrades_under_load_fail_no_request() {
     signal(new_pid, "USR2");
     let handed_over = wait_for_line(&lines, "the new process is serving");
     let newest_pid: u32 = field(&handed_over, "pid=").parse().expect("newest pid");
+    started.add(newest_pid);
     assert_ne!(newest_pid, new_pid);
     let proc_dir = format!("/proc/{new_pid}");
     support::eventually_async("the second process to drain and exit", || async {

@@ -78,11 +78,34 @@ fn classify(name: &str) -> Field {
         (19, b'p') => (Field::ProxyAuthorization, "proxy-authorization"),
         _ => return Field::Other,
     };
-    if name.eq_ignore_ascii_case(spelled) {
+    if eq_lowercase(name.as_bytes(), spelled.as_bytes()) {
         field
     } else {
         Field::Other
     }
+}
+
+/// `name` equals the lowercase `lower` without regard to case, eight bytes
+/// at a time. OR-ing 0x20 lowercases letters and leaves `-` alone; no other
+/// token character (RFC 9110 §5.6.2; httparse lets no other through) turns
+/// into a letter or `-` by it.
+fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let mut a = name.chunks_exact(8);
+    let mut b = lower.chunks_exact(8);
+    for (x, y) in a.by_ref().zip(b.by_ref()) {
+        let x = u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
+        let y = u64::from_le_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
+        if x | 0x2020_2020_2020_2020 != y {
+            return false;
+        }
+    }
+    a.remainder()
+        .iter()
+        .zip(b.remainder())
+        .all(|(x, y)| x | 0x20 == *y)
 }
 
 fn is(name: &str, wanted: &str) -> bool {
@@ -544,6 +567,10 @@ mod tests {
         assert_eq!(classify("Keep-Alive"), Field::KeepAlive);
         assert_eq!(classify("content-typo"), Field::Other);
         assert_eq!(classify(""), Field::Other);
+        assert_eq!(classify("X-FORWARDED-FOR"), Field::XForwardedFor);
+        assert_eq!(classify("x-forwarded_for"), Field::Other);
+        assert_eq!(classify("Content-Lengtx"), Field::Other);
+        assert_eq!(classify("Content.Length"), Field::Other);
     }
 
     #[test]
