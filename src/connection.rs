@@ -68,9 +68,11 @@ impl Default for Tracker {
 
 /// Serves HTTP on `stream` with `service` until the client closes, the
 /// connection is idle for `client_idle`, or `stop` changes; then in-flight
-/// requests finish before it closes.
+/// requests finish before it closes. `read_ahead` holds bytes already read
+/// from `stream` (by the HTTP/1.1 fast path): they are served first.
 pub async fn serve<I, S, B>(
     stream: I,
+    read_ahead: bytes::Bytes,
     service: S,
     timeouts: Timeouts,
     limits: Limits,
@@ -88,6 +90,7 @@ where
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
+        read_ahead,
         activity: Arc::clone(&activity),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -171,9 +174,12 @@ impl Activity {
     }
 }
 
-/// A stream that records activity on every read and write.
+/// A stream that records activity on every read and write, and first
+/// returns the bytes read ahead of it.
 struct TrackedIo<T> {
     inner: T,
+    /// Read before hyper took over; returned by the first reads.
+    read_ahead: bytes::Bytes,
     activity: Arc<Activity>,
 }
 
@@ -185,7 +191,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = if this.read_ahead.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.read_ahead.len().min(buf.remaining());
+            buf.put_slice(&this.read_ahead.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         if buf.filled().len() > before {
             this.activity.touch();
             if !this.activity.read_any.load(Ordering::Relaxed) {
@@ -225,66 +237,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
             this.activity.touch();
         }
         result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A stream whose first bytes were already read (by the HTTP/1.1 fast
-/// path): reads return those, then the stream's own.
-#[derive(Debug)]
-pub struct Prefixed<S> {
-    prefix: bytes::Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: bytes::Bytes, inner: S) -> Prefixed<S> {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

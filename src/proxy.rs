@@ -175,7 +175,7 @@ async fn forward<'s>(
         .find_route(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     served.route = Some(route);
-    let (mut backend, new_sticky_bucket) = choose_backend(route, req.headers(), client)?;
+    let (backend, new_sticky_bucket) = choose_backend(route, req.headers(), client)?;
     served.backend = Some(backend);
     let timeouts = snapshot.config.timeouts;
     if let Some(protocol) = upgrade {
@@ -201,21 +201,8 @@ async fn forward<'s>(
     let replay = (route.config.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
         .then(|| parts.clone());
     let mut pending = Some(Request::from_parts(parts, body));
-    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
-    let mut last_error = None;
-    let mut stale_retried = false;
-    for attempt in 0..=route.config.retries {
-        let Some((chosen, endpoint)) = next_endpoint(route, backend, &tried) else {
-            break;
-        };
-        if attempt > 0 {
-            backend.metrics.record_retry();
-            served.retries = attempt;
-        }
-        backend = chosen;
-        served.backend = Some(backend);
-        served.endpoint = Some(endpoint);
-        tried.push(endpoint);
+    let mut attempts = Attempts::new(route, backend, replay.is_some());
+    while let Some((backend, endpoint)) = attempts.next(served) {
         let Some(req) = pending.take().or_else(|| {
             replay
                 .clone()
@@ -226,11 +213,8 @@ async fn forward<'s>(
         let conn = match endpoint.connection(timeouts.connect).await {
             Ok(conn) => conn,
             Err(error) => {
-                // Nothing was sent: the same request may go elsewhere.
-                tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed");
-                endpoint.record_failure(&backend.outlier);
                 pending = Some(req);
-                last_error = Some(error);
+                attempts.connect_failed(endpoint, error);
                 continue;
             }
         };
@@ -257,30 +241,13 @@ async fn forward<'s>(
                 tracing::debug!(%error, "the client's request body failed");
                 return Err(ProxyError::RequestBody);
             }
-            Err(error @ UpstreamError::StaleConnection(_))
-                if replay.is_some() && !stale_retried =>
-            {
-                // The keep-alive race: once, the same endpoint again on a
-                // fresh connection (its other idle ones are as old).
-                tracing::debug!(endpoint = endpoint.authority(), %error, "stale connection, retrying");
-                stale_retried = true;
-                endpoint.close_idle();
-                tried.pop();
-                last_error = Some(error);
-            }
             Err(error) => {
-                endpoint.record_failure(&backend.outlier);
-                let retriable =
-                    replay.is_some() && !matches!(error, UpstreamError::ResponseTimeout);
-                if !retriable {
-                    return Err(error.into());
-                }
-                tracing::debug!(endpoint = endpoint.authority(), %error, "request failed, retrying");
-                last_error = Some(error);
+                let stale = matches!(error, UpstreamError::StaleConnection(_));
+                attempts.failed(endpoint, error, stale)?;
             }
         }
     }
-    Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream))
+    Err(attempts.exhausted())
 }
 
 /// Header lookups the backend choice needs, over hyper's [`HeaderMap`] or
@@ -405,18 +372,16 @@ pub(crate) fn sticky_cookie(name: &str, bucket: u32, max_age: Duration, tls: boo
 
 /// The endpoint for the next attempt: the chosen backend's next available one
 /// not tried yet; failing that (with failover on) one of another backend that
-/// has traffic, largest share first.
+/// has traffic, largest share first. Only the `first` attempt takes a
+/// round-robin turn, so retries do not skew the rotation.
 pub(crate) fn next_endpoint<'a>(
     route: &'a Route,
     preferred: &'a Backend,
-    tried: &[&Arc<Endpoint>],
+    first: bool,
+    tried: impl Fn(&Arc<Endpoint>) -> bool,
 ) -> Option<(&'a Backend, &'a Arc<Endpoint>)> {
-    let fresh = |e: &&Arc<Endpoint>| e.available() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
-    // Only the first attempt takes a round-robin turn, so retries do not
-    // skew the rotation.
-    if tried.is_empty()
-        && let Some(endpoint) = preferred.pick_endpoint().filter(fresh)
-    {
+    let fresh = |e: &&Arc<Endpoint>| e.available() && !tried(e);
+    if first && let Some(endpoint) = preferred.pick_endpoint().filter(fresh) {
         return Some((preferred, endpoint));
     }
     if let Some(endpoint) = preferred.endpoints.iter().find(fresh) {
@@ -434,6 +399,109 @@ pub(crate) fn next_endpoint<'a>(
     others
         .into_iter()
         .find_map(|b| b.endpoints.iter().find(fresh).map(|e| (b, e)))
+}
+
+/// At most this many attempts (`retries` is at most 10).
+const MAX_ATTEMPTS: usize = 11;
+
+/// The attempt policy of both request paths (hyper's here and
+/// [`crate::h1`]'s): which endpoint each attempt takes, and whether a
+/// failure ends the request or another attempt follows.
+pub(crate) struct Attempts<'s> {
+    route: &'s Route,
+    /// The backend of the last attempt (the chosen one at first).
+    backend: &'s Backend,
+    /// The request can be sent again after it reached an upstream
+    /// (idempotent, its body at hand, `retries > 0`).
+    replayable: bool,
+    /// Endpoints tried, inline: no allocation per request.
+    tried: [Option<&'s Arc<Endpoint>>; MAX_ATTEMPTS],
+    attempt: u32,
+    stale_retried: bool,
+    last_error: Option<UpstreamError>,
+}
+
+impl<'s> Attempts<'s> {
+    pub fn new(route: &'s Route, backend: &'s Backend, replayable: bool) -> Attempts<'s> {
+        Attempts {
+            route,
+            backend,
+            replayable,
+            tried: [None; MAX_ATTEMPTS],
+            attempt: 0,
+            stale_retried: false,
+            last_error: None,
+        }
+    }
+
+    /// The backend and endpoint of the next attempt, recorded in `served`;
+    /// `None` when the attempts are used up. Each attempt after the first
+    /// counts a retry against the backend that failed.
+    pub fn next(&mut self, served: &mut Served<'s>) -> Option<(&'s Backend, &'s Arc<Endpoint>)> {
+        if self.attempt > self.route.config.retries {
+            return None;
+        }
+        let tried = &self.tried;
+        let is_tried = |e: &Arc<Endpoint>| tried.iter().flatten().any(|t| Arc::ptr_eq(t, e));
+        let (chosen, endpoint) =
+            next_endpoint(self.route, self.backend, self.attempt == 0, is_tried)?;
+        if self.attempt > 0 {
+            self.backend.metrics.record_retry();
+            served.retries = self.attempt;
+        }
+        if let Some(slot) = self.tried.iter_mut().find(|t| t.is_none()) {
+            *slot = Some(endpoint);
+        }
+        self.attempt += 1;
+        self.backend = chosen;
+        served.backend = Some(chosen);
+        served.endpoint = Some(endpoint);
+        Some((chosen, endpoint))
+    }
+
+    /// Connecting to `endpoint` failed: nothing was sent, so the request,
+    /// whatever its method, may go to the next one.
+    pub fn connect_failed(&mut self, endpoint: &Arc<Endpoint>, error: UpstreamError) {
+        tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed");
+        endpoint.record_failure(&self.backend.outlier);
+        self.last_error = Some(error);
+    }
+
+    /// The exchange with `endpoint` failed; `stale` when a kept-alive
+    /// connection was found closed before any response byte (the keep-alive
+    /// race). `Ok` when another attempt may follow, else the answer.
+    pub fn failed(
+        &mut self,
+        endpoint: &Arc<Endpoint>,
+        error: UpstreamError,
+        stale: bool,
+    ) -> Result<(), ProxyError> {
+        if stale && self.replayable && !self.stale_retried {
+            // Once, the same endpoint again on a fresh connection (its other
+            // idle ones are as old).
+            tracing::debug!(endpoint = endpoint.authority(), %error, "stale connection, retrying");
+            self.stale_retried = true;
+            endpoint.close_idle();
+            if let Some(slot) = self.tried.iter_mut().rev().find(|t| t.is_some()) {
+                *slot = None;
+            }
+            self.last_error = Some(error);
+            return Ok(());
+        }
+        endpoint.record_failure(&self.backend.outlier);
+        if !self.replayable || matches!(error, UpstreamError::ResponseTimeout) {
+            return Err(error.into());
+        }
+        tracing::debug!(endpoint = endpoint.authority(), %error, "request failed, retrying");
+        self.last_error = Some(error);
+        Ok(())
+    }
+
+    /// The answer when no attempt succeeded.
+    pub fn exhausted(self) -> ProxyError {
+        self.last_error
+            .map_or(ProxyError::NoEndpoint, ProxyError::Upstream)
+    }
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.

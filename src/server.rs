@@ -24,7 +24,7 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, Admin, Token};
 use crate::canary;
 use crate::config::{Config, Limits, Timeouts};
-use crate::connection::{self, Prefixed, Tracked, Tracker};
+use crate::connection::{self, Tracked, Tracker};
 use crate::error::ServerError;
 use crate::h1;
 use crate::health;
@@ -400,12 +400,11 @@ where
     } else {
         Bytes::new()
     };
-    let stream = Prefixed::new(buffered, stream);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(proxy::handle(&state, client, req).await) }
     });
-    if let Err(error) = connection::serve(stream, service, timeouts, limits, stop).await {
+    if let Err(error) = connection::serve(stream, buffered, service, timeouts, limits, stop).await {
         tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
     }
 }

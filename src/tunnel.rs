@@ -79,7 +79,9 @@ pub async fn forward(
     let mut tried: Vec<&std::sync::Arc<Endpoint>> = Vec::new();
     let mut last_error = None;
     let mut resp = loop {
-        let Some((_, endpoint)) = next_endpoint(route, backend, &tried) else {
+        let is_tried =
+            |e: &std::sync::Arc<Endpoint>| tried.iter().any(|t| std::sync::Arc::ptr_eq(t, e));
+        let Some((_, endpoint)) = next_endpoint(route, backend, tried.is_empty(), is_tried) else {
             return Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream));
         };
         tried.push(endpoint);

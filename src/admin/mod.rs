@@ -125,7 +125,10 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
                 let admin = Arc::clone(&admin);
                 async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
             });
-            if let Err(error) = connection::serve(stream, service, timeouts, limits, stop).await {
+            if let Err(error) =
+                connection::serve(stream, bytes::Bytes::new(), service, timeouts, limits, stop)
+                    .await
+            {
                 tracing::debug!(%peer, %error, "admin connection ended with an error");
             }
             drop(tracked);

@@ -165,6 +165,8 @@ pub struct RequestHead<'b> {
     pub headers: &'b [Header<'b>],
     named: Named<'b>,
     forwarded_for: bool,
+    /// `classify` of each header, so it runs once per field.
+    fields: [Field; MAX_REQUEST_HEADERS],
 }
 
 impl RequestHead<'_> {
@@ -215,8 +217,10 @@ pub fn parse_request<'b>(
     let mut close = false;
     let mut named = Named::default();
     let mut forwarded_for = false;
-    for h in headers {
-        match classify(h.name) {
+    let mut fields = [Field::Other; MAX_REQUEST_HEADERS];
+    for (h, slot) in headers.iter().zip(&mut fields) {
+        *slot = classify(h.name);
+        match *slot {
             Field::Host => {
                 let value = std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty());
                 if host.is_some() || value.is_none() {
@@ -265,6 +269,7 @@ pub fn parse_request<'b>(
         headers,
         named,
         forwarded_for,
+        fields,
     })
 }
 
@@ -286,8 +291,7 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: 
     out.push(b' ');
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers {
-        let field = classify(h.name);
+    for (h, &field) in req.headers.iter().zip(&req.fields) {
         let replaced = matches!(
             field,
             Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost
@@ -348,10 +352,14 @@ pub struct ResponseHead<'b> {
     pub headers: &'b [Header<'b>],
     named: Named<'b>,
     has_date: bool,
+    /// `classify` of each header, so it runs once per field.
+    fields: [Field; MAX_RESPONSE_HEADERS],
 }
 
 /// What the upstream sent.
 #[derive(Debug)]
+// Like `Parsed`: matched at once on the stack, never stored.
+#[allow(clippy::large_enum_variant)]
 pub enum Response<'b> {
     Partial,
     /// A 1xx interim response of this many bytes, to skip.
@@ -392,8 +400,10 @@ pub fn parse_response<'b>(
     let mut chunked = None;
     let mut named = Named::default();
     let mut has_date = false;
-    for h in headers {
-        match classify(h.name) {
+    let mut fields = [Field::Other; MAX_RESPONSE_HEADERS];
+    for (h, slot) in headers.iter().zip(&mut fields) {
+        *slot = classify(h.name);
+        match *slot {
             Field::ContentLength => {
                 let n = parse_length(h.value).ok_or(InvalidResponse("bad content-length"))?;
                 if length.is_some_and(|l| l != n) {
@@ -446,6 +456,7 @@ pub fn parse_response<'b>(
         headers,
         named,
         has_date,
+        fields,
     }))
 }
 
@@ -460,8 +471,7 @@ pub fn write_client_head(
     close: bool,
 ) {
     write_status_line(out, resp.status, resp.reason);
-    for h in resp.headers {
-        let field = classify(h.name);
+    for (h, &field) in resp.headers.iter().zip(&resp.fields) {
         let keep_framing = resp.framing == Framing::Chunked && field == Field::TransferEncoding;
         let hop = field.is_hop_by_hop() || (resp.named.len > 0 && resp.named.contains(h.name));
         if hop && !keep_framing {

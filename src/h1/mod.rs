@@ -39,7 +39,7 @@ pub use head::InvalidResponse;
 use crate::access_log::Entry;
 use crate::config::{Limits, Sticky, Timeouts};
 use crate::error::{ProxyError, UpstreamError};
-use crate::proxy::{self, ClientInfo, Served};
+use crate::proxy::{self, Attempts, ClientInfo, Served};
 use crate::state::{Backend, Route, Snapshot, State};
 use crate::upstream::{Endpoint, RawConn};
 use chunked::Chunked;
@@ -480,32 +480,14 @@ impl Conn<'_> {
         reply: &Reply<'_>,
         served: &mut Served<'s>,
     ) -> Result<Answered<'s>, ProxyError> {
-        let route = choice.route;
-        let mut backend = choice.backend;
         // The whole request is in `out`: an idempotent one can be sent again.
-        let replayable = route.config.retries > 0 && proxy::is_idempotent(method);
-        let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
-        let mut last_error = None;
-        let mut stale_retried = false;
-        for attempt in 0..=route.config.retries {
-            let Some((chosen, endpoint)) = proxy::next_endpoint(route, backend, &tried) else {
-                break;
-            };
-            if attempt > 0 {
-                backend.metrics.record_retry();
-                served.retries = attempt;
-            }
-            backend = chosen;
-            served.backend = Some(backend);
-            served.endpoint = Some(endpoint);
-            tried.push(endpoint);
+        let replayable = choice.route.config.retries > 0 && proxy::is_idempotent(method);
+        let mut attempts = Attempts::new(choice.route, choice.backend, replayable);
+        while let Some((backend, endpoint)) = attempts.next(served) {
             let mut conn = match endpoint.raw_connection(self.timeouts.connect).await {
                 Ok(conn) => conn,
                 Err(error) => {
-                    // Nothing was sent: the same request may go elsewhere.
-                    tracing::debug!(endpoint = endpoint.authority(), %error, "connect failed");
-                    endpoint.record_failure(&backend.outlier);
-                    last_error = Some(error);
+                    attempts.connect_failed(endpoint, error);
                     continue;
                 }
             };
@@ -518,28 +500,12 @@ impl Conn<'_> {
                         head,
                     });
                 }
-                Err(Failure { error, stale })
-                    if stale && conn.reused && replayable && !stale_retried =>
-                {
-                    // The keep-alive race: once, the same endpoint again on a
-                    // fresh connection (its other idle ones are as old).
-                    tracing::debug!(endpoint = endpoint.authority(), %error, "stale connection, retrying");
-                    stale_retried = true;
-                    endpoint.close_idle();
-                    tried.pop();
-                    last_error = Some(error);
-                }
-                Err(Failure { error, .. }) => {
-                    endpoint.record_failure(&backend.outlier);
-                    if !replayable || matches!(error, UpstreamError::ResponseTimeout) {
-                        return Err(error.into());
-                    }
-                    tracing::debug!(endpoint = endpoint.authority(), %error, "request failed, retrying");
-                    last_error = Some(error);
+                Err(Failure { error, stale }) => {
+                    attempts.failed(endpoint, error, stale && conn.reused)?;
                 }
             }
         }
-        Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream))
+        Err(attempts.exhausted())
     }
 
     /// Writes `out` and reads until `resp` starts with a final response head
@@ -605,6 +571,14 @@ impl Conn<'_> {
         // The start of the body came with the head: send both in one write.
         let mut body = Body::new(framing);
         let Ok(first) = body.take(&self.resp[head_len..]) else {
+            // Broken framing: the head goes out, then the connection closes
+            // (the client sees the body cut short, as with a failure later).
+            let _ = within(
+                stream.write_all(&self.out),
+                self.timer.as_mut(),
+                self.timeouts.client_idle,
+            )
+            .await;
             return cut(0);
         };
         if head_len + first < self.resp.len() {

@@ -1,0 +1,282 @@
+//! The HTTP/1.1 fast path (`sluicegate::h1`) and its hand-over to hyper on
+//! one client connection: what a client sees must not depend on which of the
+//! two served a request.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    /// Field names as sent, with their values.
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// The whole message as it came, for framing checks.
+    wire: Vec<u8>,
+}
+
+impl Raw {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (Content-Length or chunked) from `stream`, keeping
+/// whatever follows in `pending`.
+async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Raw {
+    read_response_to(stream, pending, false).await
+}
+
+/// [`read_response`], for a HEAD request when `head` (no body follows).
+async fn read_response_to(stream: &mut TcpStream, pending: &mut Vec<u8>, head: bool) -> Raw {
+    let read = async {
+        loop {
+            if let Some(raw) = take_response(pending, head) {
+                return raw;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed mid-response: {pending:?}");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a response within 5 s")
+}
+
+fn take_response(pending: &mut Vec<u8>, head: bool) -> Option<Raw> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(pending).expect("valid response head") {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return None,
+    };
+    let status = resp.code.expect("status");
+    let fields: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (body, end) = if head {
+        (Vec::new(), head_len)
+    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut body = Vec::new();
+        let mut at = head_len;
+        loop {
+            let rest = &pending[at..];
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at += line_end + 2;
+            if size == 0 {
+                // Trailer lines until an empty one.
+                loop {
+                    let rest = &pending[at..];
+                    let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+                    at += line_end + 2;
+                    if line_end == 0 {
+                        break;
+                    }
+                }
+                break;
+            }
+            if pending.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&pending[at..at + size]);
+            at += size + 2;
+        }
+        (body, at)
+    } else {
+        let len: usize = get("content-length").map_or(0, |v| v.parse().expect("length"));
+        if pending.len() < head_len + len {
+            return None;
+        }
+        (pending[head_len..head_len + len].to_vec(), head_len + len)
+    };
+    let wire = pending.drain(..end).collect();
+    Some(Raw {
+        status,
+        fields,
+        body,
+        wire,
+    })
+}
+
+async fn proxy_to(backend: SocketAddr) -> TestProxy {
+    let config = format!(
+        "{LISTENER}{}",
+        route("web", "", "", &[backend_text("web", &[backend])])
+    );
+    TestProxy::start(&config).await
+}
+
+fn backend_text(name: &str, endpoints: &[SocketAddr]) -> String {
+    backend(name, None, endpoints)
+}
+
+#[tokio::test]
+async fn one_connection_moves_from_the_fast_path_to_hyper_and_is_served_throughout() {
+    let web = FakeBackend::start("web").await;
+    let proxy = proxy_to(web.addr).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut pending = Vec::new();
+
+    // Plain GETs: the fast path.
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: web.test\r\nX-Case: Kept\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = read_response(&mut stream, &mut pending).await;
+        assert_eq!(resp.status, 200);
+        let echo = Echo::parse(&resp.body);
+        assert_eq!(echo.method, "GET");
+        assert_eq!(echo.joined("x-forwarded-for"), "127.0.0.1");
+        assert_eq!(echo.joined("x-forwarded-host"), "web.test");
+    }
+    // A chunked upload: handed to hyper with the bytes read so far.
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let resp = read_response(&mut stream, &mut pending).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(Echo::parse(&resp.body).method, "POST");
+    // hyper serves the rest of the connection, keep-alive intact.
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut stream, &mut pending).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(Echo::parse(&resp.body).method, "GET");
+    assert_eq!(web.hits(), 4);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let web = FakeBackend::start("web").await;
+    let proxy = proxy_to(web.addr).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut pending = Vec::new();
+    stream
+        .write_all(
+            b"GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /status/202 HTTP/1.1\r\nHost: a\r\n\r\n\
+              HEAD /status/203 HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for head in [false, false, true, false] {
+        // A HEAD answer has no body, whatever its Content-Length says: the
+        // next response must follow its head directly.
+        let resp = read_response_to(&mut stream, &mut pending, head).await;
+        statuses.push(resp.status);
+        if head {
+            assert_eq!(resp.field("content-length"), Some("3"));
+        }
+    }
+    assert_eq!(statuses, [201, 202, 203, 204]);
+    assert!(pending.is_empty(), "nothing after the last response");
+}
+
+#[tokio::test]
+async fn small_request_bodies_in_pieces_are_forwarded_whole() {
+    let web = FakeBackend::start("web").await;
+    let proxy = proxy_to(web.addr).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut pending = Vec::new();
+    let body = vec![b'x'; 40_000];
+    stream
+        .write_all(b"PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 40000\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in body.chunks(10_000) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stream.write_all(piece).await.unwrap();
+    }
+    let resp = read_response(&mut stream, &mut pending).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(String::from_utf8_lossy(&resp.body), "40000");
+}
+
+#[tokio::test]
+async fn chunked_responses_pass_chunk_for_chunk_with_trailers() {
+    let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Origin: Raw\r\n\
+                   Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\n\r\n\
+                   5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: done\r\n\r\n";
+    let raw = ScriptedBackend::start(Script::Raw(answer.to_vec())).await;
+    let proxy = proxy_to(raw.addr).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut pending = Vec::new();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut stream, &mut pending).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"hello world");
+    let wire = String::from_utf8_lossy(&resp.wire);
+    assert!(
+        wire.ends_with("5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: done\r\n\r\n"),
+        "chunks and trailer passed as sent: {wire:?}"
+    );
+    assert_eq!(resp.field("X-Origin"), Some("Raw"), "{:?}", resp.fields);
+    assert!(
+        resp.fields.iter().any(|(n, _)| n == "X-Origin"),
+        "field-name case kept"
+    );
+    assert_eq!(resp.field("x-hop"), None, "named in Connection: hop-by-hop");
+    assert!(resp.field("date").is_some(), "a Date is added when missing");
+    assert!(pending.is_empty(), "nothing after the terminating chunk");
+}
+
+#[tokio::test]
+async fn a_response_with_broken_chunked_framing_closes_the_client_connection() {
+    let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n".to_vec();
+    let raw = ScriptedBackend::start(Script::Raw(answer)).await;
+    let proxy = proxy_to(raw.addr).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the proxy closed the connection");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        !text.contains("helloX"),
+        "the broken chunk is not passed on: {text:?}"
+    );
+}
