@@ -42,6 +42,35 @@ pub struct Entry {
     pub retries: u32,
 }
 
+impl Entry {
+    /// The fields known when a request arrives; the rest are filled in as
+    /// it is served.
+    pub fn arrived(
+        client: IpAddr,
+        method: Method,
+        version: Version,
+        host: Option<String>,
+        path: String,
+    ) -> Entry {
+        Entry {
+            time: SystemTime::now(),
+            client,
+            method,
+            version,
+            host,
+            path,
+            status: StatusCode::OK,
+            bytes: 0,
+            duration: Duration::ZERO,
+            route: None,
+            backend: None,
+            endpoint: None,
+            revision: 0,
+            retries: 0,
+        }
+    }
+}
+
 /// The sending side, shared by every request.
 #[derive(Debug)]
 pub struct AccessLog {

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -137,25 +137,16 @@ impl Served<'_> {
 
 /// The access log fields known before forwarding.
 fn log_entry<B>(req: &Request<B>, client: ClientInfo) -> Entry {
-    Entry {
-        time: SystemTime::now(),
-        client: client.peer.ip(),
-        method: req.method().clone(),
-        version: req.version(),
-        host: request_host(req).map(str::to_owned),
-        path: req.uri().path_and_query().map_or_else(
+    Entry::arrived(
+        client.peer.ip(),
+        req.method().clone(),
+        req.version(),
+        request_host(req).map(str::to_owned),
+        req.uri().path_and_query().map_or_else(
             || req.uri().path().to_string(),
             |pq| pq.as_str().to_string(),
         ),
-        status: http::StatusCode::OK,
-        bytes: 0,
-        duration: Duration::ZERO,
-        route: None,
-        backend: None,
-        endpoint: None,
-        revision: 0,
-        retries: 0,
-    }
+    )
 }
 
 /// Steps 2 to 6; `served` records who handled the request as it goes.

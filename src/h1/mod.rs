@@ -368,22 +368,13 @@ impl Conn<'_> {
         }
         let started = Instant::now();
         let log = self.state.access_log().map(|_| {
-            Box::new(Entry {
-                time: std::time::SystemTime::now(),
-                client: self.info.peer.ip(),
-                method: method.clone(),
-                version: Version::HTTP_11,
-                host: Some(req.host.to_string()),
-                path: req.target.to_string(),
-                status: StatusCode::OK,
-                bytes: 0,
-                duration: Duration::ZERO,
-                route: None,
-                backend: None,
-                endpoint: None,
-                revision: 0,
-                retries: 0,
-            })
+            Box::new(Entry::arrived(
+                self.info.peer.ip(),
+                method.clone(),
+                Version::HTTP_11,
+                Some(req.host.to_string()),
+                req.target.to_string(),
+            ))
         });
         let choice = route.ok_or(ProxyError::NoRoute).and_then(|route| {
             let (backend, new_bucket) = proxy::choose_backend(route, req.headers, self.info)?;
