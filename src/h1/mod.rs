@@ -121,10 +121,18 @@ where
         // Armed only when a read has to wait: under load the next request
         // is often there already.
         let mut deadline: Option<Instant> = None;
-        let mut snapshot = state.snapshot_full();
+        // Loaded once the bytes are there, so a change made while the
+        // connection was idle applies to this request.
+        let mut loaded: Option<Arc<Snapshot>> = None;
         let plan = loop {
             if !conn.buf.is_empty() {
-                match conn.plan(&snapshot) {
+                if loaded.is_none() {
+                    loaded = Some(state.snapshot_full());
+                }
+                let Some(snapshot) = loaded.as_deref() else {
+                    return Outcome::Closed;
+                };
+                match conn.plan(snapshot) {
                     Prep::Ready(plan) => break plan,
                     Prep::Unfit => return Outcome::Handoff(conn.buf.freeze()),
                     Prep::More => {}
@@ -153,7 +161,7 @@ where
                         idle = false;
                         deadline = None;
                     }
-                    snapshot = state.snapshot_full();
+                    loaded = None;
                 }
                 Read::Stop => {
                     closing = true;
@@ -171,7 +179,10 @@ where
         // 2. Proxy it.
         let consumed = plan.consumed;
         closing |= *stop.borrow();
-        let keep_alive = conn.exchange(stream, &snapshot, plan, closing).await;
+        let Some(snapshot) = loaded.as_deref() else {
+            return Outcome::Closed;
+        };
+        let keep_alive = conn.exchange(stream, snapshot, plan, closing).await;
         conn.buf.advance(consumed);
         conn.trim();
         served = true;
