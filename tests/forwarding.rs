@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{Method, Request, StatusCode};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use support::{
     ChannelBody, FakeBackend, GeneratedBody, H2Client, Http1Client, TestProxy, count_body_bytes,
@@ -185,13 +186,17 @@ async fn request_body_reaches_the_backend_before_it_ends() {
     let addr = proxy.addr;
     let upload = tokio::spawn(async move { support::send(addr, req).await });
 
-    tx.send(Bytes::from(vec![b'a'; 16 * 1024])).await.unwrap();
+    tx.send(Frame::data(Bytes::from(vec![b'a'; 16 * 1024])))
+        .await
+        .unwrap();
     // A proxy that buffers the whole body would never pass this on before the end.
     support::eventually("the first 16 KiB to reach the backend", || {
         blue.upload_progress() >= 16 * 1024
     })
     .await;
-    tx.send(Bytes::from(vec![b'b'; 1000])).await.unwrap();
+    tx.send(Frame::data(Bytes::from(vec![b'b'; 1000])))
+        .await
+        .unwrap();
     drop(tx);
 
     let reply = upload.await.unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -164,9 +165,9 @@ async fn handle(
         let (tx, body) = ChannelBody::new();
         let state = state.clone();
         tokio::spawn(async move {
-            let _ = tx.send(Bytes::from_static(b"first")).await;
+            let _ = tx.send(Frame::data(Bytes::from_static(b"first"))).await;
             state.release.notified().await;
-            let _ = tx.send(Bytes::from_static(b"last")).await;
+            let _ = tx.send(Frame::data(Bytes::from_static(b"last"))).await;
         });
         (StatusCode::OK, body.boxed())
     } else if path == "/hop-headers" {

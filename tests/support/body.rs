@@ -72,14 +72,20 @@ impl Body for GeneratedBody {
     }
 }
 
-/// A body fed by the test through a channel; it ends when the sender is dropped.
+/// A body fed by the test through a channel, frame by frame (data, and
+/// trailers for the protocol tests); it ends when the sender is dropped.
 pub struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Frame<Bytes>>,
 }
 
 impl ChannelBody {
-    pub fn new() -> (mpsc::Sender<Bytes>, ChannelBody) {
-        let (tx, rx) = mpsc::channel(4);
+    /// A channel of 4 frames.
+    pub fn new() -> (mpsc::Sender<Frame<Bytes>>, ChannelBody) {
+        ChannelBody::with_capacity(4)
+    }
+
+    pub fn with_capacity(frames: usize) -> (mpsc::Sender<Frame<Bytes>>, ChannelBody) {
+        let (tx, rx) = mpsc::channel(frames);
         (tx, ChannelBody { rx })
     }
 }
@@ -92,9 +98,7 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
 

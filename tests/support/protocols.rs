@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{PATIENCE, Reply, TestBody, TestDir, empty, full};
+use super::{ChannelBody, PATIENCE, Reply, TestBody, TestDir, empty, full};
 
 /// The gRPC services of [`ProtocolBackend`].
 pub const GRPC_SAY: &str = "/echo.Echo/Say";
@@ -384,7 +384,7 @@ async fn answer(
     } else if path == "/trailers" {
         trailers(req).await
     } else if path == "/chunked" {
-        let (tx, body) = FramesBody::channel();
+        let (tx, body) = ChannelBody::with_capacity(8);
         tokio::spawn(async move {
             for chunk in ["chunk-1", "chunk-2"] {
                 let _ = tx.send(Frame::data(Bytes::from(chunk))).await;
@@ -550,7 +550,7 @@ async fn trailers(req: Request<Incoming>) -> Response<TestBody> {
         "received {received} bytes; trailers [{}]",
         seen_trailers.join(", ")
     );
-    let (tx, body) = FramesBody::channel();
+    let (tx, body) = ChannelBody::with_capacity(8);
     tokio::spawn(async move {
         let _ = tx.send(Frame::data(Bytes::from(text))).await;
         let _ = tx.send(Frame::trailers(response_trailers)).await;
@@ -703,7 +703,7 @@ async fn grpc(name: &str, req: Request<Incoming>) -> Response<TestBody> {
         "x-backend",
         HeaderValue::from_str(name).expect("backend name is a header value"),
     );
-    let (tx, body) = FramesBody::channel();
+    let (tx, body) = ChannelBody::with_capacity(8);
     tokio::spawn(async move {
         for reply in replies {
             if tx.send(Frame::data(grpc_frame(&reply))).await.is_err() {
@@ -872,30 +872,6 @@ impl GrpcClient {
 // ---------------------------------------------------------------------------
 // Bodies
 // ---------------------------------------------------------------------------
-
-/// A body fed frame by frame (data and trailers) through a channel.
-pub struct FramesBody {
-    rx: mpsc::Receiver<Frame<Bytes>>,
-}
-
-impl FramesBody {
-    pub fn channel() -> (mpsc::Sender<Frame<Bytes>>, FramesBody) {
-        let (tx, rx) = mpsc::channel(8);
-        (tx, FramesBody { rx })
-    }
-}
-
-impl Body for FramesBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
-    }
-}
 
 // ---------------------------------------------------------------------------
 // TLS clients
