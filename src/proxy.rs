@@ -638,17 +638,25 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let text = error_text(error);
     let mut resp = Response::new(ProxyBody::text(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    *resp.headers_mut() = error_headers(status);
+    resp
+}
+
+/// The header fields of [`error_response`] (both request paths): the text's
+/// type, and `Retry-After` on a 503.
+pub(crate) fn error_headers(status: StatusCode) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == http::StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(
             header::RETRY_AFTER,
             HeaderValue::from(crate::health::RETRY_AFTER.as_secs()),
         );
     }
-    resp
+    headers
 }
 
 /// The body of [`error_response`]: `502 Bad Gateway: <why>`.

@@ -370,7 +370,7 @@ struct Connection {
 
 /// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
 /// closes, is idle for `client_idle`, or shutdown asks it to finish.
-async fn serve_connection<S>(stream: S, conn_info: Connection)
+async fn serve_connection<S>(mut stream: S, conn_info: Connection)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -384,7 +384,6 @@ where
         _done,
         _slot,
     } = conn_info;
-    let mut stream = stream;
     let buffered = if fast_h1 {
         let fast = h1::Client {
             state: &state,

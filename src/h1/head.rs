@@ -495,13 +495,13 @@ pub fn write_client_head(
 pub fn write_own_response(
     out: &mut Vec<u8>,
     status: http::StatusCode,
-    fields: &[(&str, &str)],
+    fields: &http::HeaderMap,
     body: &[u8],
     close: bool,
 ) {
     write_status_line(out, status.as_u16(), "");
     for (name, value) in fields {
-        push_field(out, name.as_bytes(), value.as_bytes());
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     push_field(out, b"content-length", body.len().to_string().as_bytes());
     push_date(out);

@@ -633,11 +633,7 @@ impl Conn<'_> {
     {
         let status = error.status();
         let text = proxy::error_text(error);
-        let retry_after = crate::health::RETRY_AFTER.as_secs().to_string();
-        let mut fields = vec![("content-type", "text/plain; charset=utf-8")];
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            fields.push(("retry-after", retry_after.as_str()));
-        }
+        let fields = proxy::error_headers(status);
         self.out.clear();
         head::write_own_response(&mut self.out, status, &fields, text.as_bytes(), close);
         let write = stream.write_all(&self.out);
