@@ -17,6 +17,12 @@ pub enum ProxyError {
     NotUpgraded,
     #[error("the request body could not be read")]
     RequestBody,
+    /// RFC 9112 §3.2: no `Host` on HTTP/1.1, or more than one.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// `TRACE` is refused: it would echo credentials back (XST).
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl ProxyError {
@@ -28,7 +34,25 @@ impl ProxyError {
             ProxyError::Upstream(e) => e.status(),
             ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotUpgraded => StatusCode::BAD_GATEWAY,
-            ProxyError::RequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// What the client is told: general terms, never an internal error's
+    /// text (that goes to the log and the access log).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route matches this request",
+            ProxyError::NoEndpoint => "no healthy upstream",
+            ProxyError::Upstream(e) => e.public_message(),
+            ProxyError::Connect => {
+                "CONNECT is only supported as an HTTP/2 extended CONNECT (WebSocket)"
+            }
+            ProxyError::NotUpgraded => "the upstream did not switch protocols",
+            ProxyError::RequestBody => "the request body could not be read",
+            ProxyError::BadRequest(why) => why,
+            ProxyError::MethodNotAllowed => "method not allowed",
         }
     }
 
@@ -60,8 +84,17 @@ pub enum UpstreamError {
     ResponseTimeout,
     #[error("request failed: {0}")]
     Request(hyper::Error),
+    /// A reused (kept-alive) connection failed before any response byte:
+    /// the keep-alive race. The upstream may have seen the request, so only
+    /// a request that is safe to repeat goes again; never the endpoint's fault.
     #[error("a kept-alive connection closed before answering: {0}")]
-    StaleConnection(hyper::Error),
+    StaleConnection(BoxError),
+    /// The upstream certainly did not process the request: an HTTP/2 stream
+    /// above a GOAWAY's last stream id or refused (RFC 9113 §8.7), or a
+    /// reused connection found closed before any byte was written. Safe to
+    /// send again, whatever the method; never the endpoint's fault.
+    #[error("the upstream did not process the request: {0}")]
+    Unprocessed(BoxError),
     #[error("the client's request body failed: {0}")]
     ClientBody(hyper::Error),
     /// The fast path ([`crate::h1`]): the exchange failed on the socket.
@@ -72,7 +105,37 @@ pub enum UpstreamError {
     InvalidResponse(#[from] crate::h1::InvalidResponse),
 }
 
+/// The source of an upstream error, whichever request path met it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl UpstreamError {
+    /// What the client is told (see [`ProxyError::public_message`]).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "upstream connect failed",
+            UpstreamError::ConnectTimeout => "upstream connect timed out",
+            UpstreamError::Tls(_) => "upstream TLS handshake failed",
+            UpstreamError::Handshake(_) => "upstream handshake failed",
+            UpstreamError::UpgradeOverH2 => "the upstream cannot take an upgrade",
+            UpstreamError::ResponseTimeout => "upstream response timed out",
+            UpstreamError::InvalidResponse(_) => "invalid response from the upstream",
+            UpstreamError::ClientBody(_) => "the request body could not be read",
+            UpstreamError::Request(_)
+            | UpstreamError::StaleConnection(_)
+            | UpstreamError::Unprocessed(_)
+            | UpstreamError::Io(_) => "upstream request failed",
+        }
+    }
+
+    /// Whether the endpoint is to blame, for passive health (ejection): not
+    /// for the keep-alive race or an unprocessed (refused) request.
+    pub fn blames_endpoint(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::StaleConnection(_) | UpstreamError::Unprocessed(_)
+        )
+    }
+
     /// 504 for timeouts (like NGINX, a connect timeout too), 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -188,11 +188,10 @@ async fn forward<'s>(
     } else {
         (body, None)
     };
-    // An idempotent request without a body can be sent again after a reset.
-    let replay = (route.config.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
-        .then(|| parts.clone());
+    // A request without a body is at hand to be sent again.
+    let replay = body.is_end_stream().then(|| parts.clone());
+    let mut attempts = Attempts::new(route, backend, &parts.method, replay.is_some());
     let mut pending = Some(Request::from_parts(parts, body));
-    let mut attempts = Attempts::new(route, backend, replay.is_some());
     while let Some((backend, endpoint)) = attempts.next(served) {
         let Some(req) = pending.take().or_else(|| {
             replay
@@ -232,10 +231,7 @@ async fn forward<'s>(
                 tracing::debug!(%error, "the client's request body failed");
                 return Err(ProxyError::RequestBody);
             }
-            Err(error) => {
-                let stale = matches!(error, UpstreamError::StaleConnection(_));
-                attempts.failed(endpoint, error, stale)?;
-            }
+            Err(error) => attempts.failed(endpoint, error)?,
         }
     }
     Err(attempts.exhausted())
@@ -392,35 +388,52 @@ pub(crate) fn next_endpoint<'a>(
         .find_map(|b| b.endpoints.iter().find(fresh).map(|e| (b, e)))
 }
 
-/// At most this many attempts (`retries` is at most 10).
+/// At most this many attempts on distinct endpoints (`retries` is at most 10).
 const MAX_ATTEMPTS: usize = 11;
 
+/// At most this many times a request goes again to the same endpoint on a
+/// fresh connection after the keep-alive race or an unprocessed (refused)
+/// stream; these do not use up `retries`.
+const MAX_SAME_ENDPOINT_REPLAYS: u32 = 2;
+
 /// The attempt policy of both request paths (hyper's here and
-/// [`crate::h1`]'s): which endpoint each attempt takes, and whether a
-/// failure ends the request or another attempt follows.
+/// [`crate::h1`]'s): which endpoint each attempt takes, whether a failure
+/// ends the request or another attempt follows, and which failures count
+/// against the endpoint's passive health.
 pub(crate) struct Attempts<'s> {
     route: &'s Route,
     /// The backend of the last attempt (the chosen one at first).
     backend: &'s Backend,
-    /// The request can be sent again after it reached an upstream
-    /// (idempotent, its body at hand, `retries > 0`).
+    /// The request is at hand to send again (no body, or a buffered one).
+    at_hand: bool,
+    /// It may be sent again after it reached an upstream: at hand,
+    /// idempotent and `retries > 0`.
     replayable: bool,
     /// Endpoints tried, inline: no allocation per request.
     tried: [Option<&'s Arc<Endpoint>>; MAX_ATTEMPTS],
     attempt: u32,
-    stale_retried: bool,
+    /// Attempts that went to the same endpoint again (not counted in `retries`).
+    replays: u32,
     last_error: Option<UpstreamError>,
 }
 
 impl<'s> Attempts<'s> {
-    pub fn new(route: &'s Route, backend: &'s Backend, replayable: bool) -> Attempts<'s> {
+    /// `at_hand`: the whole request can be sent again (no body, or its body
+    /// buffered).
+    pub fn new(
+        route: &'s Route,
+        backend: &'s Backend,
+        method: &Method,
+        at_hand: bool,
+    ) -> Attempts<'s> {
         Attempts {
             route,
             backend,
-            replayable,
+            at_hand,
+            replayable: at_hand && route.config.retries > 0 && is_idempotent(method),
             tried: [None; MAX_ATTEMPTS],
             attempt: 0,
-            stale_retried: false,
+            replays: 0,
             last_error: None,
         }
     }
@@ -429,7 +442,7 @@ impl<'s> Attempts<'s> {
     /// `None` when the attempts are used up. Each attempt after the first
     /// counts a retry against the backend that failed.
     pub fn next(&mut self, served: &mut Served<'s>) -> Option<(&'s Backend, &'s Arc<Endpoint>)> {
-        if self.attempt > self.route.config.retries {
+        if self.attempt > self.route.config.retries + self.replays {
             return None;
         }
         let tried = &self.tried;
@@ -458,20 +471,27 @@ impl<'s> Attempts<'s> {
         self.last_error = Some(error);
     }
 
-    /// The exchange with `endpoint` failed; `stale` when a kept-alive
-    /// connection was found closed before any response byte (the keep-alive
-    /// race). `Ok` when another attempt may follow, else the answer.
+    /// The exchange with `endpoint` failed. `Ok` when another attempt may
+    /// follow, else the answer.
+    ///
+    /// The keep-alive race ([`UpstreamError::StaleConnection`]) and an
+    /// unprocessed request ([`UpstreamError::Unprocessed`]) are not the
+    /// endpoint's fault: the same endpoint is tried again on a fresh
+    /// connection, when the request is safe to send again (an unprocessed
+    /// one whatever its method).
     pub fn failed(
         &mut self,
         endpoint: &Arc<Endpoint>,
         error: UpstreamError,
-        stale: bool,
     ) -> Result<(), ProxyError> {
-        if stale && self.replayable && !self.stale_retried {
-            // Once, the same endpoint again on a fresh connection (its other
-            // idle ones are as old).
-            tracing::debug!(endpoint = endpoint.authority(), %error, "stale connection, retrying");
-            self.stale_retried = true;
+        let safe_again = match error {
+            UpstreamError::Unprocessed(_) => self.at_hand,
+            _ => self.replayable,
+        };
+        if !error.blames_endpoint() && safe_again && self.replays < MAX_SAME_ENDPOINT_REPLAYS {
+            // Its other idle connections are as old as this one.
+            tracing::debug!(endpoint = endpoint.authority(), %error, "connection lost before an answer: again on a fresh one");
+            self.replays += 1;
             endpoint.close_idle();
             if let Some(slot) = self.tried.iter_mut().rev().find(|t| t.is_some()) {
                 *slot = None;
@@ -479,8 +499,10 @@ impl<'s> Attempts<'s> {
             self.last_error = Some(error);
             return Ok(());
         }
-        endpoint.record_failure(&self.backend.outlier);
-        if !self.replayable || matches!(error, UpstreamError::ResponseTimeout) {
+        if error.blames_endpoint() {
+            endpoint.record_failure(&self.backend.outlier);
+        }
+        if !safe_again || matches!(error, UpstreamError::ResponseTimeout) {
             return Err(error.into());
         }
         tracing::debug!(endpoint = endpoint.authority(), %error, "request failed, retrying");
@@ -659,13 +681,15 @@ pub(crate) fn error_headers(status: StatusCode) -> HeaderMap {
     headers
 }
 
-/// The body of [`error_response`]: `502 Bad Gateway: <why>`.
+/// The body of [`error_response`]: `502 Bad Gateway: upstream connect
+/// failed`, in general terms (the detail goes to the log).
 pub(crate) fn error_text(error: &ProxyError) -> String {
     let status = error.status();
     format!(
-        "{} {}: {error}\n",
+        "{} {}: {}\n",
         status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
+        status.canonical_reason().unwrap_or("Error"),
+        error.public_message()
     )
 }
 
@@ -680,7 +704,7 @@ pub fn grpc_error_response(error: &ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert(GRPC_STATUS, HeaderValue::from(error.grpc_status()));
-    if let Ok(message) = HeaderValue::from_str(&percent_encode(&error.to_string())) {
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(error.public_message())) {
         headers.insert(GRPC_MESSAGE, message);
     }
     resp

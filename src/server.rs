@@ -145,12 +145,17 @@ pub async fn run_then(
         tls.clone(),
         stop_rx.clone(),
     ));
-    let telemetry = Arc::clone(state.telemetry());
+    let upkeep_state = Arc::clone(&state);
     let upkeep = tokio::spawn(async move {
         let mut every = tokio::time::interval(crate::telemetry::UPKEEP_INTERVAL);
         loop {
             every.tick().await;
-            telemetry.upkeep();
+            upkeep_state.telemetry().upkeep();
+            let snapshot = upkeep_state.snapshot();
+            let endpoints = snapshot.routes.iter().flat_map(|r| &r.backends);
+            for endpoint in endpoints.flat_map(|b| &b.endpoints) {
+                endpoint.close_expired();
+            }
         }
     });
     let acceptors = tls
@@ -259,12 +264,13 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Tracker::new();
     let mut accept_loops = Vec::new();
-    for (listener, tls) in listeners {
+    for (index, (listener, tls)) in listeners.into_iter().enumerate() {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, tls = tls.is_some(), "listening");
         }
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
+            index,
             tls,
             Arc::clone(&state),
             stop_rx.clone(),
@@ -284,8 +290,10 @@ pub async fn serve(
     Ok(())
 }
 
+/// `index` is the listener's place in the config, for its settings.
 async fn accept_loop(
     listener: TcpListener,
+    index: usize,
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
@@ -304,9 +312,13 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let (timeouts, limits) = {
-            let snapshot = state.snapshot();
-            (snapshot.config.timeouts, snapshot.config.limits)
+        let (timeouts, limits, fast_h1) = {
+            let config = &state.snapshot().config;
+            let fast_h1 = config
+                .listeners
+                .get(index)
+                .is_none_or(|l| l.http1_fast_path);
+            (config.timeouts, config.limits, fast_h1)
         };
         let Some(slot) = state
             .telemetry()
@@ -323,7 +335,7 @@ async fn accept_loop(
             timeouts,
             limits,
             stop: stop.clone(),
-            fast_h1: h1::enabled(),
+            fast_h1,
             _done: done.clone(),
             _slot: slot,
         };

@@ -45,6 +45,8 @@ pub struct FileAccessLog {
 pub struct FileListener {
     pub addr: String,
     pub tls: Option<FileTls>,
+    /// Plain HTTP/1.1 on sluicegate's own code (default) or on hyper's.
+    pub http1_fast_path: Option<bool>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, …] }` on a listener.
@@ -86,6 +88,7 @@ pub struct FileTimeouts {
     pub client_headers: Option<String>,
     pub shutdown_grace: Option<String>,
     pub shutdown_delay: Option<String>,
+    pub upstream_idle: Option<String>,
 }
 
 /// `[[routes]]`

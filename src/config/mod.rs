@@ -130,6 +130,10 @@ pub enum AccessLogFormat {
 pub struct ListenerConfig {
     pub addr: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// Plain HTTP/1.1 keep-alive requests go through the fast path
+    /// ([`crate::h1`]); `false` sends every request through hyper. Read
+    /// when a connection is accepted, so a reload applies to new ones.
+    pub http1_fast_path: bool,
 }
 
 /// A listener's PEM certificate chain and private key, plus more pairs picked
@@ -184,6 +188,10 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
     /// On shutdown, `/readyz` answers 503 this long before listeners close.
     pub shutdown_delay: Duration,
+    /// A pooled upstream connection idle longer is closed, not reused:
+    /// shorter than the usual origin keep-alive (5 s in hypercorn, Node.js
+    /// and many others), so sluicegate, not the origin, ends idle ones.
+    pub upstream_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -195,6 +203,7 @@ impl Default for Timeouts {
             client_headers: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            upstream_idle: Duration::from_secs(4),
         }
     }
 }

@@ -302,6 +302,7 @@ impl Checker<'_> {
                 }
                 Some(ListenerConfig {
                     addr,
+                    http1_fast_path: l.http1_fast_path.unwrap_or(true),
                     tls: l.tls.map(|t| TlsFiles {
                         cert: PathBuf::from(t.cert),
                         key: PathBuf::from(t.key),
@@ -377,6 +378,11 @@ impl Checker<'_> {
                 "timeouts.shutdown_delay",
                 raw.shutdown_delay.as_deref(),
                 d.shutdown_delay,
+            ),
+            upstream_idle: self.duration(
+                "timeouts.upstream_idle",
+                raw.upstream_idle.as_deref(),
+                d.upstream_idle,
             ),
         }
     }

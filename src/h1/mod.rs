@@ -61,15 +61,6 @@ const KEEP_CAPACITY: usize = 8 * 1024;
 /// send its first request (it was accepted a moment before).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
-/// Whether the fast path is on: it is unless `SLUICEGATE_H1_FAST_PATH=off`
-/// (for comparing against hyper's path, or as an escape hatch).
-pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("SLUICEGATE_H1_FAST_PATH").map_or(true, |v| v != "off" && v != "0")
-    })
-}
-
 /// What became of a connection the fast path served.
 #[derive(Debug)]
 pub enum Outcome {
@@ -300,11 +291,11 @@ struct Head {
     len: usize,
 }
 
-/// A failed attempt: the error, and whether the socket was found closed
-/// before any byte of a response (the keep-alive race).
-struct Failure {
-    error: UpstreamError,
-    stale: bool,
+/// Why no response head was read.
+enum ReadFailure {
+    /// The socket failed or closed before any response byte.
+    Lost(std::io::Error),
+    Upstream(UpstreamError),
 }
 
 /// How a relayed response ended.
@@ -482,9 +473,8 @@ impl Conn<'_> {
         reply: &Reply<'_>,
         served: &mut Served<'s>,
     ) -> Result<Answered<'s>, ProxyError> {
-        // The whole request is in `out`: an idempotent one can be sent again.
-        let replayable = choice.route.config.retries > 0 && proxy::is_idempotent(method);
-        let mut attempts = Attempts::new(choice.route, choice.backend, replayable);
+        // The whole request is in `out`: it is at hand to send again.
+        let mut attempts = Attempts::new(choice.route, choice.backend, method, true);
         while let Some((backend, endpoint)) = attempts.next(served) {
             let mut conn = match endpoint.raw_connection(self.timeouts.connect).await {
                 Ok(conn) => conn,
@@ -493,7 +483,7 @@ impl Conn<'_> {
                     continue;
                 }
             };
-            match self.send(&mut conn.stream, reply).await {
+            match self.send(&mut conn, reply).await {
                 Ok(head) => {
                     return Ok(Answered {
                         conn,
@@ -502,9 +492,7 @@ impl Conn<'_> {
                         head,
                     });
                 }
-                Err(Failure { error, stale }) => {
-                    attempts.failed(endpoint, error, stale && conn.reused)?;
-                }
+                Err(error) => attempts.failed(endpoint, error)?,
             }
         }
         Err(attempts.exhausted())
@@ -513,22 +501,33 @@ impl Conn<'_> {
     /// Writes `out` and reads until `resp` starts with a final response head
     /// (1xx interim responses are skipped); then writes the client's head for
     /// it into `out`.
-    async fn send(&mut self, upstream: &mut TcpStream, reply: &Reply<'_>) -> Result<Head, Failure> {
+    async fn send(&mut self, conn: &mut RawConn, reply: &Reply<'_>) -> Result<Head, UpstreamError> {
         self.resp.clear();
-        if let Err(error) = upstream.write_all(&self.out).await {
-            return Err(Failure {
-                error: UpstreamError::Io(error),
-                stale: true,
-            });
+        let lost = |error: std::io::Error| {
+            if conn.reused {
+                UpstreamError::StaleConnection(error.into())
+            } else {
+                UpstreamError::Io(error)
+            }
+        };
+        match conn.stream.write(&self.out).await {
+            // Not one byte taken: the upstream never saw this request.
+            Err(error) if conn.reused => return Err(UpstreamError::Unprocessed(error.into())),
+            Err(error) => return Err(UpstreamError::Io(error)),
+            Ok(written) => {
+                if let Err(error) = conn.stream.write_all(&self.out[written..]).await {
+                    return Err(lost(error));
+                }
+            }
         }
-        let wait = read_response(upstream, &mut self.resp, &mut self.out, reply);
+        let wait = read_response(&mut conn.stream, &mut self.resp, &mut self.out, reply);
         let limit = self.timeouts.response_headers;
-        within(wait, self.timer.as_mut(), limit)
-            .await
-            .unwrap_or(Err(Failure {
-                error: UpstreamError::ResponseTimeout,
-                stale: false,
-            }))
+        match within(wait, self.timer.as_mut(), limit).await {
+            None => Err(UpstreamError::ResponseTimeout),
+            Some(Ok(head)) => Ok(head),
+            Some(Err(ReadFailure::Lost(error))) => Err(lost(error)),
+            Some(Err(ReadFailure::Upstream(error))) => Err(error),
+        }
     }
 
     /// Passes the response in `resp` (its head already rewritten in `out`)
@@ -682,54 +681,56 @@ async fn read_response(
     resp: &mut BytesMut,
     out: &mut Vec<u8>,
     reply: &Reply<'_>,
-) -> Result<Head, Failure> {
+) -> Result<Head, ReadFailure> {
     loop {
         resp.reserve(READ_ROOM);
-        match upstream.read_buf(resp).await {
-            Ok(0) => {
-                let error = std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                );
-                return Err(Failure {
-                    error: UpstreamError::Io(error),
-                    stale: resp.is_empty(),
-                });
+        let error = match upstream.read_buf(resp).await {
+            Ok(0) => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ),
+            Err(error) => error,
+            Ok(_) => match parse_head(resp, out, reply) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => continue,
+                Err(e) => return Err(ReadFailure::Upstream(e.into())),
+            },
+        };
+        return Err(if resp.is_empty() {
+            ReadFailure::Lost(error)
+        } else {
+            ReadFailure::Upstream(UpstreamError::Io(error))
+        });
+    }
+}
+
+/// Parses what `resp` holds: a final head (written for the client into
+/// `out`), or `None` when more is needed; 1xx interim heads are dropped.
+fn parse_head(
+    resp: &mut BytesMut,
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+) -> Result<Option<Head>, InvalidResponse> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; head::MAX_RESPONSE_HEADERS];
+        match head::parse_response(resp, &mut headers, reply.head_request)? {
+            Response::Final(head) => {
+                let status =
+                    StatusCode::from_u16(head.status).map_err(|_| InvalidResponse("bad status"))?;
+                out.clear();
+                head::write_client_head(out, &head, reply.cookie, reply.close);
+                return Ok(Some(Head {
+                    status,
+                    framing: head.framing,
+                    reusable: head.reusable,
+                    len: head.len,
+                }));
             }
-            Err(error) => {
-                return Err(Failure {
-                    error: UpstreamError::Io(error),
-                    stale: resp.is_empty(),
-                });
+            Response::Interim(len) => resp.advance(len),
+            Response::Partial if resp.len() > MAX_RESPONSE_HEAD => {
+                return Err(InvalidResponse("response head too large"));
             }
-            Ok(_) => {}
-        }
-        loop {
-            let invalid = |e: InvalidResponse| Failure {
-                error: e.into(),
-                stale: false,
-            };
-            let mut headers = [httparse::EMPTY_HEADER; head::MAX_RESPONSE_HEADERS];
-            match head::parse_response(resp, &mut headers, reply.head_request) {
-                Ok(Response::Final(head)) => {
-                    let status = StatusCode::from_u16(head.status)
-                        .map_err(|_| invalid(InvalidResponse("bad status")))?;
-                    out.clear();
-                    head::write_client_head(out, &head, reply.cookie, reply.close);
-                    return Ok(Head {
-                        status,
-                        framing: head.framing,
-                        reusable: head.reusable,
-                        len: head.len,
-                    });
-                }
-                Ok(Response::Interim(len)) => resp.advance(len),
-                Ok(Response::Partial) if resp.len() > MAX_RESPONSE_HEAD => {
-                    return Err(invalid(InvalidResponse("response head too large")));
-                }
-                Ok(Response::Partial) => break,
-                Err(e) => return Err(invalid(e)),
-            }
+            Response::Partial => return Ok(None),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -171,7 +172,7 @@ impl Snapshot {
                         let endpoints: Vec<Arc<Endpoint>> = bc
                             .endpoints
                             .iter()
-                            .map(|a| pool.get(a, &bc.transport))
+                            .map(|a| pool.get(a, &bc.transport, config.timeouts.upstream_idle))
                             .collect();
                         let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
                         Backend {
@@ -271,20 +272,26 @@ pub struct EndpointPool {
 }
 
 impl EndpointPool {
-    /// The live endpoint for `addr` spoken to over `transport`, or a new one.
-    pub fn get(&self, addr: &EndpointAddr, transport: &Transport) -> Arc<Endpoint> {
+    /// The live endpoint for `addr` spoken to over `transport`, or a new
+    /// one; its pooled connections are kept idle up to `idle_limit`.
+    pub fn get(
+        &self,
+        addr: &EndpointAddr,
+        transport: &Transport,
+        idle_limit: Duration,
+    ) -> Arc<Endpoint> {
         let new = || {
-            Arc::new(Endpoint::new(
-                addr.clone(),
-                transport.clone(),
-                Arc::clone(&self.changes),
-            ))
+            let endpoint =
+                Endpoint::new(addr.clone(), transport.clone(), Arc::clone(&self.changes));
+            endpoint.set_idle_limit(idle_limit);
+            Arc::new(endpoint)
         };
         let Ok(mut map) = self.endpoints.lock() else {
             return new();
         };
         let key = (addr.clone(), transport.clone());
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+            existing.set_idle_limit(idle_limit);
             return existing;
         }
         map.retain(|_, weak| weak.strong_count() > 0);

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -42,7 +42,8 @@ type H2Sender = http2::SendRequest<UpstreamBody>;
 /// The connections of one endpoint that are not busy.
 #[derive(Debug, Default)]
 pub(super) struct Pool {
-    idle: Mutex<Vec<H1Sender>>,
+    /// Idle HTTP/1.1 connections and when each was returned, latest last.
+    idle: Mutex<Vec<(H1Sender, Instant)>>,
     /// HTTP/2 multiplexes: every request shares this one.
     shared: Mutex<Option<H2Sender>>,
     /// Held while dialling an HTTP/2 connection, so a burst of requests
@@ -53,8 +54,15 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    fn pop_idle(&self) -> Option<H1Sender> {
+    fn pop_idle(&self) -> Option<(H1Sender, Instant)> {
         self.idle.lock().ok()?.pop()
+    }
+
+    /// Keeps the idle HTTP/1.1 connections for which `keep(returned at)` holds.
+    pub(super) fn retain(&self, keep: impl Fn(Instant) -> bool) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|(_, since)| keep(*since));
+        }
     }
 
     fn idle_is_empty(&self) -> bool {
@@ -65,7 +73,7 @@ impl Pool {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_PER_ENDPOINT
         {
-            idle.push(sender);
+            idle.push((sender, Instant::now()));
         }
     }
 
@@ -180,7 +188,12 @@ impl Endpoint {
                 });
             }
         }
-        while let Some(mut sender) = self.pool.pop_idle() {
+        while let Some((mut sender, since)) = self.pool.pop_idle() {
+            if self.idle_expired(since) {
+                // The rest were returned earlier still.
+                self.pool.retain(|_| false);
+                break;
+            }
             if sender.is_ready() {
                 return Ok(reused(Sender::H1(sender)));
             }
@@ -383,7 +396,7 @@ impl Connection {
                         {
                             // The upstream closed an idle connection as the
                             // request went out (the keep-alive race).
-                            UpstreamError::StaleConnection(error)
+                            UpstreamError::StaleConnection(error.into())
                         } else {
                             UpstreamError::Request(error)
                         });

@@ -6,7 +6,8 @@ mod raw;
 pub mod tls;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use tokio::sync::Notify;
@@ -31,6 +32,8 @@ pub struct Endpoint {
     health: Health,
     /// Woken whenever this endpoint's availability flips.
     changes: Arc<Notify>,
+    /// `timeouts.upstream_idle` in milliseconds, set by every snapshot.
+    idle_limit_ms: AtomicU64,
 }
 
 /// Health as seen by active checks, passive ejection and drain.
@@ -79,7 +82,26 @@ impl Endpoint {
                 draining: AtomicBool::new(false),
             },
             changes,
+            idle_limit_ms: AtomicU64::new(4_000),
         }
+    }
+
+    /// Pooled connections idle longer than `limit` are closed, not reused.
+    pub fn set_idle_limit(&self, limit: Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.idle_limit_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a connection pooled `since` has been idle too long to reuse.
+    fn idle_expired(&self, since: Instant) -> bool {
+        since.elapsed() > Duration::from_millis(self.idle_limit_ms.load(Ordering::Relaxed))
+    }
+
+    /// Closes pooled connections idle longer than the limit (called
+    /// periodically, so an idle endpoint holds no stale sockets).
+    pub fn close_expired(&self) {
+        self.pool.retain(|since| !self.idle_expired(since));
+        self.raw.retain(|since| !self.idle_expired(since));
     }
 
     /// Healthy (active check and passive ejection) and not draining: may

@@ -3,7 +3,7 @@
 //! sockets, not hyper connections.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
@@ -14,10 +14,16 @@ use crate::error::UpstreamError;
 /// Idle sockets kept per endpoint; more are closed when returned.
 const MAX_IDLE: usize = 128;
 
-/// The idle sockets of one endpoint.
+/// The idle sockets of one endpoint, most recently returned last.
 #[derive(Debug, Default)]
 pub(super) struct RawPool {
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
 }
 
 impl RawPool {
@@ -26,6 +32,25 @@ impl RawPool {
             idle.clear();
         }
     }
+
+    /// Keeps the idle sockets for which `keep(returned at)` holds.
+    pub(super) fn retain(&self, keep: impl Fn(Instant) -> bool) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| keep(i.since));
+        }
+    }
+
+    fn pop(&self) -> Option<Idle> {
+        self.idle.lock().ok()?.pop()
+    }
+}
+
+/// Whether an idle socket is still open: its peer has not closed it (EOF),
+/// reset it or sent anything unasked. Costs no system call unless the
+/// socket became readable while idle, which is exactly when it is suspect.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A socket to an endpoint; `reused` when it came from the pool, where the
@@ -46,17 +71,24 @@ impl Endpoint {
             )
     }
 
-    /// An idle socket, or a new one within `connect_timeout`.
+    /// An idle socket that is still open and not idle too long, or a new
+    /// one within `connect_timeout`.
     pub async fn raw_connection(
         self: &Arc<Self>,
         connect_timeout: Duration,
     ) -> Result<RawConn, UpstreamError> {
-        let idle = self.raw.idle.lock().ok().and_then(|mut idle| idle.pop());
-        if let Some(stream) = idle {
-            return Ok(RawConn {
-                stream,
-                reused: true,
-            });
+        while let Some(idle) = self.raw.pop() {
+            if self.idle_expired(idle.since) {
+                // The rest were returned earlier still.
+                self.raw.clear();
+                break;
+            }
+            if still_open(&idle.stream) {
+                return Ok(RawConn {
+                    stream: idle.stream,
+                    reused: true,
+                });
+            }
         }
         let connect = TcpStream::connect(self.authority());
         let stream = tokio::time::timeout(connect_timeout, connect)
@@ -78,7 +110,10 @@ impl Endpoint {
         if let Ok(mut idle) = self.raw.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(stream);
+            idle.push(Idle {
+                stream,
+                since: Instant::now(),
+            });
         }
     }
 }
