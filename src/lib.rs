@@ -23,6 +23,7 @@
 //! - [`clock`]: a coarse wall clock (Unix seconds) for the request path.
 //! - [`tls`]: TLS termination (rustls, ring), ALPN, SNI, certificate reload.
 //! - [`body`]: the body types of the request path.
+//! - [`forwarding`]: the header, framing and `Host` rules both request paths apply.
 //! - [`error`]: error types; each proxy error maps to one status code.
 //! - [`reload`]: config file watching (notify), SIGHUP and API reloads.
 //! - [`history`]: numbered revisions of every change, and the state file.
@@ -52,6 +53,7 @@ pub mod connection;
 pub mod ctl;
 pub mod demo;
 pub mod error;
+pub mod forwarding;
 pub mod h1;
 pub mod health;
 pub mod history;

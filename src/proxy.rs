@@ -20,11 +20,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use crate::access_log::Entry;
+use crate::access_log::{AccessLog, Entry};
 use crate::balance;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::config::Sticky;
 use crate::error::{ProxyError, UpstreamError};
+use crate::forwarding;
 use crate::mirror;
 use crate::state::{Backend, Route, Snapshot, State};
 use crate::tunnel;
@@ -55,20 +56,33 @@ pub struct ClientInfo {
     pub tls: bool,
 }
 
+/// The status counted and logged for a request whose client went away
+/// before it was answered (NGINX's 499, "client closed request").
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// Proxies one request; never fails: errors become responses (gRPC-shaped
 /// for gRPC requests). Every response is counted for the backend that
-/// answered it (or the one picked, when sluicegate answered itself).
+/// answered it (or the one picked, when sluicegate answered itself); a
+/// request dropped unanswered (the client reset it) is counted as 499.
 pub async fn handle(
     state: &State,
     client: ClientInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let snapshot = state.snapshot_full();
     let grpc = is_grpc(&req);
-    let entry = state.access_log().map(|_| log_entry(&req, client));
-    let mut served = Served::default();
-    let (mut resp, status) = match forward(&snapshot, client, req, &mut served).await {
+    let mut pending = Unanswered {
+        state,
+        snapshot: &snapshot,
+        started: Instant::now(),
+        entry: state.access_log().map(|_| log_entry(&req, client)),
+        served: Served::default(),
+        answered: false,
+    };
+    let (mut resp, status) = match forward(&snapshot, client, req, &mut pending.served).await {
         Ok(resp) => {
             let status = resp.status();
             (resp, status)
@@ -83,13 +97,53 @@ pub async fn handle(
             (resp, error.status())
         }
     };
-    served.record(state, &snapshot, status, started.elapsed());
-    if let (Some(log), Some(mut entry)) = (state.access_log(), entry) {
-        served.fill(&mut entry, status, snapshot.revision);
-        resp.body_mut()
-            .log_when_done(Arc::clone(log), entry, started);
+    if let Some((log, entry)) = pending.answered(status) {
+        resp.body_mut().log_when_done(log, entry, pending.started);
     }
     resp
+}
+
+/// A request being served; counted and logged as [`CLIENT_CLOSED_REQUEST`]
+/// if it is dropped before [`Unanswered::answered`].
+struct Unanswered<'s> {
+    state: &'s State,
+    snapshot: &'s Snapshot,
+    started: Instant,
+    entry: Option<Entry>,
+    served: Served<'s>,
+    answered: bool,
+}
+
+impl Unanswered<'_> {
+    /// Counts the response and hands back its access log line, to be
+    /// written when the body ends.
+    fn answered(&mut self, status: StatusCode) -> Option<(Arc<AccessLog>, Entry)> {
+        self.answered = true;
+        let elapsed = self.started.elapsed();
+        self.served
+            .record(self.state, self.snapshot, status, elapsed);
+        let log = self.state.access_log()?;
+        let mut entry = self.entry.take()?;
+        self.served.fill(&mut entry, status, self.snapshot.revision);
+        Some((Arc::clone(log), entry))
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let status = CLIENT_CLOSED_REQUEST;
+        let elapsed = self.started.elapsed();
+        self.served
+            .record(self.state, self.snapshot, status, elapsed);
+        if let (Some(log), Some(mut entry)) = (self.state.access_log(), self.entry.take()) {
+            self.served.fill(&mut entry, status, self.snapshot.revision);
+            entry.duration = elapsed;
+            log.log(entry);
+        }
+    }
 }
 
 /// Who handled a request, as far as it got.
@@ -115,11 +169,14 @@ impl Served<'_> {
         match (self.backend, self.route) {
             (Some(backend), _) => backend.metrics.record(status, elapsed),
             // A route whose every backend has no traffic: counted for the
-            // route with `backend=""` (rare, so the handles are looked up here).
-            (None, Some(route)) => state
-                .telemetry()
-                .backend(route.name(), "")
-                .record(status, elapsed),
+            // backend the desired weights would have picked.
+            (None, Some(route)) => match route.desired_backend() {
+                Some(backend) => backend.metrics.record(status, elapsed),
+                None => state
+                    .telemetry()
+                    .backend(route.name(), "")
+                    .record(status, elapsed),
+            },
             (None, None) => snapshot.unrouted.record(status, elapsed),
         }
     }
@@ -156,6 +213,11 @@ async fn forward<'s>(
     req: Request<Incoming>,
     served: &mut Served<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    forwarding::check_request(
+        req.method(),
+        req.version(),
+        req.headers().get_all(header::HOST).iter().count(),
+    )?;
     let host = request_host(&req).map(str::to_owned);
     let upgrade = tunnel::requested_protocol(&req);
     // A plain CONNECT names an authority, not a path to route by.
@@ -525,12 +587,18 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The host the client asked for: the Host header, or the h2 `:authority`.
+/// The host the client asked for: the target's authority (an absolute-form
+/// HTTP/1.1 target, or the h2 `:authority`), which wins over `Host`
+/// (RFC 9112 §3.2.2), else the `Host` header.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    req.uri()
+        .authority()
+        .map(|a| forwarding::authority_host(a.as_str()))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
 }
 
 /// Rewrites the client's request for an HTTP/1.1 upstream (the upstream
@@ -554,15 +622,12 @@ pub(crate) fn upstream_request(
         // End to end in meaning: the client can take trailers, and so do we.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let Some(host) = host {
-        if !headers.contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(host)
-        {
-            headers.insert(header::HOST, value);
-        }
-        if let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert(X_FORWARDED_HOST, value);
-        }
+    if let Some(host) = host
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        // The host the request was routed by is the one the upstream gets.
+        headers.insert(header::HOST, value.clone());
+        headers.insert(X_FORWARDED_HOST, value);
     }
     append_forwarded_for(headers, client.peer);
     headers.insert(
@@ -636,6 +701,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = header_tokens(headers, header::CONNECTION)
+            .filter(|name| forwarding::connection_may_drop(name))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {

@@ -7,6 +7,8 @@ use std::time::UNIX_EPOCH;
 
 use httparse::{Header, Status};
 
+use crate::forwarding::connection_may_drop;
+
 /// Headers parsed on the stack; a request with more goes to hyper, which
 /// applies `limits.max_request_headers`.
 pub const MAX_REQUEST_HEADERS: usize = 128;
@@ -208,7 +210,13 @@ pub fn parse_request<'b>(
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Unfit;
     };
-    if method == "CONNECT" || !target.starts_with('/') || req.headers.len() > max_headers {
+    // TRACE, like a missing or second Host, is answered by hyper's path,
+    // which applies `forwarding::check_request`.
+    if method == "CONNECT"
+        || method == "TRACE"
+        || !target.starts_with('/')
+        || req.headers.len() > max_headers
+    {
         return Parsed::Unfit;
     }
     let headers: &'b [Header<'b>] = req.headers;
@@ -241,7 +249,9 @@ pub fn parse_request<'b>(
                 for token in tokens(h.value) {
                     if is(token, "close") {
                         close = true;
-                    } else if is(token, "upgrade") || !named.push(token) {
+                    } else if is(token, "upgrade")
+                        || (connection_may_drop(token) && !named.push(token))
+                    {
                         return Parsed::Unfit;
                     }
                 }
@@ -419,7 +429,7 @@ pub fn parse_response<'b>(
                 for token in tokens(h.value) {
                     if is(token, "close") {
                         reusable = false;
-                    } else if !named.push(token) {
+                    } else if connection_may_drop(token) && !named.push(token) {
                         return Err(InvalidResponse("too many connection options"));
                     }
                 }

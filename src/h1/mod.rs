@@ -250,6 +250,8 @@ async fn read_more<S: AsyncRead + Unpin>(
 struct Plan<'s> {
     /// Bytes of `buf` the request takes (head and body).
     consumed: usize,
+    /// The route it matched, also when no backend could take it.
+    route: Option<&'s Route>,
     method: Method,
     close: bool,
     started: Instant,
@@ -391,6 +393,7 @@ impl Conn<'_> {
         self.out.extend_from_slice(&self.buf[req.len..consumed]);
         Prep::Ready(Plan {
             consumed,
+            route,
             method,
             close: req.close,
             started,
@@ -412,6 +415,7 @@ impl Conn<'_> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Plan {
+            route,
             method,
             close,
             started,
@@ -420,10 +424,12 @@ impl Conn<'_> {
             ..
         } = plan;
         let close = close || closing;
-        let mut served = Served::default();
+        let mut served = Served {
+            route,
+            ..Served::default()
+        };
         let result = match choice {
             Ok(choice) => {
-                served.route = Some(choice.route);
                 served.backend = Some(choice.backend);
                 let cookie = match (choice.new_bucket, &choice.route.config.sticky) {
                     (Some(bucket), Some(Sticky::Cookie { name, max_age })) => {

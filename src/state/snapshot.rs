@@ -78,6 +78,24 @@ impl Route {
         self.picker.pick().and_then(|i| self.backends.get(i))
     }
 
+    /// A backend drawn at random in proportion to the desired weights: who
+    /// a request belongs to when no backend can take it (every effective
+    /// weight is zero), so its 503 is counted where the traffic was meant to go.
+    pub fn desired_backend(&self) -> Option<&Backend> {
+        let total: u32 = self.backends.iter().map(|b| b.weight.0).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut at = fastrand::u32(0..total);
+        self.backends.iter().find(|b| {
+            if at < b.weight.0 {
+                return true;
+            }
+            at -= b.weight.0;
+            false
+        })
+    }
+
     /// The backend owning sticky `bucket`, if it can take traffic now (its
     /// effective weight is not zero); otherwise the caller fails over.
     #[inline]

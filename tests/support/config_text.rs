@@ -9,6 +9,21 @@ use super::FakeBackend;
 /// One data listener; the address is a placeholder, `TestProxy` binds its own.
 pub const LISTENER: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n";
 
+/// The two ways a listener serves plain HTTP/1.1: sluicegate's fast path
+/// or hyper. Behaviour tests run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H1Path {
+    Fast,
+    Hyper,
+}
+
+pub const BOTH_PATHS: [H1Path; 2] = [H1Path::Fast, H1Path::Hyper];
+
+/// One data listener serving plain HTTP/1.1 on `path`.
+pub fn listener_on(path: H1Path) -> String {
+    format!("{LISTENER}http1_fast_path = {}\n", path == H1Path::Fast)
+}
+
 /// A `[routes.backends.health]` table that flips an endpoint after one check
 /// (every 50 ms): for tests that break and mend backends.
 pub const FAST_HEALTH: &str = "    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    timeout = \"100ms\"\n    unhealthy_threshold = 1\n    healthy_threshold = 1\n";

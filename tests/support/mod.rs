@@ -11,6 +11,7 @@ mod client;
 mod config_text;
 mod faults;
 mod hostile;
+mod idle_origin;
 mod protocols;
 mod proxy;
 
@@ -24,6 +25,8 @@ pub use config_text::*;
 pub use faults::*;
 #[allow(unused_imports)]
 pub use hostile::*;
+#[allow(unused_imports)]
+pub use idle_origin::*;
 #[allow(unused_imports)]
 pub use protocols::*;
 pub use proxy::*;
