@@ -40,6 +40,9 @@ pub struct Entry {
     pub endpoint: Option<String>,
     pub revision: u64,
     pub retries: u32,
+    /// Why sluicegate answered with an error itself, in full (the client
+    /// got general terms only).
+    pub error: Option<String>,
 }
 
 impl Entry {
@@ -67,6 +70,7 @@ impl Entry {
             endpoint: None,
             revision: 0,
             retries: 0,
+            error: None,
         }
     }
 }
@@ -164,6 +168,7 @@ fn json_line(line: &mut String, e: &Entry) {
         "endpoint": e.endpoint,
         "revision": e.revision,
         "retries": e.retries,
+        "error": e.error,
     });
     let _ = write!(line, "{value}");
 }
@@ -189,6 +194,9 @@ fn common_line(line: &mut String, e: &Entry) {
         e.retries,
         e.duration.as_secs_f64() * 1e3,
     );
+    if let Some(error) = &e.error {
+        let _ = write!(line, " error={error:?}");
+    }
 }
 
 /// `23/Nov/2026:11:22:44 +0000`
@@ -242,6 +250,7 @@ mod tests {
             endpoint: Some("127.0.0.1:8081".into()),
             revision: 3,
             retries: 1,
+            error: None,
         }
     }
 
@@ -266,6 +275,20 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["retries"], 1);
         assert_eq!(v["endpoint"], "127.0.0.1:8081");
+        assert_eq!(v["error"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_error_detail_is_logged() {
+        let mut e = entry();
+        e.status = StatusCode::BAD_GATEWAY;
+        e.error = Some("upstream failed: connect failed: Connection refused".into());
+        let mut line = String::new();
+        common_line(&mut line, &e);
+        assert!(
+            line.ends_with(" error=\"upstream failed: connect failed: Connection refused\""),
+            "{line}"
+        );
     }
 
     #[test]

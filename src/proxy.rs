@@ -89,6 +89,9 @@ pub async fn handle(
         }
         Err(error) => {
             tracing::debug!(%error, "request failed");
+            if let Some(entry) = pending.entry.as_mut() {
+                entry.error = Some(error.to_string());
+            }
             let resp = if grpc {
                 grpc_error_response(&error)
             } else {

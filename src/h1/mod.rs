@@ -419,7 +419,7 @@ impl Conn<'_> {
             method,
             close,
             started,
-            log,
+            mut log,
             choice,
             ..
         } = plan;
@@ -455,6 +455,9 @@ impl Conn<'_> {
             }
             Err(error) => {
                 tracing::debug!(%error, "request failed");
+                if let Some(entry) = log.as_mut() {
+                    entry.error = Some(error.to_string());
+                }
                 let status = error.status();
                 served.record(self.state, snapshot, status, started.elapsed());
                 (status, self.answer_error(stream, &error, close).await)
