@@ -7,6 +7,8 @@
 //! in one process keep apart). Gauges — weights, health, revision — describe
 //! state, not events: they are written from the current snapshot at scrape
 //! time, so they are exact and a removed route leaves nothing stale behind.
+//! Open tunnels are the exception: a tunnel outlives the snapshot that opened
+//! it, so its gauge lives in the recorder, held up by a [`TunnelSlot`].
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -36,6 +38,7 @@ pub const MIRROR_TOTAL: &str = "sluicegate_mirror_total";
 pub const CANARY_WEIGHT: &str = "sluicegate_canary_weight";
 pub const OPEN_CONNECTIONS: &str = "sluicegate_open_connections";
 pub const CONNECTIONS_REFUSED: &str = "sluicegate_connections_refused_total";
+pub const TUNNELS_OPEN: &str = "sluicegate_tunnels_open";
 
 /// Latency buckets in seconds, 1 ms … 10 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -85,6 +88,7 @@ pub struct BackendMetrics {
     retries: Counter,
     failovers: Counter,
     mirror: [Counter; 4],
+    tunnels: Gauge,
     /// Requests, errors and latency over the last 15 minutes.
     pub series: Series,
     /// Responses and 5xx since start, readable (the canary counts its steps
@@ -140,6 +144,23 @@ impl BackendMetrics {
     pub fn record_mirror(&self, outcome: MirrorOutcome) {
         self.mirror[outcome as usize].increment(1);
     }
+
+    /// Counts one open tunnel to this backend until the slot is dropped.
+    pub fn open_tunnel(&self) -> TunnelSlot {
+        self.tunnels.increment(1);
+        TunnelSlot(self.tunnels.clone())
+    }
+}
+
+/// Counts one open tunnel in `sluicegate_tunnels_open` while it lives, so
+/// every way a tunnel ends takes it off.
+#[derive(Debug)]
+pub struct TunnelSlot(Gauge);
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        self.0.decrement(1);
+    }
 }
 
 impl Default for Telemetry {
@@ -178,9 +199,19 @@ impl Telemetry {
                 CONFIG_RELOADS,
                 "Config file reloads, applied (ok) or refused (error).",
             ),
+            (
+                CONNECTIONS_REFUSED,
+                "Client connections closed at once because max_connections were open.",
+            ),
         ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
+        recorder.describe_gauge(
+            TUNNELS_OPEN.into(),
+            None,
+            "Upgraded connections (WebSocket and other HTTP/1.1 upgrades, RFC 8441) open now."
+                .into(),
+        );
         recorder.describe_histogram(
             REQUEST_DURATION.into(),
             Some(metrics::Unit::Seconds),
@@ -245,6 +276,9 @@ impl Telemetry {
                 .register_counter(&Key::from_parts(FAILOVERS, labels()), &METADATA),
             mirror: ["match", "mismatch", "error", "skipped"]
                 .map(|outcome| with(MIRROR_TOTAL, "outcome", outcome)),
+            tunnels: self
+                .recorder
+                .register_gauge(&Key::from_parts(TUNNELS_OPEN, labels()), &METADATA),
             series: Series::default(),
             responses: AtomicU64::new(0),
             errors: AtomicU64::new(0),

@@ -78,10 +78,11 @@ pub async fn forward(
 
     let mut tried: Vec<&std::sync::Arc<Endpoint>> = Vec::new();
     let mut last_error = None;
-    let mut resp = loop {
+    let (mut resp, used) = loop {
         let is_tried =
             |e: &std::sync::Arc<Endpoint>| tried.iter().any(|t| std::sync::Arc::ptr_eq(t, e));
-        let Some((_, endpoint)) = next_endpoint(route, backend, tried.is_empty(), is_tried) else {
+        let Some((used, endpoint)) = next_endpoint(route, backend, tried.is_empty(), is_tried)
+        else {
             return Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream));
         };
         tried.push(endpoint);
@@ -101,7 +102,7 @@ pub async fn forward(
         match conn.send_upgrade(req, timeouts.response_headers).await {
             Ok(resp) => {
                 endpoint.record_success();
-                break resp;
+                break (resp, used);
             }
             Err(error) => {
                 endpoint.record_failure(&backend.outlier);
@@ -136,7 +137,10 @@ pub async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         head.headers.insert(header::UPGRADE, switched_to);
     }
+    // Counted from the switch until the task ends, however it ends.
+    let slot = used.metrics.open_tunnel();
     tokio::spawn(async move {
+        let _slot = slot;
         let (upstream, downstream) = match tokio::join!(upstream, downstream) {
             (Ok(up), Ok(down)) => (up, down),
             (Err(error), _) | (_, Err(error)) => {

@@ -1,8 +1,8 @@
 //! The admin API (SPEC §3) on a real admin listener: weight changes that apply
 //! to the very next request, bearer-token checks, refused changes that change
 //! nothing, revisions with if_revision, promote and rollback, paginated
-//! history, health, the state file across restarts, and `sluicegate ctl`
-//! driving it all end to end.
+//! history, health, HEAD on every GET endpoint, the state file across
+//! restarts, and `sluicegate ctl` driving it all end to end.
 
 mod support;
 
@@ -227,6 +227,176 @@ async fn reads_on_a_loopback_admin_listener_need_no_token() {
         .admin_send(Method::GET, "/api/v1/history", None, None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Every GET endpoint of the admin listener, the probes and the dashboard
+/// included.
+const READS: [&str; 11] = [
+    "/",
+    "/assets/app.js",
+    "/assets/app.css",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/routes",
+    "/api/v1/routes/web",
+    "/api/v1/routes/web/mirror",
+    "/api/v1/history",
+    "/api/v1/stats",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_401_on_every_endpoint_reads_on_loopback_included() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    let wrong = format!("{}x", proxy.token);
+
+    for path in READS.iter().chain(&["/no/such/path", "/api/v1/nope"]) {
+        for token in [wrong.as_str(), "", "x"] {
+            let (status, reply) = proxy.admin_send(Method::GET, path, None, Some(token)).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "GET {path} with token {token:?}: {reply}"
+            );
+            assert_error_body(&reply);
+        }
+        let (head, body) = proxy.admin_wire("HEAD", path, Some(&wrong)).await;
+        assert_eq!(head.status, 401, "HEAD {path} with a wrong token");
+        assert!(body.is_empty(), "HEAD {path} sent a body");
+        assert_eq!(head.header("www-authenticate"), Some("Bearer"));
+    }
+    // Another scheme is a credential too, and not ours.
+    let req = http::Request::builder()
+        .uri("/api/v1/routes")
+        .header("host", proxy.admin_addr.to_string())
+        .header("authorization", format!("Basic {}", proxy.token))
+        .body(support::empty())
+        .unwrap();
+    let reply = Http1Client::connect(proxy.admin_addr).await.send(req).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert_error_body(&support::reply_json(&reply));
+
+    // The right token, and none at all on loopback, still read.
+    for path in READS {
+        let (status, reply) = proxy.admin_get(path).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "GET {path}: {reply}");
+        let (status, reply) = proxy.admin_send(Method::GET, path, None, None).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "GET {path}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_changes_nothing() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    let revision = proxy.revision().await;
+    let wrong = format!("{}x", proxy.token);
+
+    let (status, reply) = proxy
+        .admin_send(
+            Method::POST,
+            "/api/v1/routes/web/promote",
+            Some(&json!({ "backend": "green" })),
+            Some(&wrong),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+    assert_error_body(&reply);
+    assert_eq!(proxy.revision().await, revision);
+    assert_eq!(proxy.next_backend().await, "blue");
+}
+
+/// Header fields that may differ between two answers a moment apart.
+const MAY_DIFFER: [&str; 1] = ["date"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_every_get_endpoint_like_get_without_a_body() {
+    let (_blue, _green, proxy) = blue_green("90", "10").await;
+    // Not every path is a 200: a route without a mirror is 404, a write-only
+    // path 405; HEAD must still say what GET says.
+    let others = ["/api/v1/reload", "/api/v1/routes/nope", "/no/such/path"];
+
+    for path in READS.iter().chain(&others) {
+        for token in [None, Some(proxy.token.as_str())] {
+            let (get, get_body) = proxy.admin_wire("GET", path, token).await;
+            let (head, head_body) = proxy.admin_wire("HEAD", path, token).await;
+
+            assert_eq!(head.status, get.status, "HEAD {path}");
+            assert!(
+                head_body.is_empty(),
+                "HEAD {path} sent a body: {:?}",
+                String::from_utf8_lossy(&head_body)
+            );
+            let length = head
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok());
+            assert!(
+                length.is_some_and(|n| n > 0),
+                "HEAD {path}: content-length {length:?}"
+            );
+            // The figures in these two change from one answer to the next.
+            if *path == "/metrics" || *path == "/api/v1/stats" {
+                assert_eq!(head.header("content-type"), get.header("content-type"));
+                continue;
+            }
+            assert_eq!(length, Some(get_body.len()), "HEAD {path}");
+            let fields = |head: &support::RawHead| {
+                let mut fields = head.headers.clone();
+                fields.retain(|(name, _)| !MAY_DIFFER.contains(&name.as_str()));
+                fields.sort();
+                fields
+            };
+            assert_eq!(fields(&head), fields(&get), "HEAD {path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_probes_answer_200_so_load_balancers_see_the_proxy_up() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (head, body) = proxy.admin_wire("HEAD", path, None).await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(body.is_empty(), "HEAD {path} sent a body");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_h2c_has_the_get_length_and_no_body() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.admin_addr)
+        .await
+        .expect("connect to the admin listener");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let (_, get_bytes) = proxy.admin_wire("GET", "/api/v1/routes/web", None).await;
+
+    let req = http::Request::builder()
+        .method(Method::HEAD)
+        .version(http::Version::HTTP_2)
+        .uri(format!("http://{}/api/v1/routes/web", proxy.admin_addr))
+        .body(support::empty())
+        .unwrap();
+    sender.ready().await.expect("h2 connection ready");
+    let resp = sender.send_request(req).await.expect("HEAD over h2c");
+    let (parts, body) = resp.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("read the HEAD answer")
+        .to_bytes();
+
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["content-type"], "application/json");
+    assert_eq!(
+        parts.headers["content-length"],
+        get_bytes.len().to_string().as_str()
+    );
+    assert!(body.is_empty(), "HEAD sent a body over h2c");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,16 +1,26 @@
 //! Prometheus metrics, the stats endpoint and the access log (SPEC §4): real
 //! traffic through the proxy, then the figures scraped from the admin
-//! listener must equal what was sent.
+//! listener must equal what was sent; open tunnels in their gauge; and the
+//! real `promtool check metrics` clean on a scrape after traffic.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
 
-use http::{Method, StatusCode};
+use http::{Method, Request, StatusCode, Version};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use support::{
-    FakeBackend, FaultyBackend, FileProxy, LISTENER, backend, eventually_async, get, route,
+    FakeBackend, FaultyBackend, FileProxy, LISTENER, PATIENCE, ProtocolBackend, TestBody, backend,
+    backend_with, empty, eventually_async, get, route, ws_echo,
 };
 
 const HOST_NAME: &str = "metrics.test";
@@ -395,5 +405,200 @@ async fn access_log_file_gets_one_json_line_per_request() {
         );
         assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
         assert!(line["revision"].as_u64().is_some_and(|r| r >= 1));
+    }
+}
+
+/// A WebSocket opened through the proxy with an HTTP/1.1 Upgrade.
+async fn ws_http1(addr: SocketAddr) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("WebSocket handshake through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+/// A WebSocket opened through the proxy with an HTTP/2 extended CONNECT
+/// (RFC 8441); the sender keeps the h2 connection alive.
+async fn ws_h2(
+    addr: SocketAddr,
+) -> (
+    http2::SendRequest<TestBody>,
+    WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+) {
+    let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri("http://ws.test/ws")
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .expect("extended CONNECT");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    sender.ready().await.expect("h2 connection ready");
+    let resp = sender.send_request(req).await.expect("CONNECT sent");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "extended CONNECT is answered 200"
+    );
+    let upgraded = hyper::upgrade::on(resp).await.expect("h2 tunnel");
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    (sender, ws)
+}
+
+fn tunnels_open(text: &str, backend: &str) -> Option<f64> {
+    sample(
+        text,
+        "sluicegate_tunnels_open",
+        &[("route", "web"), ("backend", backend)],
+    )
+}
+
+#[tokio::test]
+async fn open_tunnels_are_counted_until_they_close() {
+    let blue = ProtocolBackend::cleartext("blue").await;
+    let green = ProtocolBackend::cleartext("green").await;
+    let config = format!(
+        "{LISTENER}{}",
+        route(
+            "web",
+            "",
+            "",
+            &[
+                backend_with("blue", Some("100"), &[blue.endpoint()], &[]),
+                backend_with("green", Some("0"), &[green.endpoint()], &[]),
+            ],
+        )
+    );
+    let proxy = FileProxy::start(&config).await;
+    let text = scrape(&proxy).await;
+    assert_eq!(tunnels_open(&text, "blue"), Some(0.0), "{text}");
+    assert!(
+        text.contains("# TYPE sluicegate_tunnels_open gauge"),
+        "{text}"
+    );
+
+    let mut upgraded = ws_http1(proxy.addr).await;
+    assert_eq!(ws_echo(&mut upgraded, "one").await, "blue: one");
+    assert_eq!(tunnels_open(&scrape(&proxy).await, "blue"), Some(1.0));
+
+    let (h2_connection, mut extended) = ws_h2(proxy.addr).await;
+    assert_eq!(ws_echo(&mut extended, "two").await, "blue: two");
+    assert_eq!(tunnels_open(&scrape(&proxy).await, "blue"), Some(2.0));
+
+    upgraded
+        .close(None)
+        .await
+        .expect("close the HTTP/1.1 WebSocket");
+    drop(upgraded);
+    eventually_async("the HTTP/1.1 tunnel to leave the gauge", || async {
+        tunnels_open(&scrape(&proxy).await, "blue") == Some(1.0)
+    })
+    .await;
+
+    // The client goes away without a close frame: the h2 connection drops.
+    drop(extended);
+    drop(h2_connection);
+    eventually_async("the h2 tunnel to leave the gauge", || async {
+        tunnels_open(&scrape(&proxy).await, "blue") == Some(0.0)
+    })
+    .await;
+    assert_eq!(tunnels_open(&scrape(&proxy).await, "green"), Some(0.0));
+}
+
+/// Runs the real `promtool check metrics` on `text`; its complaints, if any.
+async fn promtool_complaints(text: &str) -> Option<String> {
+    let spawned = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "cannot run `promtool` ({e}): this test needs it on PATH; on Debian \
+             `apt-get install -y --no-install-recommends prometheus` (.ci/run installs it)"
+        ),
+    };
+    let mut stdin = child.stdin.take().expect("promtool stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("write the metrics to promtool");
+    drop(stdin);
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("promtool finished within PATIENCE")
+        .expect("promtool ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (!output.status.success() || !said.trim().is_empty())
+        .then(|| format!("promtool exit {:?}:\n{said}", output.status.code()))
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_check_after_traffic() {
+    let (blue, green) = (
+        FakeBackend::start("blue").await,
+        FakeBackend::start("green").await,
+    );
+    let echo = ProtocolBackend::cleartext("echo").await;
+    // A WebSocket route first, then `web` with a canary (gauge) and a mirror.
+    let ws_route = route(
+        "sockets",
+        "path_prefix = \"/ws\"",
+        "",
+        &[backend_with("echo", None, &[echo.endpoint()], &[])],
+    );
+    let extras = "\n  [routes.mirror]\n  backend = \"green\"\n  percent = 100\n\n  \
+                  [routes.canary]\n  baseline = \"blue\"\n  canary = \"green\"\n  \
+                  steps = [10, 50, 100]\n  interval = \"1m\"\n";
+    let web = two_backends(&blue, &green, "").replacen(LISTENER, "", 1);
+    let config = format!("{LISTENER}{ws_route}{web}{extras}");
+    let proxy = FileProxy::start(&config).await;
+
+    for path in ["/", "/status/503", "/status/404", "/download/100"] {
+        for _ in 0..10 {
+            get(proxy.addr, HOST_NAME, path).await;
+        }
+    }
+    let (status, _) = proxy
+        .put_weights("web", &[("blue", 80.0), ("green", 20.0)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ws = ws_http1(proxy.addr).await;
+    assert_eq!(ws_echo(&mut ws, "hi").await, "echo: hi");
+
+    let text = scrape(&proxy).await;
+    for family in [
+        "sluicegate_requests_total",
+        "sluicegate_request_duration_seconds_bucket",
+        "sluicegate_backend_weight",
+        "sluicegate_endpoint_healthy",
+        "sluicegate_mirror_total",
+        "sluicegate_canary_weight",
+        "sluicegate_connections_refused_total",
+        "sluicegate_tunnels_open",
+        "sluicegate_open_connections",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "no {family} series in\n{text}"
+        );
+    }
+    if let Some(complaints) = promtool_complaints(&text).await {
+        panic!("{complaints}\n--- /metrics ---\n{text}");
     }
 }

@@ -77,18 +77,42 @@ impl Token {
         &self.0
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <token>`, compared in
-    /// constant time. The query string is never looked at.
-    pub fn accepts(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
+    /// What the `Authorization` header of a request says, the token compared
+    /// in constant time. The query string is never looked at.
+    pub fn check(&self, headers: &HeaderMap) -> Credentials {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            // None at all, or several: a caller that means one token sends one.
+            return if headers.contains_key(http::header::AUTHORIZATION) {
+                Credentials::Wrong
+            } else {
+                Credentials::Missing
+            };
         };
-        constant_time_eq(given.trim().as_bytes(), self.0.as_bytes())
+        let given = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), self.0.as_bytes()) => {
+                Credentials::Valid
+            }
+            _ => Credentials::Wrong,
+        }
     }
+}
+
+/// What a request presents to the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// No `Authorization` header.
+    Missing,
+    /// `Authorization: Bearer <the token>`.
+    Valid,
+    /// Anything else in `Authorization`: another token, another scheme, an
+    /// empty value, several headers. Refused on every endpoint (SPEC §3).
+    Wrong,
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -126,14 +150,29 @@ mod tests {
     #[test]
     fn bearer_token_is_checked() {
         let token = Token("secret".into());
-        let mut headers = HeaderMap::new();
-        assert!(!token.accepts(&headers));
-        headers.insert("authorization", "Bearer wrong!".parse().unwrap());
-        assert!(!token.accepts(&headers));
-        headers.insert("authorization", "Bearer secret".parse().unwrap());
-        assert!(token.accepts(&headers));
-        headers.insert("authorization", "Basic secret".parse().unwrap());
-        assert!(!token.accepts(&headers));
+        let check = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("authorization", value.parse().unwrap());
+            }
+            token.check(&headers)
+        };
+        assert_eq!(check(&[]), Credentials::Missing);
+        assert_eq!(check(&["Bearer secret"]), Credentials::Valid);
+        assert_eq!(check(&["Bearer  secret "]), Credentials::Valid);
+        for wrong in [
+            "Bearer wrong!",
+            "Bearer secre",
+            "Bearer ",
+            "",
+            "Basic secret",
+        ] {
+            assert_eq!(check(&[wrong]), Credentials::Wrong, "{wrong:?}");
+        }
+        assert_eq!(
+            check(&["Bearer secret", "Bearer secret"]),
+            Credentials::Wrong
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::connection::{self, Tracker};
 use crate::history::{Source, WeightMap};
 use crate::reload::Reloader;
 use crate::state::{ChangeError, Route, State};
-pub use auth::Token;
+pub use auth::{Credentials, Token};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -141,25 +141,49 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
     }
 }
 
-/// One admin request: authorise, route, answer JSON.
+/// One admin request: authorise, route, answer JSON. HEAD is answered as
+/// GET would be, the body left out.
 pub async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> AdminResponse {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = route_request(admin, req).await;
-    let response = match result {
+    let mut response = match result {
         Ok(resp) => resp,
-        Err(e) => {
-            let mut body = json!({ "error": e.message });
-            if !e.details.is_empty() {
-                body["errors"] = json!(e.details);
-            }
-            json_response(e.status, &body)
-        }
+        Err(e) => error_response(&e),
     };
-    if method != Method::GET {
+    if method == Method::HEAD {
+        response = without_body(response);
+    }
+    if method != Method::GET && method != Method::HEAD {
         tracing::info!(%peer, %method, %path, status = response.status().as_u16(), "admin request");
     }
     response
+}
+
+fn error_response(e: &ApiError) -> AdminResponse {
+    let mut body = json!({ "error": e.message });
+    if !e.details.is_empty() {
+        body["errors"] = json!(e.details);
+    }
+    let mut resp = json_response(e.status, &body);
+    if e.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+/// The answer to HEAD: the GET answer's status and header fields, its
+/// `Content-Length` included, and no body.
+fn without_body(resp: AdminResponse) -> AdminResponse {
+    let (mut head, body) = resp.into_parts();
+    if let Some(length) = http_body::Body::size_hint(&body).exact() {
+        head.headers
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    }
+    Response::from_parts(head, Full::new(Bytes::new()))
 }
 
 async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, ApiError> {
@@ -171,7 +195,22 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
         .map(percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let method = req.method().clone();
+    let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
+    // HEAD takes the GET path; `handle` drops the body.
+    let method = if is_read {
+        Method::GET
+    } else {
+        req.method().clone()
+    };
+    // Checked before anything else: a token that is presented and wrong is
+    // refused everywhere, on the probes and the dashboard too (SPEC §3).
+    let credentials = admin.token.check(req.headers());
+    if credentials == Credentials::Wrong {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token (Authorization: Bearer TOKEN)",
+        ));
+    }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(text_response(StatusCode::OK, "ok\n")),
         // The page holds nothing secret: it asks for the token the API calls need.
@@ -188,12 +227,11 @@ async fn route_request(admin: &Admin, req: Request<Incoming>) -> Result<AdminRes
         }
         _ => {}
     }
-    let is_read = method == Method::GET || method == Method::HEAD;
-    let allowed = (is_read && admin.open_reads) || admin.token.accepts(req.headers());
+    let allowed = credentials == Credentials::Valid || (is_read && admin.open_reads);
     if !allowed {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+            "missing bearer token (Authorization: Bearer TOKEN)",
         ));
     }
     let query = req.uri().query().unwrap_or("").to_string();

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use sluicegate::config::Config;
 
-use super::{Http1Client, Reply, TestProxy, empty, eventually_async, full, get};
+use super::{Http1Client, RawConn, RawHead, Reply, TestProxy, empty, eventually_async, full, get};
 
 /// File names inside the temp dir.
 pub const CONFIG_FILE: &str = "sluicegate.toml";
@@ -253,6 +253,29 @@ impl FileProxy {
         let body = if body.is_empty() { empty() } else { full(body) };
         let req = req.body(body).expect("valid admin request");
         Http1Client::connect(self.admin_addr).await.send(req).await
+    }
+
+    /// Sends `METHOD path` with no body on a fresh connection that closes
+    /// after it, and returns the head and every byte after it as sent, so a
+    /// HEAD answer that carries a body shows.
+    pub async fn admin_wire(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (RawHead, Vec<u8>) {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.admin_addr
+        );
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut conn = RawConn::connect(self.admin_addr).await;
+        conn.send(request.as_bytes()).await;
+        let head = conn.read_head().await;
+        (head, conn.read_to_close().await)
     }
 
     /// PUT /api/v1/routes/{route}/weights with the token.
