@@ -11,30 +11,48 @@ use http::{Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use support::{
-    ChannelBody, FakeBackend, GeneratedBody, H2Client, Http1Client, TestProxy, count_body_bytes,
-    get, single_backend_config, two_backend_config,
+    ChannelBody, FakeBackend, GeneratedBody, H1Path, H2Client, Http1Client, TestProxy, backend,
+    count_body_bytes, get, listener_on, route, two_backend_config,
 };
 
 const MIB_100: u64 = 100 * 1024 * 1024;
 
-async fn echo_proxy() -> (FakeBackend, TestProxy) {
+async fn echo_proxy(path: H1Path) -> (FakeBackend, TestProxy) {
     let blue = FakeBackend::start("blue").await;
-    let proxy = TestProxy::start(&single_backend_config("blue", &[&blue])).await;
-    (blue, proxy)
+    let config = format!(
+        "{}{}",
+        listener_on(path),
+        route("web", "", "", &[backend("blue", None, &[blue.addr])])
+    );
+    (blue, TestProxy::start(&config).await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x_forwarded_for_is_set_to_the_client_ip() {
-    let (_blue, proxy) = echo_proxy().await;
+on_both_paths!(
+    x_forwarded_for_is_set_to_the_client_ip,
+    x_forwarded_for_appends_to_an_existing_value,
+    x_forwarded_proto_and_host_are_set,
+    host_header_is_preserved,
+    hop_by_hop_request_headers_are_stripped,
+    hop_by_hop_response_headers_are_stripped,
+    large_request_body_is_streamed_up,
+    large_sized_request_body_is_streamed_up,
+    request_body_reaches_the_backend_before_it_ends,
+    large_response_body_is_streamed_down,
+    response_body_reaches_the_client_before_it_ends,
+    keep_alive_connection_serves_many_requests,
+    upstream_connections_are_pooled_and_reused
+);
+
+async fn x_forwarded_for_is_set_to_the_client_ip(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
 
     let echo = get(proxy.addr, "shop.example.com", "/echo").await.echo();
 
     assert_eq!(echo.joined("x-forwarded-for"), "127.0.0.1");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x_forwarded_for_appends_to_an_existing_value() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn x_forwarded_for_appends_to_an_existing_value(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
     let req = Request::builder()
         .uri("/echo")
         .header(HOST, "shop.example.com")
@@ -50,9 +68,8 @@ async fn x_forwarded_for_appends_to_an_existing_value() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x_forwarded_proto_and_host_are_set() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn x_forwarded_proto_and_host_are_set(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
 
     let echo = get(proxy.addr, "shop.example.com", "/echo").await.echo();
 
@@ -60,9 +77,8 @@ async fn x_forwarded_proto_and_host_are_set() {
     assert_eq!(echo.header("x-forwarded-host"), ["shop.example.com"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_header_is_preserved() {
-    let (blue, proxy) = echo_proxy().await;
+async fn host_header_is_preserved(path: H1Path) {
+    let (blue, proxy) = echo_proxy(path).await;
 
     let echo = get(proxy.addr, "shop.example.com", "/echo").await.echo();
 
@@ -77,9 +93,8 @@ async fn host_header_is_preserved() {
     assert_eq!(echo.version, "HTTP/1.1");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_request_headers_are_stripped() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn hop_by_hop_request_headers_are_stripped(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
     let req = Request::builder()
         .uri("/echo")
         .header(HOST, "shop.example.com")
@@ -116,9 +131,8 @@ async fn hop_by_hop_request_headers_are_stripped() {
     assert_eq!(echo.header("x-end-to-end"), ["kept"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_response_headers_are_stripped() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn hop_by_hop_response_headers_are_stripped(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
 
     let reply = get(proxy.addr, "shop.example.com", "/hop-headers").await;
 
@@ -140,9 +154,8 @@ async fn hop_by_hop_response_headers_are_stripped() {
     assert_eq!(reply.headers["x-resp-end-to-end"], "kept");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_request_body_is_streamed_up() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn large_request_body_is_streamed_up(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
     let req = Request::builder()
         .method(Method::POST)
         .uri("/upload")
@@ -156,9 +169,8 @@ async fn large_request_body_is_streamed_up() {
     assert_eq!(reply.text(), MIB_100.to_string());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_sized_request_body_is_streamed_up() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn large_sized_request_body_is_streamed_up(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
     let len = 10 * 1024 * 1024 + 7;
     let req = Request::builder()
         .method(Method::PUT)
@@ -173,9 +185,8 @@ async fn large_sized_request_body_is_streamed_up() {
     assert_eq!(reply.text(), len.to_string());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_body_reaches_the_backend_before_it_ends() {
-    let (blue, proxy) = echo_proxy().await;
+async fn request_body_reaches_the_backend_before_it_ends(path: H1Path) {
+    let (blue, proxy) = echo_proxy(path).await;
     let (tx, body) = ChannelBody::new();
     let req = Request::builder()
         .method(Method::POST)
@@ -203,9 +214,8 @@ async fn request_body_reaches_the_backend_before_it_ends() {
     assert_eq!(reply.text(), (16 * 1024 + 1000).to_string());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_response_body_is_streamed_down() {
-    let (_blue, proxy) = echo_proxy().await;
+async fn large_response_body_is_streamed_down(path: H1Path) {
+    let (_blue, proxy) = echo_proxy(path).await;
     let mut client = Http1Client::connect(proxy.addr).await;
 
     let resp = client
@@ -220,9 +230,8 @@ async fn large_response_body_is_streamed_down() {
     assert_eq!(count_body_bytes(resp.into_body()).await, MIB_100);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_body_reaches_the_client_before_it_ends() {
-    let (blue, proxy) = echo_proxy().await;
+async fn response_body_reaches_the_client_before_it_ends(path: H1Path) {
+    let (blue, proxy) = echo_proxy(path).await;
     let mut client = Http1Client::connect(proxy.addr).await;
 
     let resp = client
@@ -272,7 +281,7 @@ async fn h2c_prior_knowledge_client_gets_the_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_request_is_forwarded_as_http1_with_host_and_forwarded_headers() {
-    let (_blue, proxy) = echo_proxy().await;
+    let (_blue, proxy) = echo_proxy(H1Path::Fast).await;
     let mut client = H2Client::connect(proxy.addr).await;
 
     let reply = client.get("shop.example.com", "/echo").await;
@@ -324,9 +333,8 @@ async fn h2c_routes_by_authority() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_connection_serves_many_requests() {
-    let (blue, proxy) = echo_proxy().await;
+async fn keep_alive_connection_serves_many_requests(path: H1Path) {
+    let (blue, proxy) = echo_proxy(path).await;
     let mut client = Http1Client::connect(proxy.addr).await;
 
     for i in 0..20 {
@@ -337,9 +345,8 @@ async fn keep_alive_connection_serves_many_requests() {
     assert_eq!(blue.hits(), 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_connections_are_pooled_and_reused() {
-    let (blue, proxy) = echo_proxy().await;
+async fn upstream_connections_are_pooled_and_reused(path: H1Path) {
+    let (blue, proxy) = echo_proxy(path).await;
 
     // Fresh client connections each time: only the upstream side can be reused.
     for _ in 0..30 {

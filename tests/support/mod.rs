@@ -47,6 +47,30 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// The bytes of every streamed chunk; static so streaming allocates nothing per chunk.
 static CHUNK: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 
+/// Runs each listed `async fn NAME(path: H1Path)` as two tests, `fast_path::NAME`
+/// and `hyper_path::NAME`: the same behaviour on both HTTP/1.1 paths.
+#[macro_export]
+macro_rules! on_both_paths {
+    ($($name:ident),* $(,)?) => {
+        mod fast_path {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::H1Path::Fast).await;
+                }
+            )*
+        }
+        mod hyper_path {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::H1Path::Hyper).await;
+                }
+            )*
+        }
+    };
+}
+
 /// How long a helper waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
