@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::{
-    FaultyBackend, FileProxy, Http1Client, LISTENER, TestProxy, backend, eventually,
+    FaultyBackend, FileProxy, Http1Client, LISTENER, RawConn, TestProxy, backend, eventually,
     eventually_async, full, get, get_request, route, send, timeouts, weight_map,
 };
 
@@ -55,6 +55,25 @@ fn config(extra: &str, groups: &[String]) -> String {
 fn outlier(lines: &str) -> String {
     format!("    [routes.backends.outlier]\n{lines}\n")
 }
+
+/// Failures in a row that eject under [`long_ejection`].
+const FAILURES: usize = 3;
+
+/// Ejection after [`FAILURES`] failures, for a minute: far longer than any
+/// test waits, so an endpoint back within a test was not back by the clock.
+fn long_ejection() -> String {
+    outlier("    consecutive_failures = 3\n    base_ejection = \"60s\"\n    max_ejection = \"60s\"")
+}
+
+/// Checks every 100 ms that never fail often enough to mark an endpoint down
+/// (so a dead one is out only by passive ejection) and pass at once.
+const LENIENT_HEALTH: &str = r#"    [routes.backends.health]
+    path = "/healthz"
+    interval = "100ms"
+    timeout = "100ms"
+    unhealthy_threshold = 1000
+    healthy_threshold = 1
+"#;
 
 // ---------------------------------------------------------------------------
 // Continuous load
@@ -219,6 +238,13 @@ fn healthy(route: &Value, backend: &str, fake: &FaultyBackend) -> bool {
         .expect("healthy flag")
 }
 
+/// `up`, `down`, `ejected` or `draining`.
+fn state<'a>(route: &'a Value, backend: &str, fake: &FaultyBackend) -> &'a str {
+    endpoint_view(route, backend, fake)["state"]
+        .as_str()
+        .expect("endpoint state")
+}
+
 fn draining(route: &Value, backend: &str, fake: &FaultyBackend) -> bool {
     endpoint_view(route, backend, fake)["draining"]
         .as_bool()
@@ -228,6 +254,41 @@ fn draining(route: &Value, backend: &str, fake: &FaultyBackend) -> bool {
 /// Polls the API until `check` holds for route `web`; returns how long it took.
 async fn wait_for_route(proxy: &FileProxy, what: &str, check: impl Fn(&Value) -> bool) -> Duration {
     eventually_async(what, || async { check(&web_route(proxy).await) }).await
+}
+
+/// Sends GETs, each of which must succeed (retried on another endpoint), until
+/// `fake`'s endpoint in `backend` is ejected by their failures.
+async fn eject_by_failures(proxy: &FileProxy, backend: &str, fake: &FaultyBackend) {
+    eventually_async(&format!("{} to be ejected", fake.name), || async {
+        let reply = get(proxy.addr, HOST_NAME, "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        state(&web_route(proxy).await, backend, fake) == "ejected"
+    })
+    .await;
+}
+
+/// Sends GETs until one is served by `fake`; returns how long it took.
+async fn until_served_by(proxy: &FileProxy, fake: &FaultyBackend) -> Duration {
+    eventually_async(&format!("{} to serve again", fake.name), || async {
+        get(proxy.addr, HOST_NAME, "/").await.backend().as_deref() == Some(fake.name.as_str())
+    })
+    .await
+}
+
+/// `n` GETs, all answered 200 by `fake`.
+async fn all_served_by(proxy: &FileProxy, fake: &FaultyBackend, n: usize) {
+    for _ in 0..n {
+        let reply = get(proxy.addr, HOST_NAME, "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.backend().as_deref(), Some(fake.name.as_str()));
+    }
+}
+
+async fn post_reload(proxy: &FileProxy) {
+    let (status, body) = proxy
+        .admin_send(Method::POST, "/api/v1/reload", None, Some(&proxy.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "reload: {body}");
 }
 
 /// POST …/backends/{backend}/endpoints/{addr, percent-encoded}/{drain|undrain}.
@@ -682,4 +743,175 @@ async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
         .wait_stopped(Duration::from_secs(5))
         .await
         .expect("run returns Ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers() {
+    let mut only = FaultyBackend::start("only").await;
+    let proxy = FileProxy::start(&config(
+        "",
+        &[group("blue", None, &[&only], &long_ejection())],
+    ))
+    .await;
+    assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
+
+    // 5xx: every answer is the backend's own, never the proxy's 503.
+    only.set_status(500);
+    for _ in 0..FAILURES * 2 {
+        let reply = get(proxy.addr, HOST_NAME, "/").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            reply.text()
+        );
+    }
+    let route = web_route(&proxy).await;
+    assert_eq!(state(&route, "blue", &only), "up", "{route}");
+    only.set_status(200);
+    let reply = get(proxy.addr, HOST_NAME, "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // Connection refused: 502, never 503; the first request after the
+    // restart is served.
+    only.kill().await;
+    for _ in 0..FAILURES * 2 {
+        let reply = get(proxy.addr, HOST_NAME, "/").await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    }
+    let route = web_route(&proxy).await;
+    assert_eq!(state(&route, "blue", &only), "up", "{route}");
+    only.restart().await;
+    let reply = get(proxy.addr, HOST_NAME, "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.backend().as_deref(), Some("only"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
+    let mut one = FaultyBackend::start("one").await;
+    let two = FaultyBackend::start("two").await;
+    let proxy = FileProxy::start(&config(
+        "",
+        &[group("blue", None, &[&one, &two], &long_ejection())],
+    ))
+    .await;
+    one.kill().await;
+    eject_by_failures(&proxy, "blue", &one).await;
+
+    two.set_status(500);
+    for _ in 0..FAILURES * 2 {
+        let reply = get(proxy.addr, HOST_NAME, "/").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the last endpoint answers, not the proxy's 503: {}",
+            reply.text()
+        );
+    }
+    let route = web_route(&proxy).await;
+    assert_eq!(state(&route, "blue", &two), "up", "{route}");
+    assert_eq!(state(&route, "blue", &one), "ejected", "{route}");
+
+    // Ejection still works: `one`, back up, sits out its minute.
+    two.set_status(200);
+    one.restart().await;
+    let before = one.requests();
+    all_served_by(&proxy, &two, 20).await;
+    assert_eq!(one.requests(), before, "an ejected endpoint got requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_health_check_ends_an_ejection() {
+    let mut one = FaultyBackend::start("one").await;
+    let two = FaultyBackend::start("two").await;
+    let tables = format!("{LENIENT_HEALTH}{}", long_ejection());
+    let proxy = FileProxy::start(&config("", &[group("blue", None, &[&one, &two], &tables)])).await;
+    one.kill().await;
+    eject_by_failures(&proxy, "blue", &one).await;
+    let checks = one.health_checks();
+
+    one.restart().await;
+    let took = wait_for_route(&proxy, "the passing check to end the ejection", |r| {
+        state(r, "blue", &one) == "up"
+    })
+    .await;
+    assert!(
+        one.health_checks() > checks,
+        "back after {took:?} without a check"
+    );
+    until_served_by(&proxy, &one).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_turning_ejection_off_lifts_a_running_ejection() {
+    let mut one = FaultyBackend::start("one").await;
+    let two = FaultyBackend::start("two").await;
+    let addrs = [one.addr, two.addr];
+    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let proxy = FileProxy::start(&body(&long_ejection())).await;
+    one.kill().await;
+    eject_by_failures(&proxy, "blue", &one).await;
+    one.restart().await;
+    let before = one.requests();
+    all_served_by(&proxy, &two, 10).await;
+    assert_eq!(one.requests(), before, "an ejected endpoint got requests");
+
+    proxy.write_config(&body(&outlier("    consecutive_failures = 0")));
+    post_reload(&proxy).await;
+    let route = web_route(&proxy).await;
+    assert_eq!(state(&route, "blue", &one), "up", "{route}");
+    until_served_by(&proxy, &one).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
+    let mut one = FaultyBackend::start("one").await;
+    let two = FaultyBackend::start("two").await;
+    let addrs = [one.addr, two.addr];
+    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let proxy = FileProxy::start(&body(&long_ejection())).await;
+    one.kill().await;
+    eject_by_failures(&proxy, "blue", &one).await;
+    one.restart().await;
+
+    let short = outlier(
+        "    consecutive_failures = 3\n    base_ejection = \"300ms\"\n    max_ejection = \"300ms\"",
+    );
+    proxy.write_config(&body(&short));
+    post_reload(&proxy).await;
+    wait_for_route(&proxy, "the shortened ejection to end", |r| {
+        state(r, "blue", &one) == "up"
+    })
+    .await;
+    until_served_by(&proxy, &one).await;
+}
+
+/// Ejection is for upstream failures: a client's body that breaks after the
+/// request reached an endpoint is the client's fault. Two endpoints, so an
+/// ejection could happen (a sole endpoint would be kept in regardless).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_client_bodies_eject_no_endpoint() {
+    let one = FaultyBackend::start("one").await;
+    let two = FaultyBackend::start("two").await;
+    let proxy = FileProxy::start(&config(
+        "",
+        &[group("blue", None, &[&one, &two], &long_ejection())],
+    ))
+    .await;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST_NAME}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    );
+    let arrived = || one.count("POST", "/upload") + two.count("POST", "/upload");
+    for sent in 1..=FAILURES * 4 {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        conn.send(head.as_bytes()).await;
+        eventually("the request to reach an endpoint", || arrived() == sent).await;
+        conn.send(b"zz\r\nhello\r\n0\r\n\r\n").await;
+        assert_eq!(conn.read_head().await.status, 400);
+    }
+    let route = web_route(&proxy).await;
+    for fake in [&one, &two] {
+        assert_eq!(state(&route, "blue", fake), "up", "{route}");
+    }
 }

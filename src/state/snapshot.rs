@@ -12,12 +12,13 @@ use tokio::sync::Notify;
 use super::router::Router;
 use crate::balance::{StickyRanges, WeightedPicker};
 use crate::config::{
-    Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT, Transport, Weight,
+    BackendConfig, Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT,
+    Transport, Weight,
 };
 use crate::history::WeightMap;
 use crate::mirror::MirrorState;
 use crate::telemetry::{BackendMetrics, Telemetry};
-use crate::upstream::Endpoint;
+use crate::upstream::{EjectionGuard, EjectionRules, Endpoint};
 
 /// Everything the request path needs, swapped as a whole.
 #[derive(Debug)]
@@ -178,20 +179,35 @@ impl Snapshot {
         pool: &EndpointPool,
         telemetry: &Telemetry,
     ) -> Snapshot {
-        let routes: Vec<Route> = config
+        // Endpoints by route and backend. They take this snapshot's ejection
+        // rules before any availability is read: the rules may lift an ejection.
+        let endpoints: Vec<Vec<Vec<Arc<Endpoint>>>> = config
             .routes
             .iter()
             .map(|rc| {
+                rc.backends
+                    .iter()
+                    .map(|bc| {
+                        bc.endpoints
+                            .iter()
+                            .map(|a| pool.get(a, &bc.transport, config.timeouts.upstream_idle))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        share_ejection_rules(&config.routes, &endpoints);
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .zip(endpoints)
+            .map(|(rc, route_endpoints)| {
                 let chosen = overrides.get(&rc.name);
                 let mut backends: Vec<Backend> = rc
                     .backends
                     .iter()
-                    .map(|bc| {
-                        let endpoints: Vec<Arc<Endpoint>> = bc
-                            .endpoints
-                            .iter()
-                            .map(|a| pool.get(a, &bc.transport, config.timeouts.upstream_idle))
-                            .collect();
+                    .zip(route_endpoints)
+                    .map(|(bc, endpoints)| {
                         let weight = chosen.map_or(bc.weight, |w| w.get(&bc.name));
                         Backend {
                             name: bc.name.clone(),
@@ -277,6 +293,56 @@ impl Route {
     /// The backend called `name`.
     pub fn backend(&self, name: &str) -> Option<&Backend> {
         self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// Hands every endpoint its passive-ejection rules for this snapshot (see
+/// `upstream::outlier`): the outlier settings of every backend listing it,
+/// and the guards it is in. A route with failover is one guard: a backend
+/// left without endpoints hands its share to the others, so only the last
+/// available endpoint of the whole route is kept in. Without failover each
+/// backend is a guard, since its share would get 503. An endpoint in several
+/// routes is in a guard of each, and an ejection that would empty any of
+/// them is refused.
+fn share_ejection_rules(routes: &[RouteConfig], endpoints: &[Vec<Vec<Arc<Endpoint>>>]) {
+    type ByEndpoint<'a> = HashMap<*const Endpoint, (&'a Arc<Endpoint>, EjectionRules)>;
+    fn add<'a>(
+        rules: &mut ByEndpoint<'a>,
+        backend: &BackendConfig,
+        endpoints: &'a [Arc<Endpoint>],
+        guard: &Arc<EjectionGuard>,
+    ) {
+        for endpoint in endpoints {
+            let (_, entry) = rules
+                .entry(Arc::as_ptr(endpoint))
+                .or_insert_with(|| (endpoint, EjectionRules::default()));
+            entry.add_backend(&backend.outlier);
+            entry.add_guard(guard);
+        }
+    }
+    let mut rules = ByEndpoint::new();
+    for (route, route_endpoints) in routes.iter().zip(endpoints) {
+        let backends = route.backends.iter().zip(route_endpoints);
+        if route.failover {
+            let all = route_endpoints.iter().flatten();
+            let guard = EjectionGuard::new(format!("route `{}`", route.name), all);
+            for (backend, endpoints) in backends {
+                add(&mut rules, backend, endpoints, &guard);
+            }
+        } else {
+            for (backend, endpoints) in backends {
+                let name = format!("backend `{}` of route `{}`", backend.name, route.name);
+                add(
+                    &mut rules,
+                    backend,
+                    endpoints,
+                    &EjectionGuard::new(name, endpoints),
+                );
+            }
+        }
+    }
+    for (endpoint, rules) in rules.into_values() {
+        endpoint.set_ejection_rules(rules);
     }
 }
 
@@ -366,6 +432,120 @@ backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
         assert_eq!(find(Some("other.test"), "/static/a.css"), Some("rest"));
         assert_eq!(find(Some("other.test"), "/"), None);
         assert_eq!(find(None, "/static/"), Some("rest"));
+    }
+
+    /// The endpoint `addr` of `route`'s `backend`.
+    fn endpoint<'s>(s: &'s Snapshot, route: &str, backend: &str, addr: &str) -> &'s Arc<Endpoint> {
+        s.route(route)
+            .and_then(|r| r.backend(backend))
+            .and_then(|b| b.endpoint(addr))
+            .unwrap_or_else(|| panic!("no {addr} in {route}/{backend}"))
+    }
+
+    fn fail(endpoint: &Arc<Endpoint>, s: &Snapshot, times: u32) {
+        let outlier = s.routes[0].backends[0].outlier;
+        for _ in 0..times {
+            endpoint.record_failure(&outlier);
+        }
+    }
+
+    #[tokio::test]
+    async fn ejection_never_empties_a_route_of_a_shared_endpoint() {
+        let s = snapshot(
+            r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "both"
+match = { path_prefix = "/both/" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1", "127.0.0.1:2"] }]
+[[routes]]
+name = "only"
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+"#,
+        );
+        let shared = endpoint(&s, "both", "a", "127.0.0.1:1");
+        assert!(Arc::ptr_eq(
+            shared,
+            endpoint(&s, "only", "a", "127.0.0.1:1")
+        ));
+        fail(shared, &s, 10);
+        assert_eq!(shared.state(), "up", "route `only` has no other endpoint");
+        let other = endpoint(&s, "both", "a", "127.0.0.1:2");
+        fail(other, &s, 5);
+        assert_eq!(
+            other.state(),
+            "ejected",
+            "route `both` keeps the shared one"
+        );
+    }
+
+    #[tokio::test]
+    async fn failover_lets_a_backend_empty_while_another_serves() {
+        let two_groups = |failover: bool| {
+            format!(
+                r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+failover = {failover}
+[[routes.backends]]
+name = "blue"
+weight = 50
+endpoints = ["127.0.0.1:1"]
+[[routes.backends]]
+name = "green"
+weight = 50
+endpoints = ["127.0.0.1:2"]
+"#
+            )
+        };
+        let s = snapshot(&two_groups(true));
+        let blue = endpoint(&s, "web", "blue", "127.0.0.1:1");
+        fail(blue, &s, 5);
+        assert_eq!(blue.state(), "ejected", "green takes blue's share");
+
+        // Without failover blue's share would get 503: its only endpoint stays.
+        let s = snapshot(&two_groups(false));
+        let blue = endpoint(&s, "web", "blue", "127.0.0.1:1");
+        fail(blue, &s, 5);
+        assert_eq!(blue.state(), "up");
+    }
+
+    #[tokio::test]
+    async fn snapshot_that_turns_ejection_off_counts_the_endpoint_available() {
+        let config = |failures: u32| {
+            let text = format!(
+                r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+[[routes.backends]]
+name = "blue"
+weight = 50
+endpoints = ["127.0.0.1:1"]
+outlier = {{ consecutive_failures = {failures} }}
+[[routes.backends]]
+name = "green"
+weight = 50
+endpoints = ["127.0.0.1:2"]
+"#
+            );
+            Arc::new(Config::parse(&text, "test.toml", Format::Toml).unwrap())
+        };
+        let (pool, telemetry) = (EndpointPool::default(), Telemetry::new());
+        let build = |c| Snapshot::build(c, 1, &HashMap::new(), &pool, &telemetry);
+        let before = build(config(1));
+        fail(endpoint(&before, "web", "blue", "127.0.0.1:1"), &before, 1);
+        let after = build(config(0));
+        let blue = after.route("web").and_then(|r| r.backend("blue")).unwrap();
+        assert!(
+            blue.available,
+            "the new rules apply before availability is read"
+        );
+        assert_eq!(blue.effective, Weight(5000));
     }
 
     #[test]

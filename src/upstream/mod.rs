@@ -1,12 +1,13 @@
-//! Upstream endpoints: their health (active checks, passive ejection, drain)
-//! and their connections (`conn`).
+//! Upstream endpoints: their health (active checks, passive ejection in
+//! `outlier`, drain) and their connections (`conn`).
 
 mod conn;
+mod outlier;
 mod raw;
 pub mod tls;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
@@ -16,6 +17,7 @@ use crate::config::{EndpointAddr, OutlierConfig, Transport};
 
 use conn::Pool;
 pub use conn::{Connection, PooledBody};
+pub use outlier::{EjectionGuard, EjectionRules};
 pub use raw::RawConn;
 
 /// One upstream `host:port` with its connection pool and health.
@@ -42,11 +44,17 @@ struct Health {
     /// The active check's verdict; endpoints start healthy.
     check_up: AtomicBool,
     check_streak: AtomicU32,
+    /// Passively ejected: mirrors `outlier`'s running ejection for the hot path.
     ejected: AtomicBool,
     /// Consecutive failures of real requests.
     failures: AtomicU32,
     /// Ejections in a row, for the growing back-off.
     ejections: AtomicU32,
+    /// An ejection was refused (last available endpoint) and logged; cleared
+    /// by a success, so the warning comes once per bad spell.
+    refused: AtomicBool,
+    /// Ejection rules and the running ejection ([`outlier`]).
+    outlier: Mutex<outlier::Outlier>,
     draining: AtomicBool,
 }
 
@@ -79,6 +87,8 @@ impl Endpoint {
                 ejected: AtomicBool::new(false),
                 failures: AtomicU32::new(0),
                 ejections: AtomicU32::new(0),
+                refused: AtomicBool::new(false),
+                outlier: Mutex::default(),
                 draining: AtomicBool::new(false),
             },
             changes,
@@ -148,20 +158,23 @@ impl Endpoint {
     }
 
     /// Records an active check result; the verdict flips after `threshold`
-    /// results in a row that disagree with it.
+    /// results in a row that disagree with it. A pass while the verdict is
+    /// (or turns) healthy ends a passive ejection: the check sees the
+    /// endpoint serve again, so it need not sit out its ejection.
     pub fn record_check(&self, passed: bool, healthy_threshold: u32, unhealthy_threshold: u32) {
         let up = self.health.check_up.load(Ordering::Relaxed);
         if passed == up {
             self.health.check_streak.store(0, Ordering::Relaxed);
-            return;
-        }
-        let streak = self.health.check_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        let threshold = if passed {
-            healthy_threshold
         } else {
-            unhealthy_threshold
-        };
-        if streak >= threshold {
+            let streak = self.health.check_streak.fetch_add(1, Ordering::Relaxed) + 1;
+            let threshold = if passed {
+                healthy_threshold
+            } else {
+                unhealthy_threshold
+            };
+            if streak < threshold {
+                return;
+            }
             self.health.check_streak.store(0, Ordering::Relaxed);
             self.health.check_up.store(passed, Ordering::Relaxed);
             if passed {
@@ -171,6 +184,9 @@ impl Endpoint {
             }
             self.changes.notify_one();
         }
+        if passed && self.health.ejected.load(Ordering::Relaxed) {
+            self.end_ejection("health check passed");
+        }
     }
 
     /// A real request succeeded.
@@ -178,6 +194,7 @@ impl Endpoint {
     pub fn record_success(&self) {
         if self.health.failures.load(Ordering::Relaxed) != 0 {
             self.health.failures.store(0, Ordering::Relaxed);
+            self.health.refused.store(false, Ordering::Relaxed);
         }
         if self.health.ejections.load(Ordering::Relaxed) != 0
             && !self.health.ejected.load(Ordering::Relaxed)
@@ -186,36 +203,19 @@ impl Endpoint {
         }
     }
 
-    /// A real request failed (connect error, reset, 5xx): after
-    /// `consecutive_failures` in a row the endpoint is ejected for a while.
+    /// A real request failed (connect error, reset, 5xx) on a backend with
+    /// `policy`: after `consecutive_failures` in a row the endpoint is
+    /// ejected for a while, within the rules of `outlier` (never the last
+    /// available endpoint of a route, the newest snapshot's settings).
     pub fn record_failure(self: &Arc<Self>, policy: &OutlierConfig) {
         let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if policy.consecutive_failures == 0 || failures < policy.consecutive_failures {
+        if policy.consecutive_failures == 0
+            || failures < policy.consecutive_failures
+            || self.health.ejected.load(Ordering::Relaxed)
+        {
             return;
         }
-        if self.health.ejected.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        self.health.failures.store(0, Ordering::Relaxed);
-        let repeat = self
-            .health
-            .ejections
-            .fetch_add(1, Ordering::Relaxed)
-            .min(16);
-        let period = policy
-            .base_ejection
-            .saturating_mul(1 << repeat)
-            .min(policy.max_ejection);
-        tracing::warn!(endpoint = %self.addr, ?period, failures, "ejecting endpoint after consecutive failures");
-        self.close_idle();
-        self.changes.notify_one();
-        let endpoint = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(period).await;
-            endpoint.health.ejected.store(false, Ordering::Relaxed);
-            tracing::info!(endpoint = %endpoint.addr, "ejection over: trying the endpoint again");
-            endpoint.changes.notify_one();
-        });
+        self.eject(policy, failures);
     }
 
     /// How this endpoint is spoken to.

@@ -1,6 +1,7 @@
 //! `FaultyBackend`: a fake HTTP/1.1 backend whose behaviour the test switches
-//! at run time — health status, connection resets, killed and restarted on the
-//! same port — and that counts every request by method and path.
+//! at run time — health status, the status of every other answer, connection
+//! resets, killed and restarted on the same port — and that counts every
+//! request by method and path.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,7 +28,8 @@ pub const HEALTH_PATH: &str = "/healthz";
 ///
 /// Paths: [`HEALTH_PATH`] → the status set by [`FaultyBackend::set_health`]
 /// (200 at start); `/hold` → 200 once the test calls
-/// [`FaultyBackend::release_holds`]; anything else → 200 with the name as body.
+/// [`FaultyBackend::release_holds`]; anything else → the status set by
+/// [`FaultyBackend::set_status`] (200 at start) with the name as body.
 /// Every answer carries `x-backend: NAME`. In reset mode every request is read
 /// to its end, counted, and then the connection is reset (RST) without an answer.
 pub struct FaultyBackend {
@@ -41,6 +43,8 @@ pub struct FaultyBackend {
 struct Shared {
     name: String,
     health: AtomicU16,
+    /// The status of every answer but the health check's.
+    status: AtomicU16,
     reset: AtomicBool,
     /// Requests seen, by (method, path), counted when their headers arrive.
     seen: Mutex<HashMap<(String, String), usize>>,
@@ -58,6 +62,7 @@ impl FaultyBackend {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             health: AtomicU16::new(200),
+            status: AtomicU16::new(200),
             reset: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
             holds_released: AtomicBool::new(false),
@@ -80,6 +85,11 @@ impl FaultyBackend {
     /// The status [`HEALTH_PATH`] answers with from now on.
     pub fn set_health(&self, status: u16) {
         self.shared.health.store(status, Ordering::SeqCst);
+    }
+
+    /// The status every request but a health check gets from now on.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
     }
 
     /// Reset mode: read each request, then reset the connection without answering.
@@ -214,11 +224,12 @@ async fn handle(
         std::future::pending::<()>().await;
     }
     let status = if path == HEALTH_PATH {
-        StatusCode::from_u16(shared.health.load(Ordering::SeqCst))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        &shared.health
     } else {
-        StatusCode::OK
+        &shared.status
     };
+    let status = StatusCode::from_u16(status.load(Ordering::SeqCst))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if path == "/hold" {
         loop {
             let released = shared.release.notified();
