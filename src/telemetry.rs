@@ -39,6 +39,7 @@ pub const CANARY_WEIGHT: &str = "sluicegate_canary_weight";
 pub const OPEN_CONNECTIONS: &str = "sluicegate_open_connections";
 pub const CONNECTIONS_REFUSED: &str = "sluicegate_connections_refused_total";
 pub const TUNNELS_OPEN: &str = "sluicegate_tunnels_open";
+pub const BUILD_INFO: &str = "sluicegate_build_info";
 
 /// Latency buckets in seconds, 1 ms … 10 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -412,6 +413,16 @@ fn render_gauges(out: &mut String, snapshot: &Snapshot) {
     }
     gauge_header(out, CONFIG_REVISION, "The revision in force.");
     let _ = writeln!(out, "{CONFIG_REVISION} {}", snapshot.revision);
+    gauge_header(
+        out,
+        BUILD_INFO,
+        "Always 1; the version of this sluicegate binary.",
+    );
+    let _ = writeln!(
+        out,
+        "{BUILD_INFO}{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 fn gauge_header(out: &mut String, name: &str, help: &str) {

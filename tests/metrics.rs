@@ -189,6 +189,11 @@ async fn weight_and_revision_gauges_follow_admin_changes() {
         sample(&text, "sluicegate_config_revision", &[]),
         Some(revision)
     );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(&text, "sluicegate_build_info", &[("version", version)]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
