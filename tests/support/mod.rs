@@ -1,5 +1,6 @@
-//! Shared test harness: fake backends, a `TestProxy` on port 0, small HTTP clients
-//! and helpers that render config text around the backends' real addresses.
+//! Shared test harness: fake backends (and a real nginx), a `TestProxy` on port 0,
+//! small HTTP clients and helpers that render config text around the backends'
+//! real addresses.
 //!
 //! Every test file pulls this in with `mod support;` and uses a part of it.
 #![allow(dead_code, unused_imports)]
@@ -10,7 +11,9 @@ mod body;
 mod client;
 mod config_text;
 mod faults;
+mod h2_origin;
 mod hostile;
+mod nginx;
 mod protocols;
 mod proxy;
 
@@ -23,7 +26,11 @@ pub use config_text::*;
 #[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]
+pub use h2_origin::*;
+#[allow(unused_imports)]
 pub use hostile::*;
+#[allow(unused_imports)]
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use protocols::*;
 pub use proxy::*;
