@@ -6,6 +6,12 @@
 //! only then is sent, so a connect failure leaves the request untouched for a
 //! retry on another endpoint. An HTTP/1.1 connection goes back to the pool when
 //! its response body has been read to the end.
+//!
+//! An HTTP/2 server ends a connection with GOAWAY (NGINX after
+//! `keepalive_requests`): streams above its last stream id, and streams it
+//! resets with REFUSED_STREAM, were never processed (RFC 9113 §6.8, §8.7).
+//! Their error says so ([`UpstreamError::Unprocessed`]), and the connection
+//! takes no new stream.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +42,10 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// How long a returned connection may take to become ready again.
 const READY_WAIT: Duration = Duration::from_millis(50);
 
+/// How often a request that hyper hands back unsent (its HTTP/2 connection
+/// closed before the stream was opened) goes on another connection.
+const MAX_UNSENT_RESENDS: u32 = 2;
+
 type H1Sender = http1::SendRequest<UpstreamBody>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
 
@@ -45,7 +55,7 @@ pub(super) struct Pool {
     /// Idle HTTP/1.1 connections and when each was returned, latest last.
     idle: Mutex<Vec<(H1Sender, Instant)>>,
     /// HTTP/2 multiplexes: every request shares this one.
-    shared: Mutex<Option<H2Sender>>,
+    shared: Mutex<Option<SharedH2>>,
     /// Held while dialling an HTTP/2 connection, so a burst of requests
     /// waits for one connection instead of opening one each.
     dialing_h2: tokio::sync::Mutex<()>,
@@ -77,11 +87,11 @@ impl Pool {
         }
     }
 
-    /// The shared HTTP/2 connection, if it is still open.
-    fn shared_h2(&self) -> Option<H2Sender> {
+    /// The shared HTTP/2 connection, if it still takes new streams.
+    fn shared_h2(&self) -> Option<SharedH2> {
         let mut shared = self.shared.lock().ok()?;
         match &*shared {
-            Some(sender) if sender.is_ready() => Some(sender.clone()),
+            Some(h2) if h2.takes_streams() => Some(h2.clone()),
             Some(_) => {
                 *shared = None;
                 None
@@ -90,9 +100,21 @@ impl Pool {
         }
     }
 
-    fn set_h2(&self, sender: &H2Sender) {
+    fn set_h2(&self, h2: &SharedH2) {
         if let Ok(mut shared) = self.shared.lock() {
-            *shared = Some(sender.clone());
+            *shared = Some(h2.clone());
+        }
+    }
+
+    /// Drops the shared HTTP/2 connection whose flag is `retired`, unless
+    /// another has replaced it already.
+    fn forget_h2(&self, retired: &Arc<AtomicBool>) {
+        if let Ok(mut shared) = self.shared.lock()
+            && shared
+                .as_ref()
+                .is_some_and(|h2| Arc::ptr_eq(&h2.retired, retired))
+        {
+            *shared = None;
         }
     }
 
@@ -106,10 +128,33 @@ impl Pool {
     }
 }
 
+/// An HTTP/2 connection, shared by every request to its endpoint.
+#[derive(Debug, Clone)]
+struct SharedH2 {
+    sender: H2Sender,
+    /// No new stream goes on it: its server sent GOAWAY (hyper's sender
+    /// stays ready until hyper's dispatch task next runs), or that task
+    /// has ended. Also the connection's identity in [`Pool::forget_h2`].
+    retired: Arc<AtomicBool>,
+}
+
+impl SharedH2 {
+    fn new(sender: H2Sender) -> SharedH2 {
+        SharedH2 {
+            sender,
+            retired: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn takes_streams(&self) -> bool {
+        self.sender.is_ready() && !self.retired.load(Ordering::Relaxed)
+    }
+}
+
 /// One upstream connection, either version.
 enum Sender {
     H1(H1Sender),
-    H2(H2Sender),
+    H2(SharedH2),
 }
 
 /// What a request needs from the connection.
@@ -224,7 +269,11 @@ impl Endpoint {
     }
 
     /// Dials a new connection (TCP, TLS, HTTP handshake) within `timeout`.
-    async fn connect(&self, timeout: Duration, need: Need) -> Result<Sender, UpstreamError> {
+    async fn connect(
+        self: &Arc<Self>,
+        timeout: Duration,
+        need: Need,
+    ) -> Result<Sender, UpstreamError> {
         let sender = tokio::time::timeout(timeout, self.dial(need))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)??;
@@ -234,7 +283,7 @@ impl Endpoint {
         Ok(sender)
     }
 
-    async fn dial(&self, need: Need) -> Result<Sender, UpstreamError> {
+    async fn dial(self: &Arc<Self>, need: Need) -> Result<Sender, UpstreamError> {
         let tcp = TcpStream::connect(&self.authority)
             .await
             .map_err(UpstreamError::Connect)?;
@@ -251,7 +300,7 @@ impl Endpoint {
         let Some((tls, name)) = tls else {
             // In cleartext, `auto` has nothing to negotiate with: HTTP/1.1.
             let h2 = protocol == UpstreamProtocol::H2;
-            return handshake(TokioIo::new(tcp), h2, self.authority.clone()).await;
+            return handshake(TokioIo::new(tcp), h2, self).await;
         };
         let alpn = match protocol {
             UpstreamProtocol::Http1 => Alpn::Http1,
@@ -269,7 +318,7 @@ impl Endpoint {
             UpstreamProtocol::Auto => negotiated_h2(&stream),
             UpstreamProtocol::Http1 => false,
         };
-        handshake(TokioIo::new(stream), h2, self.authority.clone()).await
+        handshake(TokioIo::new(stream), h2, self).await
     }
 
     /// The scheme of requests on an HTTP/2 connection to this endpoint.
@@ -283,22 +332,33 @@ impl Endpoint {
 }
 
 /// The HTTP handshake on a connected stream; the connection task is spawned.
-async fn handshake<IO>(io: IO, h2: bool, endpoint: String) -> Result<Sender, UpstreamError>
+async fn handshake<IO>(io: IO, h2: bool, owner: &Arc<Endpoint>) -> Result<Sender, UpstreamError>
 where
     IO: Read + Write + Unpin + Send + 'static,
 {
+    let endpoint = owner.authority.clone();
     if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
+        let h2 = SharedH2::new(sender);
+        let retired = Arc::clone(&h2.retired);
+        let owner = Arc::downgrade(owner);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%endpoint, error = %e, "upstream h2 connection ended with an error");
             }
+            // hyper's dispatch task has ended. A request queued to it just
+            // as it ended is handed back only once every sender is dropped
+            // (tokio's channel keeps it until then): drop the pool's.
+            retired.store(true, Ordering::Relaxed);
+            if let Some(owner) = owner.upgrade() {
+                owner.pool.forget_h2(&retired);
+            }
         });
-        Ok(Sender::H2(sender))
+        Ok(Sender::H2(h2))
     } else {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -331,19 +391,16 @@ impl Connection {
     /// Sends `req` (origin-form, HTTP/1.1 shape) and waits up to
     /// `response_timeout` for the response headers.
     ///
-    /// A reused connection that the upstream closed just as the request was
-    /// sent (the keep-alive race, or an h2 GOAWAY) is retried once on a fresh
-    /// connection when hyper hands the unsent request back.
+    /// When hyper hands the request back unsent, it goes again: on HTTP/1.1
+    /// once, on a fresh connection, if this one was reused (the keep-alive
+    /// race); on HTTP/2 (a GOAWAY before the stream was opened) on the
+    /// endpoint's next shared connection, dialled once for all requests.
     pub async fn send(
         self,
         req: Request<UpstreamBody>,
         response_timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        let (resp, sender, endpoint) = self.exchange(req, response_timeout).await?;
-        let release = match sender {
-            Sender::H1(sender) => Some((sender, endpoint)),
-            Sender::H2(_) => None,
-        };
+        let (resp, release) = self.exchange(req, response_timeout).await?;
         Ok(resp.map(|body| PooledBody::new(body, release)))
     }
 
@@ -354,57 +411,143 @@ impl Connection {
         req: Request<UpstreamBody>,
         response_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let (resp, _sender, _endpoint) = self.exchange(req, response_timeout).await?;
+        let (resp, _connection) = self.exchange(req, response_timeout).await?;
         Ok(resp)
     }
 
+    /// The response head and, on HTTP/1.1, the connection to return to the
+    /// pool once the body has been read.
     async fn exchange(
-        mut self,
+        self,
         mut req: Request<UpstreamBody>,
         response_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Sender, Arc<Endpoint>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Release>), UpstreamError> {
+        let Connection {
+            endpoint,
+            mut sender,
+            mut reused,
+            need,
+            connect_timeout,
+        } = self;
+        let mut resends = 0;
         loop {
-            let sent = match &mut self.sender {
-                Sender::H1(sender) => {
-                    tokio::time::timeout(response_timeout, sender.try_send_request(req)).await
+            let (mut failure, retired) = match sender {
+                Sender::H1(mut h1) => {
+                    match tokio::time::timeout(response_timeout, h1.try_send_request(req)).await {
+                        Err(_) => return Err(UpstreamError::ResponseTimeout),
+                        Ok(Ok(resp)) => return Ok((resp, Some((h1, endpoint)))),
+                        Ok(Err(failure)) => (failure, None),
+                    }
                 }
-                Sender::H2(sender) => {
-                    let h2_req = h2_form(req, &self.endpoint);
-                    tokio::time::timeout(response_timeout, sender.try_send_request(h2_req)).await
+                Sender::H2(SharedH2 {
+                    sender: mut h2,
+                    retired,
+                }) => {
+                    let response = h2.try_send_request(h2_form(req, &endpoint));
+                    // Not held while waiting: a request queued just as
+                    // hyper's dispatch task ended is handed back only once
+                    // every sender is dropped.
+                    drop(h2);
+                    match tokio::time::timeout(response_timeout, response).await {
+                        Err(_) => return Err(UpstreamError::ResponseTimeout),
+                        Ok(Ok(resp)) => return Ok((resp, None)),
+                        Ok(Err(failure)) => (failure, Some(retired)),
+                    }
                 }
             };
-            match sent {
-                Err(_) => return Err(UpstreamError::ResponseTimeout),
-                Ok(Ok(resp)) => return Ok((resp, self.sender, self.endpoint)),
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(unsent) if self.reused => {
-                        req = unsent;
-                        self.sender =
-                            Box::pin(self.endpoint.connect(self.connect_timeout, self.need))
-                                .await?;
-                        self.reused = false;
-                    }
-                    _ => {
-                        let error = e.into_error();
-                        return Err(if error.is_user() {
-                            // Reading the client's body failed: not the upstream's fault.
-                            UpstreamError::ClientBody(error)
-                        } else if self.reused
-                            && (error.is_incomplete_message()
-                                || error.is_closed()
-                                || error.is_canceled())
-                        {
-                            // The upstream closed an idle connection as the
-                            // request went out (the keep-alive race).
-                            UpstreamError::StaleConnection(error.into())
-                        } else {
-                            UpstreamError::Request(error)
-                        });
-                    }
-                },
+            let may_resend = match retired {
+                None => reused,
+                Some(_) => resends < MAX_UNSENT_RESENDS,
+            };
+            match failure.take_message() {
+                Some(unsent) if may_resend => {
+                    req = unsent;
+                    resends += 1;
+                    (sender, reused) = if retired.is_some() {
+                        // The endpoint's next shared connection, which one
+                        // request dials for all.
+                        let next = Box::pin(endpoint.checkout(connect_timeout, need)).await?;
+                        (next.sender, next.reused)
+                    } else {
+                        // Other idle connections are as old as this one.
+                        let fresh = Box::pin(endpoint.connect(connect_timeout, need)).await?;
+                        (fresh, false)
+                    };
+                }
+                // Handed back unsent by HTTP/2: never on the wire.
+                Some(_) if retired.is_some() => {
+                    return Err(UpstreamError::Unprocessed(failure.into_error().into()));
+                }
+                _ => return Err(failed(failure.into_error(), retired.as_deref(), reused)),
             }
         }
     }
+}
+
+/// An HTTP/1.1 connection whose response body is still to be read.
+type Release = (H1Sender, Arc<Endpoint>);
+
+/// What a failed exchange means for the request and the endpoint; `retired`
+/// is the HTTP/2 connection's flag, `reused` whether the connection had
+/// served requests before.
+fn failed(error: hyper::Error, retired: Option<&AtomicBool>, reused: bool) -> UpstreamError {
+    if let Some(retired) = retired
+        && let Some(refusal) = h2_refusal(&error)
+    {
+        if refusal == H2Refusal::GoAway {
+            retired.store(true, Ordering::Relaxed);
+        }
+        return UpstreamError::Unprocessed(error.into());
+    }
+    if error.is_user() {
+        // Reading the client's body failed: not the upstream's fault.
+        UpstreamError::ClientBody(error)
+    } else if reused && (error.is_incomplete_message() || error.is_closed() || error.is_canceled())
+    {
+        // The upstream closed an idle connection as the request went out
+        // (the keep-alive race).
+        UpstreamError::StaleConnection(error.into())
+    } else {
+        UpstreamError::Request(error)
+    }
+}
+
+/// How an HTTP/2 server said that it never processed a stream (RFC 9113 §8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum H2Refusal {
+    /// The stream is above the last stream id of the server's GOAWAY, or was
+    /// opened after it, whatever the error code. h2 fails exactly these
+    /// streams with the GOAWAY's error; those at or below the last stream id
+    /// go on, and if the connection closes before they end they fail with an
+    /// I/O error, which is not a refusal. One exception we cannot tell
+    /// apart: hyper 1.12's dispatch task reports the GOAWAY for a stream it
+    /// had just opened when the GOAWAY lands before its next readiness
+    /// check, and drops that stream, which may be the last one the server
+    /// took (docs/RELIABILITY.md, "HTTP/2 GOAWAY").
+    GoAway,
+    /// The server reset the stream with REFUSED_STREAM.
+    RefusedStream,
+}
+
+/// The refusal behind a failed HTTP/2 exchange, if it was one: hyper wraps
+/// the stream's `h2::Error` as its source.
+fn h2_refusal(error: &hyper::Error) -> Option<H2Refusal> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return if !h2.is_remote() {
+                None
+            } else if h2.is_go_away() {
+                Some(H2Refusal::GoAway)
+            } else if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                Some(H2Refusal::RefusedStream)
+            } else {
+                None
+            };
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// Rewrites an HTTP/1.1-shaped request for HTTP/2: absolute URI with the
@@ -446,11 +589,11 @@ fn h2_form(req: Request<UpstreamBody>, endpoint: &Endpoint) -> Request<UpstreamB
 #[derive(Debug)]
 pub struct PooledBody {
     body: Incoming,
-    release: Option<(H1Sender, Arc<Endpoint>)>,
+    release: Option<Release>,
 }
 
 impl PooledBody {
-    fn new(body: Incoming, release: Option<(H1Sender, Arc<Endpoint>)>) -> Self {
+    fn new(body: Incoming, release: Option<Release>) -> Self {
         let mut pooled = PooledBody { body, release };
         if pooled.body.is_end_stream() {
             pooled.release();

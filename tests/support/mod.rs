@@ -1,5 +1,6 @@
-//! Shared test harness: fake backends, a `TestProxy` on port 0, small HTTP clients
-//! and helpers that render config text around the backends' real addresses.
+//! Shared test harness: fake backends (and a real nginx), a `TestProxy` on port 0,
+//! small HTTP clients and helpers that render config text around the backends'
+//! real addresses.
 //!
 //! Every test file pulls this in with `mod support;` and uses a part of it.
 #![allow(dead_code, unused_imports)]
@@ -10,8 +11,10 @@ mod body;
 mod client;
 mod config_text;
 mod faults;
+mod h2_origin;
 mod hostile;
 mod idle_origin;
+mod nginx;
 mod protocols;
 mod proxy;
 
@@ -24,9 +27,12 @@ pub use config_text::*;
 #[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]
+pub use h2_origin::*;
+#[allow(unused_imports)]
 pub use hostile::*;
 #[allow(unused_imports)]
 pub use idle_origin::*;
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use protocols::*;
 pub use proxy::*;
