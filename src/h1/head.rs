@@ -215,6 +215,7 @@ pub fn parse_request<'b>(
     if method == "CONNECT"
         || method == "TRACE"
         || !target.starts_with('/')
+        || target.contains('#')
         || req.headers.len() > max_headers
     {
         return Parsed::Unfit;
@@ -312,7 +313,8 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: 
         push_field(out, h.name.as_bytes(), h.value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if req.forwarded_for {
+    // A `Connection`-named X-Forwarded-For is hop-by-hop: dropped.
+    if req.forwarded_for && !(req.named.len > 0 && req.named.contains("x-forwarded-for")) {
         for h in req
             .headers
             .iter()
