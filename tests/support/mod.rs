@@ -9,10 +9,12 @@ mod backend;
 mod body;
 mod client;
 mod config_text;
+mod differential;
 mod faults;
 mod hostile;
 mod protocols;
 mod proxy;
+mod recording_origin;
 
 #[allow(unused_imports)]
 pub use admin::*;
@@ -21,12 +23,16 @@ pub use body::*;
 pub use client::*;
 pub use config_text::*;
 #[allow(unused_imports)]
+pub use differential::*;
+#[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]
 pub use hostile::*;
 #[allow(unused_imports)]
 pub use protocols::*;
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use recording_origin::*;
 
 use std::convert::Infallible;
 use std::future::Future;
