@@ -24,3 +24,11 @@ for target in config_toml config_yaml admin_json; do
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536
 done
+# The differential suite's cases as seeds (70 KiB bodies: a larger max_len).
+mkdir -p corpus/h1_differential
+(cd .. && DIFF_WRITE_SEEDS=fuzz/corpus/h1_differential \
+    cargo test --test differential corpus_has_at_least_200_distinct_cases) \
+    || echo "no seeds from tests/differential.rs" >&2
+echo "== h1_differential ($seconds s)"
+cargo +nightly fuzz run h1_differential corpus/h1_differential -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=15 -max_len=131072

@@ -10,6 +10,7 @@ mod backend;
 mod body;
 mod client;
 mod config_text;
+mod differential;
 mod faults;
 mod h2_origin;
 mod hostile;
@@ -17,6 +18,7 @@ mod idle_origin;
 mod nginx;
 mod protocols;
 mod proxy;
+mod recording_origin;
 
 #[allow(unused_imports)]
 pub use admin::*;
@@ -24,6 +26,8 @@ pub use backend::*;
 pub use body::*;
 pub use client::*;
 pub use config_text::*;
+#[allow(unused_imports)]
+pub use differential::*;
 #[allow(unused_imports)]
 pub use faults::*;
 #[allow(unused_imports)]
@@ -36,6 +40,8 @@ pub use nginx::*;
 #[allow(unused_imports)]
 pub use protocols::*;
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use recording_origin::*;
 
 use std::convert::Infallible;
 use std::future::Future;
