@@ -44,17 +44,7 @@ const DELIBERATE: &[(&str, &str)] = &[(
 
 /// Differences that are bugs not fixed yet: reported, listed in
 /// docs/RELIABILITY.md, and like [`DELIBERATE`] removed once they agree.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "found-by-fuzzing/get-then-bad-name-unfinished-head",
-        "after a served request, a malformed unfinished head: hyper's path answers 400, \
-         the fast path closes without an answer",
-    ),
-    (
-        "found-by-fuzzing/get-then-line-without-colon-unfinished-head",
-        "the same, for a header line without a colon",
-    ),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 /// How long a client waits for its responses (longer than the proxy's
 /// timeouts, so a stalled request ends in what the proxy does about it),

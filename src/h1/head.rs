@@ -192,6 +192,9 @@ pub enum Parsed<'b> {
     /// `Expect`, chunked or ambiguous bodies, absolute-form targets,
     /// h2 prior knowledge, gRPC, malformed heads (hyper answers those).
     Unfit,
+    /// Bytes httparse refuses as a request head (a bad token, a bare CR, an
+    /// unknown version, an obs-fold), even before the head is complete.
+    Malformed,
     Request(RequestHead<'b>),
 }
 
@@ -205,7 +208,9 @@ pub fn parse_request<'b>(
     let len = match req.parse(buf) {
         Ok(Status::Complete(len)) => len,
         Ok(Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Unfit,
+        // hyper applies `limits.max_request_headers` with its own status.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Unfit,
+        Err(_) => return Parsed::Malformed,
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Unfit;
@@ -621,11 +626,21 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\n bad fold\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert_eq!(request(raw), "Unfit", "{}", String::from_utf8_lossy(raw));
+        }
+        for raw in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\n bad fold\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUser-\xbf: 1\r\n",
+        ] {
+            assert_eq!(
+                request(raw),
+                "Malformed",
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
         assert_eq!(request(b"GET / HTTP/1.1\r\nHost: a\r\n"), "Partial");
     }

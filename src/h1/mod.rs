@@ -126,6 +126,14 @@ where
                 match conn.plan(snapshot) {
                     Prep::Ready(plan) => break plan,
                     Prep::Unfit => return Outcome::Handoff(conn.buf.freeze()),
+                    // After a request was served, answered as hyper answers
+                    // a malformed later head: 400, then close. A connection's
+                    // first bytes are hyper's to judge (h2 prior knowledge).
+                    Prep::Malformed if served => {
+                        conn.refuse_malformed(stream).await;
+                        return Outcome::Closed;
+                    }
+                    Prep::Malformed => return Outcome::Handoff(conn.buf.freeze()),
                     Prep::More => {}
                 }
             }
@@ -192,6 +200,8 @@ enum Prep<'s> {
     More,
     /// A request for hyper.
     Unfit,
+    /// Not a request head at all.
+    Malformed,
 }
 
 enum Read {
@@ -353,6 +363,7 @@ impl Conn<'_> {
                 }
                 Parsed::Partial => return Prep::More,
                 Parsed::Unfit => return Prep::Unfit,
+                Parsed::Malformed => return Prep::Malformed,
             };
         if req.content_length > MAX_BUFFERED_BODY {
             return Prep::Unfit;
@@ -631,6 +642,19 @@ impl Conn<'_> {
         }
         let keep_alive = framing != Framing::UntilClose;
         (status, Relayed { bytes, keep_alive })
+    }
+
+    /// Answers a malformed head 400 with `connection: close`, as hyper does.
+    async fn refuse_malformed<S>(&mut self, stream: &mut S)
+    where
+        S: AsyncWrite + Unpin,
+    {
+        self.out.clear();
+        let fields = http::HeaderMap::new();
+        head::write_own_response(&mut self.out, StatusCode::BAD_REQUEST, &fields, b"", true);
+        let write = stream.write_all(&self.out);
+        let _ = within(write, self.timer.as_mut(), self.timeouts.client_idle).await;
+        let _ = stream.shutdown().await;
     }
 
     /// Answers an error sluicegate produced; false when the connection
