@@ -122,6 +122,12 @@ impl Unanswered<'_> {
     /// written when the body ends.
     fn answered(&mut self, status: StatusCode) -> Option<(Arc<AccessLog>, Entry)> {
         self.answered = true;
+        self.settle(status)
+    }
+
+    /// Counts `status` for whoever served the request and fills in its
+    /// access log line, when there is an access log.
+    fn settle(&mut self, status: StatusCode) -> Option<(Arc<AccessLog>, Entry)> {
         let elapsed = self.started.elapsed();
         self.served
             .record(self.state, self.snapshot, status, elapsed);
@@ -137,13 +143,8 @@ impl Drop for Unanswered<'_> {
         if self.answered {
             return;
         }
-        let status = CLIENT_CLOSED_REQUEST;
-        let elapsed = self.started.elapsed();
-        self.served
-            .record(self.state, self.snapshot, status, elapsed);
-        if let (Some(log), Some(mut entry)) = (self.state.access_log(), self.entry.take()) {
-            self.served.fill(&mut entry, status, self.snapshot.revision);
-            entry.duration = elapsed;
+        if let Some((log, mut entry)) = self.settle(CLIENT_CLOSED_REQUEST) {
+            entry.duration = self.started.elapsed();
             log.log(entry);
         }
     }
