@@ -77,10 +77,19 @@ impl Reloader {
     /// Applies the file only if its bytes differ from the last ones read.
     pub fn reload_if_changed(&self) -> Result<Outcome, ConfigErrors> {
         let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
-        let unchanged = self.seen.lock().map(|s| s.read == hash).unwrap_or(false);
-        if unchanged || hash.is_none() {
+        if hash.is_none() {
             // A missing file is the middle of a rename: the next event brings it.
             return Ok(Outcome::Unchanged);
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.read == hash {
+                return Ok(Outcome::Unchanged);
+            }
+            if seen.applied == hash {
+                // A broken edit undone: the file is the running one again.
+                seen.read = hash;
+                return Ok(Outcome::Unchanged);
+            }
         }
         self.apply(hash).map(Outcome::Applied)
     }
@@ -168,5 +177,40 @@ impl Reloader {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+
+    const VALID: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"web\"\nbackends = [{ name = \"a\", endpoints = [\"127.0.0.1:3\"] }]\n";
+
+    #[test]
+    fn restoring_the_running_file_after_a_broken_edit_is_no_revision() {
+        let dir = std::env::temp_dir().join(format!("sluicegate-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("restore.toml");
+        std::fs::write(&path, VALID).unwrap();
+        let config = Config::parse(VALID, "restore.toml", Format::Toml).unwrap();
+        let state = Arc::new(State::new(config));
+        let reloader = Reloader::new(
+            path.clone(),
+            Arc::clone(&state),
+            Some(content_hash(VALID.as_bytes())),
+        );
+        let before = state.revision();
+
+        std::fs::write(&path, "[[routes]\n").unwrap();
+        assert!(reloader.reload_if_changed().is_err());
+        std::fs::write(&path, VALID).unwrap();
+        assert!(matches!(
+            reloader.reload_if_changed(),
+            Ok(Outcome::Unchanged)
+        ));
+
+        assert_eq!(state.revision(), before);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1869,7 +1869,9 @@ async fn broken_config_files_on_reload_keep_the_running_config() {
     let results = during_attack(proxy.addr, "broken config reload", GoodMode::Mixed, async {
         let mut results = Vec::new();
         for (name, bytes) in &cases {
-            std::fs::write(&proxy.config_path, bytes).expect("write config");
+            // Whole files: a watcher reading half of the 10 MiB one would
+            // see the valid config plus part of a comment.
+            proxy.replace_config_bytes(bytes);
             let (status, body) = proxy
                 .admin_send(Method::POST, "/api/v1/reload", None, Some(&proxy.token))
                 .await;
@@ -1881,7 +1883,7 @@ async fn broken_config_files_on_reload_keep_the_running_config() {
                 body["errors"].as_array().map_or(0, Vec::len),
             ));
         }
-        std::fs::write(&proxy.config_path, &valid).expect("restore config");
+        proxy.replace_config_bytes(valid.as_bytes());
         results
     })
     .await;

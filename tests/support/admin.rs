@@ -203,8 +203,14 @@ impl FileProxy {
 
     /// Writes a temp file in the same dir and renames it over the config file.
     pub fn replace_config(&self, body: &str) {
+        self.replace_config_bytes(self.config_text(body).as_bytes());
+    }
+
+    /// Replaces the config file with exactly `bytes`, atomically (temp file and
+    /// rename), so the file watcher never reads half of it.
+    pub fn replace_config_bytes(&self, bytes: &[u8]) {
         let tmp = self.dir.file(".sluicegate.toml.tmp");
-        std::fs::write(&tmp, self.config_text(body)).expect("write temp config");
+        std::fs::write(&tmp, bytes).expect("write temp config");
         std::fs::rename(&tmp, &self.config_path).expect("rename over the config file");
     }
 
