@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluicegate::config::{Config, Format};
-use sluicegate::state::{EndpointPool, Snapshot};
+use sluicegate::control::{EndpointPool, Snapshot};
 use sluicegate::telemetry::Telemetry;
 
 /// `routes` routes with distinct hosts, every tenth a wildcard, 90/10 split each.

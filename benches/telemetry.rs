@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::StatusCode;
-use sluicegate::stats::Series;
 use sluicegate::telemetry::Telemetry;
+use sluicegate::telemetry::stats::Series;
 
 fn bench(c: &mut Criterion) {
     let telemetry = Telemetry::new();

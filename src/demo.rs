@@ -13,10 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::admin::Token;
 use crate::config::{Config, Format, TokenSource};
+use crate::control::admin::Token;
+use crate::edge::{self, Listeners};
 use crate::error::ServerError;
-use crate::server::{self, Listeners};
 
 /// A demo backend: answers every request with its colour and version.
 pub async fn serve_backend(listener: TcpListener, colour: &'static str, version: &'static str) {
@@ -135,5 +135,5 @@ pub async fn run(
          \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop.",
         token = token.reveal()
     );
-    server::run(config, listeners, shutdown).await
+    edge::run(config, listeners, shutdown).await
 }

@@ -97,12 +97,12 @@ pub enum UpstreamError {
     Unprocessed(BoxError),
     #[error("the client's request body failed: {0}")]
     ClientBody(hyper::Error),
-    /// The fast path ([`crate::h1`]): the exchange failed on the socket.
+    /// The fast path ([`crate::adapters::fast_path`]): the exchange failed on the socket.
     #[error("request failed: {0}")]
     Io(std::io::Error),
     /// The fast path: the upstream's response head cannot be forwarded.
     #[error("{0}")]
-    InvalidResponse(#[from] crate::h1::InvalidResponse),
+    InvalidResponse(#[from] crate::adapters::fast_path::InvalidResponse),
 }
 
 /// The source of an upstream error, whichever request path met it.

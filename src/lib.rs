@@ -42,30 +42,14 @@
 //! safe), streams the response back and counts it for the backend.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod balance;
-pub mod body;
-pub mod canary;
+pub mod adapters;
 pub mod clock;
 pub mod config;
-pub mod connection;
+pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod edge;
 pub mod error;
-pub mod forwarding;
-pub mod h1;
-pub mod health;
-pub mod history;
-pub mod mirror;
-pub mod proxy;
-pub mod reload;
-pub mod server;
-pub mod state;
-pub mod stats;
+pub mod exchange;
 pub mod telemetry;
-pub mod tls;
-pub mod tunnel;
-#[cfg(unix)]
-pub mod upgrade;
 pub mod upstream;

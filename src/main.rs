@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sluicegate::config::Config;
-use sluicegate::server::{self, Listeners};
+use sluicegate::edge::{self, Listeners};
 
 /// Split live HTTP traffic between versions of a service.
 #[derive(Debug, Parser)]
@@ -97,10 +97,10 @@ async fn run(path: PathBuf) -> Result<(), String> {
     // An upgrading parent keeps serving until this says ready, which is only
     // once start-up can no longer fail.
     #[cfg(unix)]
-    let ready = sluicegate::upgrade::announce_ready;
+    let ready = sluicegate::edge::upgrade::announce_ready;
     #[cfg(not(unix))]
     let ready = || {};
-    server::run_then(config, listeners, shutdown, ready)
+    edge::run_then(config, listeners, shutdown, ready)
         .await
         .map_err(|e| e.to_string())
 }
@@ -109,7 +109,7 @@ async fn run(path: PathBuf) -> Result<(), String> {
 async fn listeners(config: &Config) -> Result<Listeners, String> {
     #[cfg(unix)]
     if let Some(mut inherited) =
-        sluicegate::upgrade::inherited_listeners().map_err(|e| e.to_string())?
+        sluicegate::edge::upgrade::inherited_listeners().map_err(|e| e.to_string())?
     {
         let expected = config.listeners.len() + 1;
         if inherited.len() != expected {
@@ -136,7 +136,8 @@ fn upgrade_or_shutdown(
 ) -> Result<impl Future<Output = ()> + Send + 'static, String> {
     let all: Vec<&tokio::net::TcpListener> =
         listeners.data.iter().chain(&listeners.admin).collect();
-    let sockets = std::sync::Arc::new(sluicegate::upgrade::keep(&all).map_err(|e| e.to_string())?);
+    let sockets =
+        std::sync::Arc::new(sluicegate::edge::upgrade::keep(&all).map_err(|e| e.to_string())?);
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
         .map_err(|e| format!("cannot listen for SIGUSR2: {e}"))?;
     let upgraded = async move {
@@ -146,9 +147,10 @@ fn upgrade_or_shutdown(
             }
             tracing::info!("SIGUSR2: starting the new binary with the listening sockets");
             let sockets = std::sync::Arc::clone(&sockets);
-            let started =
-                tokio::task::spawn_blocking(move || sluicegate::upgrade::start_successor(&sockets))
-                    .await;
+            let started = tokio::task::spawn_blocking(move || {
+                sluicegate::edge::upgrade::start_successor(&sockets)
+            })
+            .await;
             match started {
                 Ok(Ok(pid)) => {
                     tracing::info!(pid, "the new process is serving: draining this one");

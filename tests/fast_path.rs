@@ -1,4 +1,4 @@
-//! The HTTP/1.1 fast path (`sluicegate::h1`) and its hand-over to hyper on
+//! The HTTP/1.1 fast path (`sluicegate::adapters::fast_path`) and its hand-over to hyper on
 //! one client connection: what a client sees must not depend on which of the
 //! two served a request.
 

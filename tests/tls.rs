@@ -45,7 +45,7 @@ impl Certificate {
 
     /// A client trusting only this certificate, offering `alpn`.
     fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-        sluicegate::tls::install_crypto_provider();
+        sluicegate::edge::tls::install_crypto_provider();
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).unwrap();
         let mut config = rustls::ClientConfig::builder()
@@ -205,11 +205,11 @@ async fn a_listener_with_a_missing_certificate_fails_to_start() {
     let config =
         sluicegate::config::Config::parse(&config, "t.toml", sluicegate::config::Format::Toml)
             .unwrap();
-    let listeners = sluicegate::server::Listeners {
+    let listeners = sluicegate::edge::Listeners {
         data: vec![tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()],
         admin: None,
     };
-    let result = sluicegate::server::run(config, listeners, std::future::pending()).await;
+    let result = sluicegate::edge::run(config, listeners, std::future::pending()).await;
     let error = result
         .expect_err("no key file: run must refuse to start")
         .to_string();

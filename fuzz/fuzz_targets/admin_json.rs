@@ -2,7 +2,7 @@
 //! the body types of `PUT .../weights`, `POST .../promote` and
 //! `POST .../rollback`, through the same state changes the admin API makes.
 //!
-//! The body types are private to `sluicegate::admin`; these mirror them
+//! The body types are private to `sluicegate::control::admin`; these mirror them
 //! (same fields, `deny_unknown_fields`) until they are exposed. After every
 //! accepted change the route's weights still sum to 100 %.
 #![no_main]
@@ -12,8 +12,8 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use sluicegate::config::{Config, Format, TOTAL_WEIGHT};
-use sluicegate::history::{Source, WeightMap};
-use sluicegate::state::State;
+use sluicegate::control::history::{Source, WeightMap};
+use sluicegate::control::State;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sluicegate::config::{Config, Format};
-use sluicegate::server::{self, Listeners};
+use sluicegate::edge::{self, Listeners};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -84,7 +84,7 @@ async fn start(fast_path: bool) -> Side {
         data: vec![listener],
         admin: None,
     };
-    tokio::spawn(server::run(config, listeners, std::future::pending::<()>()));
+    tokio::spawn(edge::run(config, listeners, std::future::pending::<()>()));
     Side { origin, addr }
 }
 

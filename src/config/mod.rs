@@ -131,7 +131,7 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     pub tls: Option<TlsFiles>,
     /// Plain HTTP/1.1 keep-alive requests go through the fast path
-    /// ([`crate::h1`]); `false` sends every request through hyper. Read
+    /// ([`crate::adapters::fast_path`]); `false` sends every request through hyper. Read
     /// when a connection is accepted, so a reload applies to new ones.
     pub http1_fast_path: bool,
 }

@@ -32,9 +32,9 @@ use tokio::net::TcpStream;
 
 use super::Endpoint;
 use super::tls::{Alpn, negotiated_h2};
-use crate::body::UpstreamBody;
 use crate::config::UpstreamProtocol;
 use crate::error::UpstreamError;
+use crate::exchange::body::UpstreamBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;

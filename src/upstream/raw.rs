@@ -1,4 +1,4 @@
-//! Plain-TCP HTTP/1.1 connections for the fast path ([`crate::h1`]): the
+//! Plain-TCP HTTP/1.1 connections for the fast path ([`crate::adapters::fast_path`]): the
 //! fast path writes and reads the bytes itself, so the pool holds bare
 //! sockets, not hyper connections.
 

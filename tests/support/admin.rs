@@ -125,7 +125,7 @@ impl FileProxy {
             config_path,
             state_file,
         };
-        // `server::run` runs in a spawned task: once the admin API answers, it
+        // `edge::run` runs in a spawned task: once the admin API answers, it
         // has set up the file watcher, so later edits of the file are seen.
         eventually_async("the admin API to answer /readyz", || async {
             proxy.admin_send(Method::GET, "/readyz", None, None).await.0 == StatusCode::OK
@@ -158,7 +158,7 @@ impl FileProxy {
         proxy
             .shutdown()
             .await
-            .expect("server::run returned an error on shutdown");
+            .expect("edge::run returned an error on shutdown");
         if let Some(text) = new_config {
             dir.write(CONFIG_FILE, &text);
         }

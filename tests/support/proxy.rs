@@ -1,4 +1,4 @@
-//! `TestProxy`: sluicegate's `server::run` on port-0 listeners.
+//! `TestProxy`: sluicegate's `edge::run` on port-0 listeners.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,12 +8,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use sluicegate::config::{Config, Format};
+use sluicegate::edge::{self, Listeners};
 use sluicegate::error::ServerError;
-use sluicegate::server::{self, Listeners};
 
 use super::PATIENCE;
 
-/// sluicegate's `server::run` on port-0 listeners, stopped through a oneshot.
+/// sluicegate's `edge::run` on port-0 listeners, stopped through a oneshot.
 pub struct TestProxy {
     /// The first data listener.
     pub addr: SocketAddr,
@@ -66,7 +66,7 @@ impl TestProxy {
             let _ = rx.await;
         };
         let listeners = Listeners { data, admin };
-        let run = tokio::spawn(server::run(config, listeners, shutdown));
+        let run = tokio::spawn(edge::run(config, listeners, shutdown));
         TestProxy {
             addr: addrs[0],
             addrs,
@@ -96,8 +96,8 @@ impl TestProxy {
     pub async fn wait_stopped(&mut self, limit: Duration) -> Result<(), ServerError> {
         let run = self.run.take().expect("run already awaited");
         match tokio::time::timeout(limit, run).await {
-            Ok(joined) => joined.expect("server::run panicked"),
-            Err(_) => panic!("server::run did not return within {limit:?} after shutdown"),
+            Ok(joined) => joined.expect("edge::run panicked"),
+            Err(_) => panic!("edge::run did not return within {limit:?} after shutdown"),
         }
     }
 

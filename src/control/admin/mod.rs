@@ -20,11 +20,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::canary::{self, CanaryError};
-use crate::connection::{self, Tracker};
-use crate::history::{Source, WeightMap};
-use crate::reload::Reloader;
-use crate::state::{ChangeError, Route, State};
+use crate::control::canary::{self, CanaryError};
+use crate::control::history::{Source, WeightMap};
+use crate::control::reload::Reloader;
+use crate::control::{ChangeError, Route, State};
+use crate::edge::connection::{self, Tracker};
 pub use auth::{Credentials, Token};
 
 /// Request bodies larger than this are refused with 413.
@@ -525,7 +525,7 @@ fn metrics(admin: &Admin) -> AdminResponse {
 /// minutes (`points`, oldest first) and the one in progress (`current`).
 fn stats(admin: &Admin) -> Value {
     let snapshot = admin.state.snapshot_full();
-    let now = crate::stats::current_interval();
+    let now = crate::telemetry::stats::current_interval();
     let routes: serde_json::Map<String, Value> = snapshot
         .routes
         .iter()
@@ -546,7 +546,7 @@ fn stats(admin: &Admin) -> Value {
         })
         .collect();
     json!({
-        "interval_seconds": crate::stats::INTERVAL_SECS,
+        "interval_seconds": crate::telemetry::stats::INTERVAL_SECS,
         "routes": routes,
     })
 }

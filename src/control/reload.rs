@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigErrors, content_hash};
-use crate::state::{Applied, State};
+use crate::control::{Applied, State};
 
 /// Bursts of file events (an editor's write + rename) are folded into one reload.
 const DEBOUNCE: Duration = Duration::from_millis(25);

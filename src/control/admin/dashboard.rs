@@ -7,9 +7,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-const INDEX_HTML: &str = include_str!("../../assets/dashboard/index.html");
-const APP_JS: &str = include_str!("../../assets/dashboard/app.js");
-const APP_CSS: &str = include_str!("../../assets/dashboard/app.css");
+const INDEX_HTML: &str = include_str!("../../../assets/dashboard/index.html");
+const APP_JS: &str = include_str!("../../../assets/dashboard/app.js");
+const APP_CSS: &str = include_str!("../../../assets/dashboard/app.css");
 
 /// Only the page's own script, style and API calls; no inline code, no frames.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

@@ -2,7 +2,7 @@
 //!
 //! 1. load the routing snapshot (one atomic load; a reload never splits a request)
 //! 2. match a route by host and path prefix (404 when none)
-//! 3. pick a backend by weight (smooth WRR, see [`crate::balance`])
+//! 3. pick a backend by weight (smooth WRR, see [`crate::control::balance`])
 //! 4. rewrite the request for the upstream: origin-form URI, HTTP/1.1, Host kept,
 //!    hop-by-hop headers removed, `X-Forwarded-*` added
 //! 5. get a connection to an endpoint of that backend, trying the next endpoint
@@ -20,15 +20,15 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use crate::access_log::{AccessLog, Entry};
-use crate::balance;
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::adapters::tunnel;
 use crate::config::Sticky;
+use crate::control::balance;
+use crate::control::{Backend, Route, Snapshot, State};
 use crate::error::{ProxyError, UpstreamError};
-use crate::forwarding;
-use crate::mirror;
-use crate::state::{Backend, Route, Snapshot, State};
-use crate::tunnel;
+use crate::exchange::body::{ProxyBody, UpstreamBody};
+use crate::exchange::forwarding;
+use crate::exchange::mirror;
+use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::upstream::Endpoint;
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
@@ -304,7 +304,7 @@ async fn forward<'s>(
 }
 
 /// Header lookups the backend choice needs, over hyper's [`HeaderMap`] or
-/// the HTTP/1.1 fast path's parsed head ([`crate::h1`]).
+/// the HTTP/1.1 fast path's parsed head ([`crate::adapters::fast_path`]).
 pub(crate) trait HeaderLookup {
     /// Every value of header `name` (lowercase), in order.
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
@@ -463,7 +463,7 @@ const MAX_ATTEMPTS: usize = 11;
 const MAX_SAME_ENDPOINT_REPLAYS: u32 = 2;
 
 /// The attempt policy of both request paths (hyper's here and
-/// [`crate::h1`]'s): which endpoint each attempt takes, whether a failure
+/// [`crate::adapters::fast_path`]'s): which endpoint each attempt takes, whether a failure
 /// ends the request or another attempt follows, and which failures count
 /// against the endpoint's passive health.
 pub(crate) struct Attempts<'s> {
@@ -745,7 +745,7 @@ pub(crate) fn error_headers(status: StatusCode) -> HeaderMap {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(crate::health::RETRY_AFTER.as_secs()),
+            HeaderValue::from(crate::control::health::RETRY_AFTER.as_secs()),
         );
     }
     headers

@@ -10,6 +10,9 @@
 //! Open tunnels are the exception: a tunnel outlives the snapshot that opened
 //! it, so its gauge lives in the recorder, held up by a [`TunnelSlot`].
 
+pub mod access_log;
+pub mod stats;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +25,9 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::mirror::MirrorState;
-use crate::state::Snapshot;
-use crate::stats::Series;
+use crate::control::Snapshot;
+use crate::exchange::mirror::MirrorState;
+use crate::telemetry::stats::Series;
 
 pub const REQUESTS_TOTAL: &str = "sluicegate_requests_total";
 pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";

@@ -7,6 +7,12 @@
 //! [`State`]: it takes the lock, records a numbered revision, builds a new
 //! snapshot and swaps it in whole.
 
+pub mod admin;
+pub mod balance;
+pub mod canary;
+pub mod health;
+pub mod history;
+pub mod reload;
 mod router;
 mod snapshot;
 
@@ -19,10 +25,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
-use crate::access_log::AccessLog;
 use crate::config::{Config, TOTAL_WEIGHT, Weight};
-use crate::history::{MAX_HISTORY, Persisted, Revision, Source, WeightMap};
+use crate::control::history::{MAX_HISTORY, Persisted, Revision, Source, WeightMap};
 use crate::telemetry::Telemetry;
+use crate::telemetry::access_log::AccessLog;
 
 /// Why a change was refused; each maps to one admin API status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

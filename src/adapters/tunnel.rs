@@ -12,11 +12,13 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::adapters::hyper_path::{
+    ClientInfo, header_tokens, next_endpoint, remove_hop_by_hop, upstream_request,
+};
 use crate::config::Timeouts;
+use crate::control::{Backend, Route};
 use crate::error::{ProxyError, UpstreamError};
-use crate::proxy::{ClientInfo, header_tokens, next_endpoint, remove_hop_by_hop, upstream_request};
-use crate::state::{Backend, Route};
+use crate::exchange::body::{ProxyBody, UpstreamBody};
 use crate::upstream::{Endpoint, PooledBody};
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");

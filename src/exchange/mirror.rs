@@ -22,10 +22,10 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::body::{ProxyBody, UpstreamBody};
 use crate::config::{Timeouts, Weight};
+use crate::control::Route;
 use crate::error::ProxyError;
-use crate::state::Route;
+use crate::exchange::body::{ProxyBody, UpstreamBody};
 use crate::telemetry::{BackendMetrics, MirrorOutcome};
 use crate::upstream::Endpoint;
 
@@ -48,7 +48,7 @@ pub struct MirrorState {
 /// One copy whose answer differed from the primary's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Mismatch {
-    #[serde(with = "crate::history::rfc3339")]
+    #[serde(with = "crate::control::history::rfc3339")]
     pub time: SystemTime,
     pub method: String,
     pub path: String,

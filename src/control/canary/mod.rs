@@ -49,9 +49,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{CanaryConfig, TOTAL_WEIGHT, Weight};
-use crate::history::{Revision, Source, WeightMap};
-use crate::state::{Backend, ChangeError, Route, State};
-use crate::stats::{self, Summary};
+use crate::control::history::{Revision, Source, WeightMap};
+use crate::control::{Backend, ChangeError, Route, State};
+use crate::telemetry::stats::{self, Summary};
 
 /// Bounds of the tick period (`interval / 10`).
 pub const MIN_TICK: Duration = Duration::from_millis(50);
@@ -572,7 +572,7 @@ impl Controller {
     fn foreign_change(&self, route: &str, after: u64, upto: u64) -> Option<Revision> {
         let limit = usize::try_from(upto.saturating_sub(after)).unwrap_or(usize::MAX);
         let (revisions, _) = self.state.history(
-            limit.min(crate::history::MAX_HISTORY),
+            limit.min(crate::control::history::MAX_HISTORY),
             Some(upto + 1),
             Some(route),
         );

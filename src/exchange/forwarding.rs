@@ -1,5 +1,5 @@
-//! Forwarding rules that hyper's path ([`crate::proxy`]) and the HTTP/1.1
-//! fast path ([`crate::h1`]) both apply, so that an origin and a client see
+//! Forwarding rules that hyper's path ([`crate::adapters::hyper_path`]) and the HTTP/1.1
+//! fast path ([`crate::adapters::fast_path`]) both apply, so that an origin and a client see
 //! the same message whichever path served it.
 
 use http::{Method, Version};

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use httparse::{Header, Status};
 
-use crate::forwarding::connection_may_drop;
+use crate::exchange::forwarding::connection_may_drop;
 
 /// Headers parsed on the stack; a request with more goes to hyper, which
 /// applies `limits.max_request_headers`.
@@ -144,7 +144,7 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-impl crate::proxy::HeaderLookup for [Header<'_>] {
+impl crate::adapters::hyper_path::HeaderLookup for [Header<'_>] {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
             .filter(move |h| is(h.name, name))

@@ -14,9 +14,9 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::body::UpstreamBody;
 use crate::config::{EndpointAddr, HealthConfig, Transport};
-use crate::state::{Snapshot, State};
+use crate::control::{Snapshot, State};
+use crate::exchange::body::UpstreamBody;
 use crate::upstream::Endpoint;
 
 /// Starts the manager; it runs until `stop`.

@@ -6,7 +6,7 @@
 //! connection task and a channel per upstream exchange) costs more CPU than
 //! the proxying itself. This module serves them on the client connection's
 //! own task: it parses the head with httparse, makes the same decisions as
-//! [`crate::proxy`] (route, override, sticky bucket, weighted pick,
+//! [`crate::adapters::hyper_path`] (route, override, sticky bucket, weighted pick,
 //! endpoint, retries, passive health, metrics, access log), writes the
 //! rewritten head and body to a pooled upstream socket in one write, and
 //! passes the response back with its framing untouched.
@@ -36,11 +36,11 @@ use tokio::time::Sleep;
 
 pub use head::InvalidResponse;
 
-use crate::access_log::Entry;
+use crate::adapters::hyper_path::{self, Attempts, ClientInfo, Served};
 use crate::config::{Limits, Sticky, Timeouts};
+use crate::control::{Backend, Route, Snapshot, State};
 use crate::error::{ProxyError, UpstreamError};
-use crate::proxy::{self, Attempts, ClientInfo, Served};
-use crate::state::{Backend, Route, Snapshot, State};
+use crate::telemetry::access_log::Entry;
 use crate::upstream::{Endpoint, RawConn};
 use chunked::Chunked;
 use head::{Framing, Parsed, Response};
@@ -392,7 +392,7 @@ impl Conn<'_> {
             ))
         });
         let choice = route.ok_or(ProxyError::NoRoute).and_then(|route| {
-            let (backend, new_bucket) = proxy::choose_backend(route, req.headers, self.info)?;
+            let (backend, new_bucket) = hyper_path::choose_backend(route, req.headers, self.info)?;
             Ok(Choice {
                 route,
                 backend,
@@ -443,9 +443,9 @@ impl Conn<'_> {
             Ok(choice) => {
                 served.backend = Some(choice.backend);
                 let cookie = match (choice.new_bucket, &choice.route.config.sticky) {
-                    (Some(bucket), Some(Sticky::Cookie { name, max_age })) => {
-                        Some(proxy::sticky_cookie(name, bucket, *max_age, self.info.tls))
-                    }
+                    (Some(bucket), Some(Sticky::Cookie { name, max_age })) => Some(
+                        hyper_path::sticky_cookie(name, bucket, *max_age, self.info.tls),
+                    ),
                     _ => None,
                 };
                 let reply = Reply {
@@ -485,7 +485,7 @@ impl Conn<'_> {
 
     /// Sends `out` to an endpoint of the chosen backend, moving on to the
     /// next endpoint when that is safe, until one answers with a response
-    /// head. Mirrors [`crate::proxy`]'s attempt loop.
+    /// head. Mirrors [`crate::adapters::hyper_path`]'s attempt loop.
     async fn forward<'s>(
         &mut self,
         choice: &Choice<'s>,
@@ -664,8 +664,8 @@ impl Conn<'_> {
         S: AsyncWrite + Unpin,
     {
         let status = error.status();
-        let text = proxy::error_text(error);
-        let fields = proxy::error_headers(status);
+        let text = hyper_path::error_text(error);
+        let fields = hyper_path::error_headers(status);
         self.out.clear();
         head::write_own_response(&mut self.out, status, &fields, text.as_bytes(), close);
         let write = stream.write_all(&self.out);

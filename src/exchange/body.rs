@@ -14,8 +14,8 @@ use http::StatusCode;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::access_log::{AccessLog, Entry};
-use crate::mirror::PrimaryResult;
+use crate::exchange::mirror::PrimaryResult;
+use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::upstream::PooledBody;
 
 /// A request body sent upstream: the client's stream, or bytes we made.

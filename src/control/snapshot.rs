@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::router::Router;
-use crate::balance::{StickyRanges, WeightedPicker};
 use crate::config::{
     BackendConfig, Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT,
     Transport, Weight,
 };
-use crate::history::WeightMap;
-use crate::mirror::MirrorState;
+use crate::control::balance::{StickyRanges, WeightedPicker};
+use crate::control::history::WeightMap;
+use crate::exchange::mirror::MirrorState;
 use crate::telemetry::{BackendMetrics, Telemetry};
 use crate::upstream::{EjectionGuard, EjectionRules, Endpoint};
 
@@ -42,7 +42,7 @@ pub struct Route {
     sticky: StickyRanges,
     /// Mirror sampling, limits and results, shared across snapshots.
     pub mirror: Option<Arc<MirrorState>>,
-    /// Whether the HTTP/1.1 fast path ([`crate::h1`]) may serve this route:
+    /// Whether the HTTP/1.1 fast path ([`crate::adapters::fast_path`]) may serve this route:
     /// no mirror, and every endpoint cleartext HTTP/1.1.
     pub fast_h1: bool,
 }

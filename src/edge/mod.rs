@@ -5,6 +5,11 @@
 //! connection to finish its in-flight requests, and waits for them up to
 //! `timeouts.shutdown_grace`.
 
+pub mod connection;
+pub mod tls;
+#[cfg(unix)]
+pub mod upgrade;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -20,19 +25,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::access_log::AccessLog;
-use crate::admin::{self, Admin, Token};
-use crate::canary;
+use crate::adapters::fast_path;
+use crate::adapters::hyper_path::{self, ClientInfo};
 use crate::config::{Config, Limits, Timeouts};
-use crate::connection::{self, Tracked, Tracker};
+use crate::control::State;
+use crate::control::admin::{self, Admin, Token};
+use crate::control::canary;
+use crate::control::health;
+use crate::control::reload::Reloader;
+use crate::edge::tls::CertStore;
 use crate::error::ServerError;
-use crate::h1;
-use crate::health;
-use crate::proxy::{self, ClientInfo};
-use crate::reload::Reloader;
-use crate::state::State;
 use crate::telemetry::ConnectionSlot;
-use crate::tls::CertStore;
+use crate::telemetry::access_log::AccessLog;
+use connection::{Tracked, Tracker};
 
 /// Bound sockets: the data-plane listeners, in config order, and the admin one.
 #[derive(Debug)]
@@ -163,7 +168,7 @@ pub async fn run_then(
         .map(|store| {
             store
                 .as_ref()
-                .map(|s| crate::tls::acceptor(Arc::clone(s)))
+                .map(|s| crate::edge::tls::acceptor(Arc::clone(s)))
                 .transpose()
         })
         .collect::<Result<Vec<_>, String>>()
@@ -397,23 +402,23 @@ where
         _slot,
     } = conn_info;
     let buffered = if fast_h1 {
-        let fast = h1::Client {
+        let fast = fast_path::Client {
             state: &state,
             info: client,
             timeouts,
             limits,
             stop: &mut stop,
         };
-        match h1::serve(&mut stream, fast).await {
-            h1::Outcome::Closed => return,
-            h1::Outcome::Handoff(buffered) => buffered,
+        match fast_path::serve(&mut stream, fast).await {
+            fast_path::Outcome::Closed => return,
+            fast_path::Outcome::Handoff(buffered) => buffered,
         }
     } else {
         Bytes::new()
     };
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(proxy::handle(&state, client, req).await) }
+        async move { Ok::<_, Infallible>(hyper_path::handle(&state, client, req).await) }
     });
     if let Err(error) = connection::serve(stream, buffered, service, timeouts, limits, stop).await {
         tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
