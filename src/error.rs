@@ -102,7 +102,7 @@ pub enum UpstreamError {
     Io(std::io::Error),
     /// The fast path: the upstream's response head cannot be forwarded.
     #[error("{0}")]
-    InvalidResponse(#[from] crate::adapters::fast_path::InvalidResponse),
+    InvalidResponse(#[from] InvalidResponse),
 }
 
 /// The source of an upstream error, whichever request path met it.
@@ -181,3 +181,8 @@ pub enum ServerError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// An upstream response head that cannot be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid response from the upstream: {0}")]
+pub struct InvalidResponse(pub &'static str);

@@ -25,11 +25,12 @@ use crate::config::Sticky;
 use crate::control::balance;
 use crate::control::{Backend, Route, Snapshot, State};
 use crate::error::{ProxyError, UpstreamError};
-use crate::exchange::body::{ProxyBody, UpstreamBody};
+use crate::exchange::body::ProxyBody;
 use crate::exchange::forwarding;
 use crate::exchange::mirror;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::upstream::Endpoint;
+use crate::upstream::UpstreamBody;
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

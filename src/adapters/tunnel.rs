@@ -18,7 +18,8 @@ use crate::adapters::hyper_path::{
 use crate::config::Timeouts;
 use crate::control::{Backend, Route};
 use crate::error::{ProxyError, UpstreamError};
-use crate::exchange::body::{ProxyBody, UpstreamBody};
+use crate::exchange::body::ProxyBody;
+use crate::upstream::UpstreamBody;
 use crate::upstream::{Endpoint, PooledBody};
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{EndpointAddr, HealthConfig, Transport};
 use crate::control::{Snapshot, State};
-use crate::exchange::body::UpstreamBody;
 use crate::upstream::Endpoint;
+use crate::upstream::UpstreamBody;
 
 /// Starts the manager; it runs until `stop`.
 pub fn spawn(state: Arc<State>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {

@@ -87,7 +87,7 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Revision {
     pub revision: u64,
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub time: SystemTime,
     /// The route whose weights changed; `None` for a change of the whole config.
     pub route: Option<String>,
@@ -95,21 +95,6 @@ pub struct Revision {
     pub previous: Option<WeightMap>,
     pub source: Source,
     pub reason: String,
-}
-
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_seconds(*time))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 /// What the state file holds: admin overrides and the history.

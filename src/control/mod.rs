@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod balance;
 pub mod canary;
+pub mod gauges;
 pub mod health;
 pub mod history;
 pub mod reload;

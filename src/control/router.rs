@@ -3,8 +3,13 @@
 
 use std::collections::HashMap;
 
-use super::snapshot::Route;
 use crate::config::HostMatch;
+
+/// What the router needs of a route.
+pub(super) trait Matchable {
+    fn host(&self) -> Option<&HostMatch>;
+    fn path_prefix(&self) -> &str;
+}
 
 /// Route lookup by hash: exact hosts, wildcard suffixes, and host-less routes.
 /// The first match in file order wins: the smallest matching route index.
@@ -19,10 +24,10 @@ pub(super) struct Router {
 }
 
 impl Router {
-    pub(super) fn new(routes: &[Route]) -> Router {
+    pub(super) fn new<R: Matchable>(routes: &[R]) -> Router {
         let mut router = Router::default();
         for (i, route) in routes.iter().enumerate() {
-            match &route.config.host {
+            match route.host() {
                 Some(HostMatch::Exact(host)) => {
                     router.exact.entry(host.clone()).or_default().push(i)
                 }
@@ -35,12 +40,12 @@ impl Router {
         router
     }
 
-    pub(super) fn find<'a>(
+    pub(super) fn find<'a, R: Matchable>(
         &self,
-        routes: &'a [Route],
+        routes: &'a [R],
         host: Option<&str>,
         path: &str,
-    ) -> Option<&'a Route> {
+    ) -> Option<&'a R> {
         let mut best: Option<usize> = None;
         // Each list holds routes whose host already matches: find its first
         // route whose path matches, and keep the smallest index over all lists.
@@ -51,7 +56,7 @@ impl Router {
                 }
                 if routes
                     .get(i)
-                    .is_some_and(|r| path.starts_with(r.config.path_prefix.as_str()))
+                    .is_some_and(|r| path.starts_with(r.path_prefix()))
                 {
                     best = Some(i);
                     return;

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::router::Router;
+use super::router::{Matchable, Router};
 use crate::config::{
     BackendConfig, Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT,
     Transport, Weight,
 };
 use crate::control::balance::{StickyRanges, WeightedPicker};
 use crate::control::history::WeightMap;
-use crate::exchange::mirror::MirrorState;
+use crate::telemetry::mirrors::MirrorState;
 use crate::telemetry::{BackendMetrics, Telemetry};
 use crate::upstream::{EjectionGuard, EjectionRules, Endpoint};
 
@@ -382,6 +382,16 @@ impl EndpointPool {
         let endpoint = new();
         map.insert(key, Arc::downgrade(&endpoint));
         endpoint
+    }
+}
+
+impl Matchable for Route {
+    fn host(&self) -> Option<&crate::config::HostMatch> {
+        self.config.host.as_ref()
+    }
+
+    fn path_prefix(&self) -> &str {
+        &self.config.path_prefix
     }
 }
 

@@ -8,59 +8,20 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use http::StatusCode;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::exchange::mirror::PrimaryResult;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::upstream::PooledBody;
 
-/// A request body sent upstream: the client's stream, or bytes we made.
-#[derive(Debug)]
-pub enum UpstreamBody {
-    Incoming(Incoming),
-    Bytes(Option<Bytes>),
-}
-
-impl UpstreamBody {
-    /// No body (health checks).
-    pub fn empty() -> Self {
-        UpstreamBody::Bytes(None)
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Incoming(body) => body.is_end_stream(),
-            UpstreamBody::Bytes(bytes) => bytes.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Incoming(body) => body.size_hint(),
-            UpstreamBody::Bytes(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-        }
-    }
+/// What the primary response turned out to be.
+#[derive(Debug, Clone, Copy)]
+pub struct PrimaryResult {
+    pub status: StatusCode,
+    /// xxh3 of the body, with `compare = true`.
+    pub body_hash: Option<u64>,
 }
 
 /// A response body sent to the client: the upstream's stream, or a short

@@ -9,9 +9,7 @@
 //! or the primary response never completed). The last mismatches are kept
 //! for `GET /api/v1/routes/{route}/mirror`.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,107 +17,20 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::{Timeouts, Weight};
+use crate::config::Timeouts;
 use crate::control::Route;
 use crate::error::ProxyError;
-use crate::exchange::body::{ProxyBody, UpstreamBody};
+use crate::exchange::body::PrimaryResult;
+use crate::exchange::body::ProxyBody;
+use crate::telemetry::mirrors::{MirrorState, Mismatch};
 use crate::telemetry::{BackendMetrics, MirrorOutcome};
 use crate::upstream::Endpoint;
+use crate::upstream::UpstreamBody;
 
 /// Marks a mirrored copy, so the mirror backend can tell it from live traffic.
 pub const X_SLUICEGATE_MIRROR: HeaderName = HeaderName::from_static("x-sluicegate-mirror");
-
-/// Mismatches kept per route.
-const RECENT_MISMATCHES: usize = 50;
-
-/// A route's mirroring state, kept across reloads.
-#[derive(Debug)]
-pub struct MirrorState {
-    sampled: AtomicU64,
-    limit: Arc<Semaphore>,
-    pub max_concurrent: u32,
-    counts: [AtomicU64; 4],
-    recent: Mutex<VecDeque<Mismatch>>,
-}
-
-/// One copy whose answer differed from the primary's.
-#[derive(Debug, Clone, Serialize)]
-pub struct Mismatch {
-    #[serde(with = "crate::control::history::rfc3339")]
-    pub time: SystemTime,
-    pub method: String,
-    pub path: String,
-    pub primary_status: u16,
-    pub mirror_status: u16,
-    /// Whether the bodies differed (only known with `compare = true`).
-    pub body_differs: bool,
-}
-
-/// What the primary response turned out to be.
-#[derive(Debug, Clone, Copy)]
-pub struct PrimaryResult {
-    pub status: StatusCode,
-    /// xxh3 of the body, with `compare = true`.
-    pub body_hash: Option<u64>,
-}
-
-impl MirrorState {
-    /// A new state allowing `max_concurrent` copies in flight.
-    pub fn new(max_concurrent: u32) -> MirrorState {
-        MirrorState {
-            sampled: AtomicU64::new(0),
-            limit: Arc::new(Semaphore::new(max_concurrent as usize)),
-            max_concurrent,
-            counts: Default::default(),
-            recent: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// Whether this request is in the mirrored share: exact over every
-    /// 10,000 requests, spread evenly (1 % = every 100th).
-    #[inline]
-    pub fn sample(&self, percent: Weight) -> bool {
-        let n = self.sampled.fetch_add(1, Ordering::Relaxed);
-        let p = u64::from(percent.0);
-        (n + 1) * p / 10_000 != n * p / 10_000
-    }
-
-    /// A slot for one more copy, unless the limit is reached.
-    pub fn try_start(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.limit).try_acquire_owned().ok()
-    }
-
-    /// Counts an outcome here and in the metrics.
-    pub fn record(&self, outcome: MirrorOutcome, metrics: &BackendMetrics) {
-        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        metrics.record_mirror(outcome);
-    }
-
-    fn remember(&self, mismatch: Mismatch) {
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT_MISMATCHES {
-                recent.pop_front();
-            }
-            recent.push_back(mismatch);
-        }
-    }
-
-    /// Outcome counts: match, mismatch, error, skipped.
-    pub fn counts(&self) -> [u64; 4] {
-        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
-    }
-
-    /// The last mismatches, newest first.
-    pub fn mismatches(&self) -> Vec<Mismatch> {
-        self.recent
-            .lock()
-            .map(|r| r.iter().rev().cloned().collect())
-            .unwrap_or_default()
-    }
-}
 
 /// The primary's side of a copy: tells the mirror task how the primary
 /// response went.

@@ -11,6 +11,7 @@
 //! it, so its gauge lives in the recorder, held up by a [`TunnelSlot`].
 
 pub mod access_log;
+pub mod mirrors;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -25,9 +26,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::control::Snapshot;
-use crate::exchange::mirror::MirrorState;
 use crate::telemetry::stats::Series;
+use mirrors::MirrorState;
 
 pub const REQUESTS_TOTAL: &str = "sluicegate_requests_total";
 pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
@@ -337,11 +337,11 @@ impl Telemetry {
         self.handle.run_upkeep();
     }
 
-    /// The Prometheus text exposition: counters and histograms, then gauges
-    /// from `snapshot`, then process metrics.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The Prometheus text exposition: counters and histograms, then the
+    /// gauges `gauges` writes (the routing state's), then process metrics.
+    pub fn render(&self, gauges: impl FnOnce(&mut String)) -> String {
         let mut out = self.handle.render();
-        render_gauges(&mut out, snapshot);
+        gauges(&mut out);
         gauge_header(&mut out, OPEN_CONNECTIONS, "Client connections open now.");
         let _ = writeln!(
             out,
@@ -355,85 +355,13 @@ impl Telemetry {
 
 static METADATA: Metadata<'static> = Metadata::new("sluicegate", Level::INFO, None);
 
-fn render_gauges(out: &mut String, snapshot: &Snapshot) {
-    gauge_header(
-        out,
-        BACKEND_WEIGHT,
-        "Weight of a backend in percent, desired (asked for) and effective (after failover).",
-    );
-    for route in &snapshot.routes {
-        for backend in &route.backends {
-            for (kind, weight) in [
-                ("desired", backend.weight),
-                ("effective", backend.effective),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{BACKEND_WEIGHT}{{route=\"{}\",backend=\"{}\",kind=\"{kind}\"}} {}",
-                    escape(route.name()),
-                    escape(&backend.name),
-                    weight.percent()
-                );
-            }
-        }
-    }
-    gauge_header(
-        out,
-        ENDPOINT_HEALTHY,
-        "1 when an endpoint passes its checks and is not ejected.",
-    );
-    for route in &snapshot.routes {
-        for backend in &route.backends {
-            for endpoint in &backend.endpoints {
-                let _ = writeln!(
-                    out,
-                    "{ENDPOINT_HEALTHY}{{route=\"{}\",backend=\"{}\",endpoint=\"{}\"}} {}",
-                    escape(route.name()),
-                    escape(&backend.name),
-                    escape(&endpoint.addr.to_string()),
-                    u8::from(endpoint.is_healthy())
-                );
-            }
-        }
-    }
-    gauge_header(
-        out,
-        CANARY_WEIGHT,
-        "Desired weight in percent of the canary backend of a route with [routes.canary], whoever set it.",
-    );
-    for route in &snapshot.routes {
-        let Some(canary) = &route.config.canary else {
-            continue;
-        };
-        if let Some(backend) = route.backend(&canary.canary) {
-            let _ = writeln!(
-                out,
-                "{CANARY_WEIGHT}{{route=\"{}\"}} {}",
-                escape(route.name()),
-                backend.weight.percent()
-            );
-        }
-    }
-    gauge_header(out, CONFIG_REVISION, "The revision in force.");
-    let _ = writeln!(out, "{CONFIG_REVISION} {}", snapshot.revision);
-    gauge_header(
-        out,
-        BUILD_INFO,
-        "Always 1; the version of this sluicegate binary.",
-    );
-    let _ = writeln!(
-        out,
-        "{BUILD_INFO}{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-}
-
-fn gauge_header(out: &mut String, name: &str, help: &str) {
+/// Writes the `# HELP`/`# TYPE` lines of a gauge.
+pub fn gauge_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
 
 /// Escapes a label value (backslash, quote, newline).
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if value.contains(['\\', '"', '\n']) {
         value
             .replace('\\', "\\\\")

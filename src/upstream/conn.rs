@@ -31,10 +31,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::Endpoint;
+use super::body::UpstreamBody;
 use super::tls::{Alpn, negotiated_h2};
 use crate::config::UpstreamProtocol;
 use crate::error::UpstreamError;
-use crate::exchange::body::UpstreamBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;

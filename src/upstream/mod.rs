@@ -1,6 +1,7 @@
 //! Upstream endpoints: their health (active checks, passive ejection in
 //! `outlier`, drain) and their connections (`conn`).
 
+mod body;
 mod conn;
 mod outlier;
 mod raw;
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::config::{EndpointAddr, OutlierConfig, Transport};
 
+pub use body::UpstreamBody;
 use conn::Pool;
 pub use conn::{Connection, PooledBody};
 pub use outlier::{EjectionGuard, EjectionRules};

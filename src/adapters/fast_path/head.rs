@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use httparse::{Header, Status};
 
+use crate::error::InvalidResponse;
 use crate::exchange::forwarding::connection_may_drop;
 
 /// Headers parsed on the stack; a request with more goes to hyper, which
@@ -383,11 +384,6 @@ pub enum Response<'b> {
     Interim(usize),
     Final(ResponseHead<'b>),
 }
-
-/// An upstream response head that cannot be forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid response from the upstream: {0}")]
-pub struct InvalidResponse(pub &'static str);
 
 /// Parses the upstream's response head to a request (`head_request` for HEAD).
 pub fn parse_response<'b>(

@@ -34,12 +34,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-pub use head::InvalidResponse;
-
 use crate::adapters::hyper_path::{self, Attempts, ClientInfo, Served};
 use crate::config::{Limits, Sticky, Timeouts};
 use crate::control::{Backend, Route, Snapshot, State};
-use crate::error::{ProxyError, UpstreamError};
+use crate::error::{InvalidResponse, ProxyError, UpstreamError};
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{Endpoint, RawConn};
 use chunked::Chunked;

@@ -512,7 +512,10 @@ fn mirror_view(admin: &Admin, name: &str) -> Result<Value, ApiError> {
 /// `GET /metrics`: Prometheus text format.
 fn metrics(admin: &Admin) -> AdminResponse {
     let snapshot = admin.state.snapshot_full();
-    let text = admin.state.telemetry().render(&snapshot);
+    let text = admin
+        .state
+        .telemetry()
+        .render(|out| crate::control::gauges::render_gauges(out, &snapshot));
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
