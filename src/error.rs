@@ -97,6 +97,10 @@ pub enum UpstreamError {
     Unprocessed(BoxError),
     #[error("the client's request body failed: {0}")]
     ClientBody(hyper::Error),
+    /// Another attempt was allowed, but the streamed request body already
+    /// went out with the last one and cannot be sent again.
+    #[error("the request body was sent already and cannot be sent again")]
+    BodySpent,
     /// The fast path ([`crate::adapters::fast_path`]): the exchange failed on the socket.
     #[error("request failed: {0}")]
     Io(std::io::Error),
@@ -121,6 +125,7 @@ impl UpstreamError {
             UpstreamError::InvalidResponse(_) => "invalid response from the upstream",
             UpstreamError::ClientBody(_) => "the request body could not be read",
             UpstreamError::Request(_)
+            | UpstreamError::BodySpent
             | UpstreamError::StaleConnection(_)
             | UpstreamError::Unprocessed(_)
             | UpstreamError::Io(_) => "upstream request failed",
@@ -128,11 +133,16 @@ impl UpstreamError {
     }
 
     /// Whether the endpoint is to blame, for passive health (ejection): not
-    /// for the keep-alive race or an unprocessed (refused) request.
+    /// for the keep-alive race, an unprocessed (refused) request, an upgrade
+    /// an HTTP/2 endpoint cannot take, or the client's own body.
     pub fn blames_endpoint(&self) -> bool {
         !matches!(
             self,
-            UpstreamError::StaleConnection(_) | UpstreamError::Unprocessed(_)
+            UpstreamError::StaleConnection(_)
+                | UpstreamError::Unprocessed(_)
+                | UpstreamError::UpgradeOverH2
+                | UpstreamError::ClientBody(_)
+                | UpstreamError::BodySpent
         )
     }
 

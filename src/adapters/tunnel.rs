@@ -7,20 +7,22 @@
 //! no snapshot, so it lives on across reloads and weight changes, pinned to
 //! the endpoint that accepted it.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::adapters::hyper_path::{
-    ClientInfo, header_tokens, next_endpoint, remove_hop_by_hop, upstream_request,
-};
 use crate::config::Timeouts;
-use crate::control::{Backend, Route};
 use crate::error::{ProxyError, UpstreamError};
+use crate::exchange::attempt::Attempts;
 use crate::exchange::body::ProxyBody;
-use crate::upstream::UpstreamBody;
-use crate::upstream::{Endpoint, PooledBody};
+use crate::exchange::decide::{Choice, ClientInfo};
+use crate::exchange::forwarding::{self, header_tokens, remove_hop_by_hop};
+use crate::exchange::outcome::Served;
+use crate::upstream::{Endpoint, PooledBody, UpstreamBody};
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
@@ -45,22 +47,36 @@ pub fn requested_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::UPGRADE).cloned()
 }
 
-/// Forwards an upgrade request to an endpoint of `backend` (or, when it
-/// cannot be reached, of another backend as for any request) and joins the
-/// two connections once the endpoint switches protocols.
-pub async fn forward(
-    route: &Route,
-    backend: &Backend,
-    timeouts: Timeouts,
-    client: ClientInfo,
+/// An upgrade request's decisions, taken by hyper's path.
+pub struct Upgrade<'r, 'h> {
+    pub choice: Choice<'r>,
+    pub timeouts: Timeouts,
+    pub client: ClientInfo,
+    pub host: Option<&'h str>,
+    /// What the client asks to switch to (`websocket`).
+    pub protocol: HeaderValue,
+}
+
+/// Forwards an upgrade request through the attempt driver (only what was
+/// not sent goes to another endpoint: the upgrade request has no replay)
+/// and joins the two connections once the endpoint switches protocols.
+pub async fn forward<'s>(
+    upgrade: Upgrade<'s, '_>,
     mut req: Request<Incoming>,
-    host: Option<&str>,
-    protocol: HeaderValue,
+    served: &mut Served<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Upgrade {
+        choice,
+        timeouts,
+        client,
+        host,
+        protocol,
+    } = upgrade;
     let extended_connect = req.method() == Method::CONNECT;
     let downstream = hyper::upgrade::on(&mut req);
     // The client's body is the tunnel itself (HTTP/2) or empty (HTTP/1.1).
-    let (mut parts, _tunnel) = upstream_request(req, host, client).into_parts();
+    let (mut parts, _tunnel) = req.into_parts();
+    forwarding::rewrite_request(&mut parts, host, client);
     if extended_connect {
         parts.method = Method::GET;
         if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
@@ -79,40 +95,17 @@ pub async fn forward(
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, protocol);
 
-    let mut tried: Vec<&std::sync::Arc<Endpoint>> = Vec::new();
-    let mut last_error = None;
-    let (mut resp, used) = loop {
-        let is_tried =
-            |e: &std::sync::Arc<Endpoint>| tried.iter().any(|t| std::sync::Arc::ptr_eq(t, e));
-        let Some((used, endpoint)) = next_endpoint(route, backend, tried.is_empty(), is_tried)
-        else {
-            return Err(last_error.map_or(ProxyError::NoEndpoint, ProxyError::Upstream));
+    let mut attempts = Attempts::new(choice.route, choice.backend, &parts.method, false);
+    let mut resp = loop {
+        let Some(endpoint) = attempts.next(served) else {
+            return Err(attempts.exhausted());
         };
-        tried.push(endpoint);
-        // Only a failed connect is retried: nothing was sent yet.
-        let conn = match endpoint.upgrade_connection(timeouts.connect).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::debug!(endpoint = endpoint.authority(), %error, "connect for upgrade failed");
-                if !matches!(error, UpstreamError::UpgradeOverH2) {
-                    endpoint.record_failure(&backend.outlier);
-                }
-                last_error = Some(error);
-                continue;
-            }
-        };
-        let req = Request::from_parts(parts.clone(), UpstreamBody::empty());
-        match conn.send_upgrade(req, timeouts.response_headers).await {
-            Ok(resp) => {
-                endpoint.record_success();
-                break (resp, used);
-            }
-            Err(error) => {
-                endpoint.record_failure(&backend.outlier);
-                return Err(error.into());
-            }
+        let result = send_upgrade(endpoint, &parts, timeouts).await;
+        if let Some(resp) = attempts.settle(endpoint, result)? {
+            break resp;
         }
     };
+    let used = served.backend.unwrap_or(choice.backend);
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Declined: pass the answer on, unless it would read as "tunnel
@@ -158,6 +151,17 @@ pub async fn forward(
         }
     });
     Ok(Response::from_parts(head, ProxyBody::empty()))
+}
+
+/// One attempt: the upgrade request to `endpoint`, up to its answer.
+async fn send_upgrade(
+    endpoint: &Arc<Endpoint>,
+    parts: &Parts,
+    timeouts: Timeouts,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let conn = endpoint.upgrade_connection(timeouts.connect).await?;
+    let req = Request::from_parts(parts.clone(), UpstreamBody::empty());
+    conn.send_upgrade(req, timeouts.response_headers).await
 }
 
 /// A random `Sec-WebSocket-Key`: 16 bytes, base64.

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::adapters::fast_path;
-use crate::adapters::hyper_path::{self, ClientInfo};
+use crate::adapters::hyper_path;
 use crate::config::{Config, Limits, Timeouts};
 use crate::control::State;
 use crate::control::admin::{self, Admin, Token};
@@ -35,6 +35,7 @@ use crate::control::health;
 use crate::control::reload::Reloader;
 use crate::edge::tls::CertStore;
 use crate::error::ServerError;
+use crate::exchange::decide::ClientInfo;
 use crate::telemetry::ConnectionSlot;
 use crate::telemetry::access_log::AccessLog;
 use connection::{Tracked, Tracker};

@@ -195,32 +195,3 @@ pub fn spawn(copy: MirrorCopy, primary: oneshot::Receiver<PrimaryResult>) {
         }
     });
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_is_exact_and_spread() {
-        let state = MirrorState::new(1);
-        let picked = (0..1000).filter(|_| state.sample(Weight(500))).count();
-        assert_eq!(picked, 50);
-        let state = MirrorState::new(1);
-        let first: Vec<bool> = (0..40).map(|_| state.sample(Weight(500))).collect();
-        assert_eq!(first.iter().filter(|p| **p).count(), 2);
-        assert!(!state.sample(Weight(0)));
-        let all = MirrorState::new(1);
-        assert!((0..100).all(|_| all.sample(Weight(10_000))));
-    }
-
-    #[test]
-    fn the_limit_bounds_copies_in_flight() {
-        let state = MirrorState::new(2);
-        let a = state.try_start();
-        let b = state.try_start();
-        assert!(a.is_some() && b.is_some());
-        assert!(state.try_start().is_none());
-        drop(a);
-        assert!(state.try_start().is_some());
-    }
-}

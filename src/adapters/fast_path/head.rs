@@ -145,7 +145,7 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-impl crate::adapters::hyper_path::HeaderLookup for [Header<'_>] {
+impl crate::exchange::decide::HeaderLookup for [Header<'_>] {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
             .filter(move |h| is(h.name, name))

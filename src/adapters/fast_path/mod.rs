@@ -34,10 +34,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use crate::adapters::hyper_path::{self, Attempts, ClientInfo, Served};
-use crate::config::{Limits, Sticky, Timeouts};
-use crate::control::{Backend, Route, Snapshot, State};
+use crate::config::{Limits, Timeouts};
+use crate::control::{Route, Snapshot, State};
 use crate::error::{InvalidResponse, ProxyError, UpstreamError};
+use crate::exchange::attempt::{Answer, Attempts};
+use crate::exchange::decide::{self, Choice, ClientInfo};
+use crate::exchange::outcome::{Ledger, Served, error_headers, error_text};
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{Endpoint, RawConn};
 use chunked::Chunked;
@@ -268,20 +270,17 @@ struct Plan<'s> {
     choice: Result<Choice<'s>, ProxyError>,
 }
 
-/// The route and backend picked for a request.
-struct Choice<'s> {
-    route: &'s Route,
-    backend: &'s Backend,
-    /// A sticky bucket to hand the client in a cookie.
-    new_bucket: Option<u32>,
-}
-
 /// An upstream that answered with a complete response head in `resp`.
 struct Answered<'s> {
     conn: RawConn,
     endpoint: &'s Arc<Endpoint>,
-    backend: &'s Backend,
     head: Head,
+}
+
+impl Answer for Answered<'_> {
+    fn status(&self) -> StatusCode {
+        self.head.status
+    }
 }
 
 /// What the client's response head depends on besides the upstream's.
@@ -389,14 +388,9 @@ impl Conn<'_> {
                 req.target.to_string(),
             ))
         });
-        let choice = route.ok_or(ProxyError::NoRoute).and_then(|route| {
-            let (backend, new_bucket) = hyper_path::choose_backend(route, req.headers, self.info)?;
-            Ok(Choice {
-                route,
-                backend,
-                new_bucket,
-            })
-        });
+        let choice = route
+            .ok_or(ProxyError::NoRoute)
+            .and_then(|route| decide::choose(route, req.headers, self.info));
         self.out.clear();
         head::write_upstream_head(&mut self.out, &req, &self.client_ip, self.info.tls);
         self.out.extend_from_slice(&self.buf[req.len..consumed]);
@@ -428,62 +422,45 @@ impl Conn<'_> {
             method,
             close,
             started,
-            mut log,
+            log,
             choice,
             ..
         } = plan;
         let close = close || closing;
-        let mut served = Served {
-            route,
-            ..Served::default()
-        };
+        let mut ledger = Ledger::new(self.state, snapshot, started, log);
+        ledger.served.route = route;
         let result = match choice {
             Ok(choice) => {
-                served.backend = Some(choice.backend);
-                let cookie = match (choice.new_bucket, &choice.route.config.sticky) {
-                    (Some(bucket), Some(Sticky::Cookie { name, max_age })) => Some(
-                        hyper_path::sticky_cookie(name, bucket, *max_age, self.info.tls),
-                    ),
-                    _ => None,
-                };
+                ledger.served.backend = Some(choice.backend);
+                let cookie = choice.sticky_cookie(self.info.tls);
                 let reply = Reply {
                     head_request: method == Method::HEAD,
                     cookie: cookie.as_deref(),
                     close,
                 };
-                self.forward(&choice, &method, &reply, &mut served).await
+                self.forward(&choice, &method, &reply, &mut ledger.served)
+                    .await
             }
             Err(error) => Err(error),
         };
-        let (status, relayed) = match result {
+        let relayed = match result {
             Ok(answered) => {
-                self.relay(stream, answered, |status| {
-                    served.record(self.state, snapshot, status, started.elapsed());
-                })
-                .await
+                self.relay(stream, answered, |status| ledger.settle(status))
+                    .await
             }
             Err(error) => {
                 tracing::debug!(%error, "request failed");
-                if let Some(entry) = log.as_mut() {
-                    entry.error = Some(error.to_string());
-                }
-                let status = error.status();
-                served.record(self.state, snapshot, status, started.elapsed());
-                (status, self.answer_error(stream, &error, close).await)
+                ledger.note_error(&error);
+                ledger.settle(error.status());
+                self.answer_error(stream, &error, close).await
             }
         };
-        if let (Some(log), Some(mut entry)) = (self.state.access_log(), log) {
-            served.fill(&mut entry, status, snapshot.revision);
-            entry.bytes = relayed.bytes;
-            entry.duration = started.elapsed();
-            log.log(*entry);
-        }
+        ledger.finish(relayed.bytes);
         relayed.keep_alive && !close
     }
 
-    /// Sends `out` to an endpoint of the chosen backend, moving on to the
-    /// next endpoint when that is safe, until one answers with a response
-    /// head. Mirrors [`crate::adapters::hyper_path`]'s attempt loop.
+    /// Sends `out` to an endpoint of the chosen backend through the attempt
+    /// driver, until one answers with a response head.
     async fn forward<'s>(
         &mut self,
         choice: &Choice<'s>,
@@ -493,27 +470,28 @@ impl Conn<'_> {
     ) -> Result<Answered<'s>, ProxyError> {
         // The whole request is in `out`: it is at hand to send again.
         let mut attempts = Attempts::new(choice.route, choice.backend, method, true);
-        while let Some((backend, endpoint)) = attempts.next(served) {
-            let mut conn = match endpoint.raw_connection(self.timeouts.connect).await {
-                Ok(conn) => conn,
-                Err(error) => {
-                    attempts.connect_failed(endpoint, error);
-                    continue;
-                }
-            };
-            match self.send(&mut conn, reply).await {
-                Ok(head) => {
-                    return Ok(Answered {
-                        conn,
-                        endpoint,
-                        backend,
-                        head,
-                    });
-                }
-                Err(error) => attempts.failed(endpoint, error)?,
+        while let Some(endpoint) = attempts.next(served) {
+            let result = self.attempt(endpoint, reply).await;
+            if let Some(answered) = attempts.settle(endpoint, result)? {
+                return Ok(answered);
             }
         }
         Err(attempts.exhausted())
+    }
+
+    /// One attempt: `out` to `endpoint` on a pooled socket.
+    async fn attempt<'s>(
+        &mut self,
+        endpoint: &'s Arc<Endpoint>,
+        reply: &Reply<'_>,
+    ) -> Result<Answered<'s>, UpstreamError> {
+        let mut conn = endpoint.raw_connection(self.timeouts.connect).await?;
+        let head = self.send(&mut conn, reply).await?;
+        Ok(Answered {
+            conn,
+            endpoint,
+            head,
+        })
     }
 
     /// Writes `out` and reads until `resp` starts with a final response head
@@ -556,14 +534,13 @@ impl Conn<'_> {
         stream: &mut S,
         answered: Answered<'_>,
         counted: impl FnOnce(StatusCode),
-    ) -> (StatusCode, Relayed)
+    ) -> Relayed
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Answered {
             mut conn,
             endpoint,
-            backend,
             head,
         } = answered;
         let Head {
@@ -572,20 +549,10 @@ impl Conn<'_> {
             mut reusable,
             len: head_len,
         } = head;
-        if status.is_server_error() {
-            endpoint.record_failure(&backend.outlier);
-        } else {
-            endpoint.record_success();
-        }
         counted(status);
-        let cut = |bytes| {
-            (
-                status,
-                Relayed {
-                    bytes,
-                    keep_alive: false,
-                },
-            )
+        let cut = |bytes| Relayed {
+            bytes,
+            keep_alive: false,
         };
         // The start of the body came with the head: send both in one write.
         let mut body = Body::new(framing);
@@ -639,7 +606,7 @@ impl Conn<'_> {
             endpoint.return_raw(conn.stream);
         }
         let keep_alive = framing != Framing::UntilClose;
-        (status, Relayed { bytes, keep_alive })
+        Relayed { bytes, keep_alive }
     }
 
     /// Answers a malformed head 400 with `connection: close`, as hyper does.
@@ -662,8 +629,8 @@ impl Conn<'_> {
         S: AsyncWrite + Unpin,
     {
         let status = error.status();
-        let text = hyper_path::error_text(error);
-        let fields = hyper_path::error_headers(status);
+        let text = error_text(error);
+        let fields = error_headers(status);
         self.out.clear();
         head::write_own_response(&mut self.out, status, &fields, text.as_bytes(), close);
         let write = stream.write_all(&self.out);
