@@ -173,6 +173,10 @@ pub enum TokenSource {
     Generated,
 }
 
+/// On shutdown, how long a connection accepted a moment before may take to
+/// send its first request before it is closed (both HTTP/1.1 paths).
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Time limits, all with defaults (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

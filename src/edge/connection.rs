@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::config::{Limits, Timeouts};
+use crate::config::{FIRST_REQUEST_GRACE, Limits, Timeouts};
 
 /// Counts a listener's open connections so shutdown can wait for them.
 #[derive(Debug)]
@@ -138,9 +138,8 @@ where
     }
 }
 
-/// On shutdown, how long a just-accepted connection may take to send its
-/// first byte before it is closed, and how often that is looked at.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// On shutdown, how often a just-accepted connection is looked at during its
+/// [`FIRST_REQUEST_GRACE`].
 const FIRST_BYTE_POLL: Duration = Duration::from_millis(5);
 
 /// When a connection last moved a byte, for the idle timeout.

@@ -320,10 +320,7 @@ async fn accept_loop(
         };
         let (timeouts, limits, fast_h1) = {
             let config = &state.snapshot().config;
-            let fast_h1 = config
-                .listeners
-                .get(index)
-                .is_none_or(|l| l.http1_fast_path);
+            let fast_h1 = fast_path::takes_connection(config.listeners.get(index), None);
             (config.timeouts, config.limits, fast_h1)
         };
         let Some(slot) = state
@@ -359,7 +356,8 @@ async fn accept_loop(
                     {
                         Ok(Ok(stream)) => {
                             conn.client.tls = true;
-                            conn.fast_h1 &= stream.get_ref().1.alpn_protocol() != Some(b"h2");
+                            let alpn = stream.get_ref().1.alpn_protocol();
+                            conn.fast_h1 &= fast_path::takes_connection(None, alpn);
                             serve_connection(stream, conn).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),

@@ -566,6 +566,51 @@ fn push_date(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::forwarding;
+
+    /// The byte writer's hop-by-hop classification is the exchange core's
+    /// rule ([`forwarding::is_hop_by_hop`], which hyper's path applies): for
+    /// every hop-by-hop name in any case, and for names one letter off.
+    #[test]
+    fn hop_by_hop_fields_are_the_forwarding_rules() {
+        let mut names: Vec<String> = forwarding::HOP_BY_HOP
+            .iter()
+            .map(|h| h.as_str().to_string())
+            .chain(["upgrade".to_string()])
+            .collect();
+        for field in [
+            "host",
+            "date",
+            "expect",
+            "content-type",
+            "content-length",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "trailer",
+            "tE",
+        ] {
+            names.push(field.to_string());
+        }
+        let mut variants = Vec::new();
+        for name in &names {
+            variants.push(name.to_ascii_uppercase());
+            variants.push(name.clone());
+            // One letter changed: same length and first letter, another name.
+            let mut off = name.clone().into_bytes();
+            if let Some(last) = off.last_mut() {
+                *last = if *last == b'x' { b'y' } else { b'x' };
+            }
+            variants.push(String::from_utf8(off).unwrap());
+        }
+        for name in variants {
+            assert_eq!(
+                classify(&name).is_hop_by_hop(),
+                forwarding::is_hop_by_hop(&name),
+                "{name}"
+            );
+        }
+    }
 
     fn request(raw: &[u8]) -> String {
         let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use crate::config::{Limits, Timeouts};
+use crate::config::{FIRST_REQUEST_GRACE, Limits, ListenerConfig, Timeouts};
 use crate::control::{Route, Snapshot, State};
 use crate::error::{InvalidResponse, ProxyError, UpstreamError};
 use crate::exchange::attempt::{Answer, Attempts};
@@ -57,9 +57,15 @@ const BODY_ROOM: usize = 32 * 1024;
 /// Buffers grown past this are released after a request, so an idle
 /// connection holds little memory.
 const KEEP_CAPACITY: usize = 8 * 1024;
-/// On shutdown, how long a connection that has sent nothing yet may take to
-/// send its first request (it was accepted a moment before).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether the fast path tries a new client connection first: its
+/// listener's `http1_fast_path` key (on unless set false; `None` when not
+/// known here) and no ALPN choice of h2. The other two parts of the rule:
+/// per route, [`Route::fast_h1`] (no mirror, every endpoint plain HTTP/1.1),
+/// and per request, the head parser's `Unfit` (see the module doc).
+pub fn takes_connection(listener: Option<&ListenerConfig>, alpn: Option<&[u8]>) -> bool {
+    listener.is_none_or(|l| l.http1_fast_path) && alpn != Some(b"h2")
+}
 
 /// What became of a connection the fast path served.
 #[derive(Debug)]
