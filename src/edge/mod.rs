@@ -332,7 +332,7 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection {
+        let mut conn = Accepted {
             client: ClientInfo { peer, tls: false },
             state: Arc::clone(&state),
             timeouts,
@@ -370,7 +370,7 @@ async fn accept_loop(
 }
 
 /// What one client connection is served with.
-struct Connection {
+struct Accepted {
     client: ClientInfo,
     state: Arc<State>,
     timeouts: Timeouts,
@@ -386,11 +386,11 @@ struct Connection {
 
 /// Serves one client connection (HTTP/1.1 or h2c prior knowledge) until it
 /// closes, is idle for `client_idle`, or shutdown asks it to finish.
-async fn serve_connection<S>(mut stream: S, conn_info: Connection)
+async fn serve_connection<S>(mut stream: S, conn_info: Accepted)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Connection {
+    let Accepted {
         client,
         state,
         timeouts,

@@ -172,7 +172,7 @@ impl Endpoint {
     pub async fn connection(
         self: &Arc<Self>,
         connect_timeout: Duration,
-    ) -> Result<Connection, UpstreamError> {
+    ) -> Result<HyperConn, UpstreamError> {
         self.checkout(connect_timeout, Need::Any).await
     }
 
@@ -181,7 +181,7 @@ impl Endpoint {
     pub async fn upgrade_connection(
         self: &Arc<Self>,
         connect_timeout: Duration,
-    ) -> Result<Connection, UpstreamError> {
+    ) -> Result<HyperConn, UpstreamError> {
         if self.transport.protocol == UpstreamProtocol::H2 {
             return Err(UpstreamError::UpgradeOverH2);
         }
@@ -192,8 +192,8 @@ impl Endpoint {
         self: &Arc<Self>,
         connect_timeout: Duration,
         need: Need,
-    ) -> Result<Connection, UpstreamError> {
-        let reused = |sender| Connection {
+    ) -> Result<HyperConn, UpstreamError> {
+        let reused = |sender| HyperConn {
             endpoint: Arc::clone(self),
             sender,
             reused: true,
@@ -224,7 +224,7 @@ impl Endpoint {
                 if matches!(sender, Sender::H1(_)) {
                     self.pool.chose_http1.store(true, Ordering::Relaxed);
                 }
-                return Ok(Connection {
+                return Ok(HyperConn {
                     endpoint: Arc::clone(self),
                     sender,
                     reused: false,
@@ -251,7 +251,7 @@ impl Endpoint {
             }
         }
         let sender = Box::pin(self.connect(connect_timeout, need)).await?;
-        Ok(Connection {
+        Ok(HyperConn {
             endpoint: Arc::clone(self),
             sender,
             reused: false,
@@ -374,7 +374,7 @@ where
 }
 
 /// A connection to one endpoint, checked out of its pool.
-pub struct Connection {
+pub struct HyperConn {
     endpoint: Arc<Endpoint>,
     sender: Sender,
     reused: bool,
@@ -382,7 +382,7 @@ pub struct Connection {
     connect_timeout: Duration,
 }
 
-impl Connection {
+impl HyperConn {
     /// Whether this connection speaks HTTP/2.
     pub fn is_h2(&self) -> bool {
         matches!(self.sender, Sender::H2(_))
@@ -422,7 +422,7 @@ impl Connection {
         mut req: Request<UpstreamBody>,
         response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Option<Release>), UpstreamError> {
-        let Connection {
+        let HyperConn {
             endpoint,
             mut sender,
             mut reused,

@@ -18,7 +18,7 @@ use crate::config::{EndpointAddr, OutlierConfig, Transport};
 
 pub use body::UpstreamBody;
 use conn::Pool;
-pub use conn::{Connection, PooledBody};
+pub use conn::{HyperConn, PooledBody};
 pub use outlier::{EjectionGuard, EjectionRules};
 pub use raw::RawConn;
 

@@ -561,7 +561,7 @@ impl Conn<'_> {
             keep_alive: false,
         };
         // The start of the body came with the head: send both in one write.
-        let mut body = Body::new(framing);
+        let mut body = BodyLeft::new(framing);
         let Ok(first) = body.take(&self.resp[head_len..]) else {
             // Broken framing: the head goes out, then the connection closes
             // (the client sees the body cut short, as with a failure later).
@@ -740,43 +740,43 @@ fn parse_head(
 }
 
 /// Where a response body ends.
-enum Body {
+enum BodyLeft {
     Empty,
     Length(u64),
     Chunked(Chunked),
     UntilClose,
 }
 
-impl Body {
-    fn new(framing: Framing) -> Body {
+impl BodyLeft {
+    fn new(framing: Framing) -> BodyLeft {
         match framing {
-            Framing::Empty => Body::Empty,
-            Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(Chunked::new()),
-            Framing::UntilClose => Body::UntilClose,
+            Framing::Empty => BodyLeft::Empty,
+            Framing::Length(n) => BodyLeft::Length(n),
+            Framing::Chunked => BodyLeft::Chunked(Chunked::new()),
+            Framing::UntilClose => BodyLeft::UntilClose,
         }
     }
 
     fn done(&self) -> bool {
         match self {
-            Body::Empty => true,
-            Body::Length(left) => *left == 0,
-            Body::Chunked(chunked) => chunked.is_done(),
-            Body::UntilClose => false,
+            BodyLeft::Empty => true,
+            BodyLeft::Length(left) => *left == 0,
+            BodyLeft::Chunked(chunked) => chunked.is_done(),
+            BodyLeft::UntilClose => false,
         }
     }
 
     /// How many of `data`'s bytes belong to the body.
     fn take(&mut self, data: &[u8]) -> Result<usize, chunked::InvalidChunked> {
         Ok(match self {
-            Body::Empty => 0,
-            Body::Length(left) => {
+            BodyLeft::Empty => 0,
+            BodyLeft::Length(left) => {
                 let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
                 *left -= n as u64;
                 n
             }
-            Body::Chunked(chunked) => chunked.feed(data)?,
-            Body::UntilClose => data.len(),
+            BodyLeft::Chunked(chunked) => chunked.feed(data)?,
+            BodyLeft::UntilClose => data.len(),
         })
     }
 }
