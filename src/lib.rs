@@ -2,44 +2,36 @@
 //! of a service (blue/green, canary) by exact weights.
 //!
 //! # Map of the code
-//! - [`config`]: the file (TOML or YAML) → raw types → validated [`config::Config`],
-//!   collecting every error with file, line, column and field.
-//! - [`state`]: the one `ArcSwap` [`state::Snapshot`] of routes, backends and weights.
-//! - [`server`]: listeners, accept loop, connection limits, shutdown.
-//! - [`connection`]: one client connection (data plane or admin): HTTP/1.1 + h2,
-//!   timeouts, header limits, graceful finish.
-//! - [`h1`]: the HTTP/1.1 fast path: plain keep-alive requests proxied byte
-//!   for byte on the client connection's task, the rest handed to hyper.
-//! - [`proxy`]: the request path (route → backend → endpoint → forward → respond).
-//! - [`balance`]: exact weighted choice (smooth WRR in basis points), sticky buckets.
-//! - [`upstream`]: endpoints, health state, HTTP/1.1 pools and shared h2
-//!   connections, upstream TLS.
-//! - [`tunnel`]: WebSocket and other upgrades (HTTP/1.1 and RFC 8441).
-//! - [`mirror`]: shadow copies and their comparison with the primary.
-//! - [`health`]: active health checks and failover of effective weights.
-//! - [`canary`]: the automated canary controller (steps, judging, rollback).
-//! - [`telemetry`]: Prometheus metrics; [`stats`]: the in-memory series the
-//!   dashboard and the canary read; [`access_log`]: one line per request.
-//! - [`clock`]: a coarse wall clock (Unix seconds) for the request path.
-//! - [`tls`]: TLS termination (rustls, ring), ALPN, SNI, certificate reload.
-//! - [`body`]: the body types of the request path.
-//! - [`forwarding`]: the header, framing and `Host` rules both request paths apply.
-//! - [`error`]: error types; each proxy error maps to one status code.
-//! - [`reload`]: config file watching (notify), SIGHUP and API reloads.
-//! - [`history`]: numbered revisions of every change, and the state file.
-//! - [`admin`]: the admin API, metrics and dashboard on their own listener,
-//!   bearer-token auth.
-//! - [`ctl`]: `sluicegate ctl`, the admin API client.
-//! - `upgrade`: zero-downtime binary upgrade by handing listening sockets over (SIGUSR2).
-//! - [`demo`]: the built-in blue/green demo.
+//! The folders follow the data path; each layer imports only from its own
+//! and those below it (checked by `tests/layers.rs`), top first:
+//! - [`demo`], [`ctl`] (and `main.rs`): the built-in demo; `sluicegate ctl`,
+//!   the admin API client, which shares only the admin API's wire types.
+//! - [`edge`]: listeners and the accept loop (data and admin), one client
+//!   connection's lifecycle, TLS termination, binary upgrade.
+//! - [`adapters`]: hyper's path (HTTP/1.1 and HTTP/2), the HTTP/1.1 fast path
+//!   and tunnels; each moves bytes for its protocol and nothing else.
+//! - [`exchange`]: the protocol-neutral core: forwarding rules, the backend
+//!   choice, the one attempt policy, counting and logging the outcome, the
+//!   response body, mirroring.
+//! - [`control`]: the one `ArcSwap` snapshot and the one change pipeline;
+//!   history and the state file, health checks and failover, reloads, the
+//!   canary controller, the admin API.
+//! - [`upstream`]: endpoints, connection pools (hyper's and raw sockets),
+//!   passive ejection, client TLS.
+//! - [`telemetry`]: Prometheus metrics, the in-memory series, the access log,
+//!   mirror counters.
+//! - [`config`]: the file (TOML or YAML) → validated, pure data, every error
+//!   located by file, line, column and field.
+//! - [`error`], [`clock`]: leaves that import nothing of the crate.
 //!
 //! # How a request flows
-//! `server` accepts a connection and hands each request to [`proxy::handle`],
-//! which loads the current snapshot, matches a route, chooses a backend (an
-//! override, the sticky bucket's owner, or the weighted pick) and an endpoint
-//! round-robin, rewrites the headers, starts a mirror copy when sampled, sends
-//! the request over a pooled upstream connection (retrying elsewhere when
-//! safe), streams the response back and counts it for the backend.
+//! [`edge`] accepts a connection and hands it to the fast path or hyper; the
+//! adapter loads the current snapshot once, checks the `Host` rules, matches
+//! a route, asks [`exchange::decide`] for a backend, writes the forwarded
+//! message by [`exchange::forwarding`]'s rules, sends it through
+//! [`exchange::attempt::Attempts`] (endpoint, retries, passive health) and
+//! streams the answer back; [`exchange::outcome::Ledger`] counts and logs it
+//! once, for the backend that answered.
 #![forbid(unsafe_code)]
 
 pub mod adapters;

@@ -6,7 +6,7 @@
 //! 3. choose a backend ([`decide::choose`]: override, sticky bucket, weighted pick)
 //! 4. hand upgrades to [`tunnel`]; rewrite the request for the upstream
 //!    ([`forwarding::rewrite_request`]); start a mirror copy when sampled
-//! 5. send it through [`attempt::drive`] (endpoints, retries, passive health)
+//! 5. send it endpoint by endpoint as [`Attempts`] allows (retries, passive health)
 //! 6. stream the response back; [`Ledger`] counts and logs it once
 //!
 //! Errors become short plain-text responses (gRPC-shaped for gRPC requests).
