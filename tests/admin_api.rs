@@ -1,15 +1,18 @@
 //! The admin API (SPEC §3) on a real admin listener: weight changes that apply
 //! to the very next request, bearer-token checks, refused changes that change
 //! nothing, revisions with if_revision, promote and rollback, paginated
-//! history, health, HEAD on every GET endpoint, the state file across
-//! restarts, and `sluicegate ctl` driving it all end to end.
+//! history, health, HEAD on every GET endpoint, 404 and 405 (with `Allow`)
+//! for unknown paths and methods, the state file across restarts, and
+//! `sluicegate ctl` driving it all end to end.
 
 mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use sluicegate::control::history::Source;
 
+use sluicegate::control::admin::api::{ApiError, RoutesAnswer};
 use support::{
     FakeBackend, FileProxy, Http1Client, STATE_FILE, TestDir, describe_output, two_backend_config,
     weight_map,
@@ -204,18 +207,21 @@ async fn every_state_change_needs_the_token() {
 async fn reads_on_a_loopback_admin_listener_need_no_token() {
     let (_blue, _green, proxy) = blue_green("90", "10").await;
 
-    let (status, body) = proxy
-        .admin_send(Method::GET, "/api/v1/routes", None, None)
+    let reply = proxy
+        .admin_raw(Method::GET, "/api/v1/routes", Bytes::new(), None)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let routes = body["routes"].as_array().expect("routes array");
-    assert_eq!(routes.len(), 1, "{body}");
-    assert_eq!(routes[0]["name"], "web");
-    assert_eq!(
-        support::desired_weights(&routes[0]),
-        weight_map(&[("blue", 90.0), ("green", 10.0)])
-    );
-    assert!(body["revision"].as_u64().is_some(), "{body}");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let answer: RoutesAnswer = support::parse_answer(&reply);
+    let [route] = answer.routes.as_slice() else {
+        panic!("one route expected: {answer:?}");
+    };
+    assert_eq!(route.name, "web");
+    let weights: Vec<(&str, f64)> = route
+        .backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.desired_weight))
+        .collect();
+    assert_eq!(weights, [("blue", 90.0), ("green", 10.0)]);
 
     let (status, body) = proxy
         .admin_send(Method::GET, "/api/v1/routes/web", None, None)
@@ -465,9 +471,65 @@ async fn unknown_route_is_404() {
         StatusCode::NOT_FOUND,
     )
     .await;
-    let (status, reply) = proxy.admin_get("/api/v1/routes/nope").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
-    assert_error_body(&reply);
+    let (status, refusal) = proxy
+        .admin_refusal(Method::GET, "/api/v1/routes/nope", None, Some(&proxy.token))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refusal:?}");
+    assert_eq!(refusal.error, "no route called `nope`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    let token = Some(proxy.token.as_str());
+    for path in [
+        "/api/v1/nope",
+        "/no/such/path",
+        "/api/v1/routes/web/weights/x",
+    ] {
+        let (status, refusal) = proxy.admin_refusal(Method::GET, path, None, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "GET {path}: {refusal:?}");
+        assert_eq!(refusal.error, "no such admin endpoint");
+    }
+    let wrong = [
+        (Method::GET, "/api/v1/reload", "POST"),
+        (Method::DELETE, WEIGHTS, "PUT"),
+        (Method::GET, "/api/v1/routes/web/promote", "POST"),
+        (Method::POST, "/api/v1/routes", "GET, HEAD"),
+        (Method::PUT, "/api/v1/history", "GET, HEAD"),
+        (Method::POST, "/healthz", "GET, HEAD"),
+    ];
+    for (method, path, allow) in wrong {
+        let reply = proxy
+            .admin_raw(method.clone(), path, Bytes::new(), token)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {}",
+            reply.text()
+        );
+        assert_eq!(
+            reply
+                .headers
+                .get(http::header::ALLOW)
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let refusal: ApiError = support::parse_answer(&reply);
+        assert_eq!(refusal.error, "method not allowed here");
+    }
+    // A wrong method changes nothing, and a write without the token is
+    // still a 401 before anything is said about the path.
+    let (status, _) = proxy
+        .admin_refusal(Method::DELETE, WEIGHTS, None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        proxy.weights("web").await,
+        weight_map(&[("blue", 100.0), ("green", 0.0)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,36 +789,36 @@ async fn history_lists_admin_changes_newest_first_with_their_reasons() {
         revisions.push(reply["revision"].as_u64().expect("revision"));
     }
 
-    let (status, body) = proxy.admin_get("/api/v1/history").await;
+    let page = proxy.history_page("").await;
 
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let list = body["revisions"].as_array().expect("revisions array");
-    let numbers: Vec<u64> = list
-        .iter()
-        .map(|r| r["revision"].as_u64().expect("revision"))
-        .collect();
+    let list = &page.revisions;
+    let numbers: Vec<u64> = list.iter().map(|r| r.revision).collect();
     assert!(
         numbers.windows(2).all(|w| w[0] > w[1]),
         "not newest first: {numbers:?}"
     );
-    assert!(list.len() >= 4, "the three changes and the start: {body}");
+    assert!(list.len() >= 4, "the three changes and the start: {page:?}");
     for (entry, ((reason, weights), revision)) in
         list.iter().zip(changes.iter().zip(&revisions).rev())
     {
-        assert_eq!(entry["revision"].as_u64(), Some(*revision), "{entry}");
-        assert_eq!(entry["source"], "admin", "{entry}");
-        assert_eq!(entry["reason"], *reason, "{entry}");
-        assert_eq!(entry["route"], "web", "{entry}");
-        assert!(
-            entry["time"].as_str().is_some_and(|t| !t.is_empty()),
-            "{entry}"
-        );
-        let recorded: std::collections::BTreeMap<String, f64> =
-            serde_json::from_value(entry["weights"].clone()).expect("weights map");
-        assert_eq!(recorded, weight_map(weights), "{entry}");
+        assert_eq!(entry.revision, *revision, "{entry:?}");
+        assert_eq!(entry.source, Source::Admin, "{entry:?}");
+        assert_eq!(entry.reason, *reason, "{entry:?}");
+        assert_eq!(entry.route.as_deref(), Some("web"), "{entry:?}");
+        let recorded: std::collections::BTreeMap<String, f64> = entry
+            .weights
+            .iter()
+            .flat_map(|w| &w.0)
+            .map(|(name, weight)| (name.clone(), weight.percent()))
+            .collect();
+        assert_eq!(recorded, weight_map(weights), "{entry:?}");
     }
     // The start-up revision came from the file.
-    assert_eq!(list.last().expect("oldest")["source"], "file", "{body}");
+    assert_eq!(
+        list.last().expect("oldest").source,
+        Source::File,
+        "{page:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,40 +831,28 @@ async fn history_is_paginated_with_limit_and_next_before() {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (status, all) = proxy.admin_get("/api/v1/history").await;
-    assert_eq!(status, StatusCode::OK, "{all}");
-    let all: Vec<u64> = all["revisions"]
-        .as_array()
-        .expect("revisions")
+    let all: Vec<u64> = proxy
+        .history_page("")
+        .await
+        .revisions
         .iter()
-        .map(|r| r["revision"].as_u64().expect("revision"))
+        .map(|r| r.revision)
         .collect();
     assert_eq!(all.len(), 6, "start + five changes: {all:?}");
 
     let mut paged = Vec::new();
-    let mut path = "/api/v1/history?limit=2".to_string();
+    let mut query = "limit=2".to_string();
     let mut pages = 0;
     loop {
-        let (status, page) = proxy.admin_get(&path).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {page}");
-        let entries = page["revisions"].as_array().expect("revisions");
-        assert!(entries.len() <= 2, "limit=2 gave {page}");
-        paged.extend(
-            entries
-                .iter()
-                .map(|r| r["revision"].as_u64().expect("revision")),
-        );
+        let page = proxy.history_page(&query).await;
+        assert!(page.revisions.len() <= 2, "limit=2 gave {page:?}");
+        paged.extend(page.revisions.iter().map(|r| r.revision));
         pages += 1;
-        match &page["next_before"] {
-            Value::Null => break,
-            next => {
-                let next = next
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("next_before: {page}"));
-                assert_eq!(Some(next), paged.last().copied(), "{page}");
-                path = format!("/api/v1/history?limit=2&before={next}");
-            }
-        }
+        let Some(next) = page.next_before else {
+            break;
+        };
+        assert_eq!(Some(next), paged.last().copied(), "{page:?}");
+        query = format!("limit=2&before={next}");
         assert!(pages < 10, "pagination does not end");
     }
     assert_eq!(paged, all);
@@ -844,22 +894,20 @@ async fn admin_changes_survive_a_restart_with_a_state_file() {
         proxy.weights("web").await,
         weight_map(&[("blue", 0.0), ("green", 100.0)])
     );
-    assert_eq!(proxy.route("web").await["route"]["override"], true);
+    assert!(proxy.route_answer("web").await.route.admin_override);
     assert_eq!(proxy.next_backend().await, "green");
     assert!(
         proxy.revision().await > changed_at,
         "revisions continue after a restart"
     );
-    let (status, history) = proxy.admin_get("/api/v1/history").await;
-    assert_eq!(status, StatusCode::OK, "{history}");
-    let entry = history["revisions"]
-        .as_array()
-        .expect("revisions")
+    let history = proxy.history_page("").await;
+    let entry = history
+        .revisions
         .iter()
-        .find(|r| r["revision"].as_u64() == Some(changed_at))
-        .unwrap_or_else(|| panic!("revision {changed_at} missing after restart: {history}"));
-    assert_eq!(entry["source"], "admin", "{entry}");
-    assert_eq!(entry["reason"], "persist me", "{entry}");
+        .find(|r| r.revision == changed_at)
+        .unwrap_or_else(|| panic!("revision {changed_at} missing after restart: {history:?}"));
+    assert_eq!(entry.source, Source::Admin, "{entry:?}");
+    assert_eq!(entry.reason, "persist me", "{entry:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

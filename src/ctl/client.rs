@@ -8,10 +8,11 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::de::IgnoredAny;
 use tokio::net::TcpStream;
 
 use super::{ApiCall, CONNECT_TIMEOUT, REQUEST_TIMEOUT, TOKEN_ENV};
+use crate::control::admin::api::ApiError;
 
 /// Everything that can go wrong in one `ctl` run; each is one clear message.
 #[derive(Debug, thiserror::Error)]
@@ -188,11 +189,10 @@ impl Client {
             .map_err(|_| CtlError::Timeout {
                 url: self.url.clone(),
             })??;
-        let json: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_success() {
-            return match json {
-                Some(_) => Ok(body),
-                None => Err(CtlError::Protocol(format!(
+            return match serde_json::from_slice::<IgnoredAny>(&body) {
+                Ok(_) => Ok(body),
+                Err(_) => Err(CtlError::Protocol(format!(
                     "{status} with a body that is not JSON"
                 ))),
             };
@@ -202,7 +202,7 @@ impl Client {
                 sent: self.token.as_ref().map(|t| t.source.clone()),
             });
         }
-        Err(api_error(status, json.as_ref(), &body))
+        Err(api_error(status, &body))
     }
 
     async fn exchange(&self, call: &ApiCall) -> Result<(StatusCode, Bytes), CtlError> {
@@ -232,7 +232,7 @@ impl Client {
         let body = match &call.body {
             Some(body) => {
                 request = request.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(body.to_string())
+                Bytes::from(body.clone())
             }
             None => Bytes::new(),
         };
@@ -248,23 +248,12 @@ impl Client {
     }
 }
 
-/// `{"error": "...", "errors": [...]}` → message and detail lines; a body
-/// that is not JSON hints that `--admin` points at something else.
-fn api_error(status: StatusCode, json: Option<&Value>, body: &[u8]) -> CtlError {
-    let message = json.and_then(|j| j.get("error")).and_then(Value::as_str);
-    let details = json
-        .and_then(|j| j.get("errors"))
-        .and_then(Value::as_array)
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let message = match message {
-        Some(message) => message.to_string(),
-        None => {
+/// An [`ApiError`] body → message and detail lines; any other body hints
+/// that `--admin` points at something else.
+fn api_error(status: StatusCode, body: &[u8]) -> CtlError {
+    let (message, details) = match serde_json::from_slice::<ApiError>(body) {
+        Ok(ApiError { error, errors }) => (error, errors),
+        Err(_) => {
             let text = String::from_utf8_lossy(body);
             let text: String = text.trim().chars().take(200).collect();
             let what = if text.is_empty() {
@@ -272,7 +261,9 @@ fn api_error(status: StatusCode, json: Option<&Value>, body: &[u8]) -> CtlError 
             } else {
                 format!("{text:?}")
             };
-            format!("{what} (not an admin API answer; is --admin the admin address?)")
+            let message =
+                format!("{what} (not an admin API answer; is --admin the admin address?)");
+            (message, Vec::new())
         }
     };
     CtlError::Api {

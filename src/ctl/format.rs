@@ -1,116 +1,15 @@
-//! The answers of the admin API and how `ctl` prints them: tables,
-//! one-line confirmations, percents.
+//! How `ctl` prints the admin API's answers (the types of
+//! [`api`](crate::control::admin::api)): tables, one-line confirmations, percents.
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{CtlCommand, CtlError};
-
-// The answers' shapes (SPEC §3). Unknown fields are ignored so a newer
-// server still works with this client.
-
-#[derive(Debug, Deserialize)]
-struct RoutesAnswer {
-    revision: u64,
-    routes: Vec<RouteView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RouteAnswer {
-    revision: Option<u64>,
-    route: RouteView,
-}
-
-#[derive(Debug, Deserialize)]
-struct RouteView {
-    name: String,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default, rename = "override")]
-    admin_override: bool,
-    #[serde(default)]
-    backends: Vec<BackendView>,
-    #[serde(default)]
-    canary: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BackendView {
-    name: String,
-    desired_weight: f64,
-    effective_weight: f64,
-    #[serde(default)]
-    endpoints: Vec<EndpointView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct EndpointView {
-    address: String,
-    healthy: bool,
-    #[serde(default)]
-    draining: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct HistoryAnswer {
-    revisions: Vec<RevisionView>,
-    #[serde(default)]
-    next_before: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RevisionView {
-    revision: u64,
-    time: String,
-    #[serde(default)]
-    route: Option<String>,
-    /// `None` for a change of the whole config.
-    #[serde(default)]
-    weights: Option<WeightList>,
-    source: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// A JSON map of backend → percent, in the server's order.
-#[derive(Debug, Default)]
-struct WeightList(Vec<(String, f64)>);
-
-impl<'de> Deserialize<'de> for WeightList {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
-        impl<'de> serde::de::Visitor<'de> for ListVisitor {
-            type Value = WeightList;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of backend name to percent")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<WeightList, A::Error> {
-                let mut weights = Vec::new();
-                while let Some(entry) = map.next_entry::<String, f64>()? {
-                    weights.push(entry);
-                }
-                Ok(WeightList(weights))
-            }
-        }
-        deserializer.deserialize_map(ListVisitor)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ReloadAnswer {
-    revision: u64,
-    changed: bool,
-    /// Not in SPEC §3, but sent by the server: names of the changed routes.
-    #[serde(default)]
-    routes_changed: Vec<String>,
-}
+use crate::control::admin::api::{
+    EndpointView, HistoryPage, ReloadAnswer, RouteAnswer, RouteView, RoutesAnswer,
+};
+use crate::control::history::{Source, WeightMap};
 
 /// Typed answers are read from the bytes, not a `Value`, to keep the
 /// server's backend order in weight maps.
@@ -127,7 +26,7 @@ pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<Strin
         }
         CtlCommand::Status { route: Some(_) } => {
             let answer: RouteAnswer = decode(answer)?;
-            format_status(answer.revision, std::slice::from_ref(&answer.route))
+            format_status(Some(answer.revision), std::slice::from_ref(&answer.route))
         }
         CtlCommand::Set { .. } | CtlCommand::Promote { .. } | CtlCommand::Rollback { .. } => {
             let answer: RouteAnswer = decode(answer)?;
@@ -137,8 +36,8 @@ pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<Strin
             let answer: RouteAnswer = decode(answer)?;
             let mut text = format_confirmation(&answer);
             let canary = match &answer.route.canary {
-                Some(canary) if !canary.is_null() => format_canary(canary),
-                _ => "none".to_string(),
+                Value::Null => "none".to_string(),
+                canary => format_canary(canary),
             };
             let _ = writeln!(text, "{}: canary {canary}", answer.route.name);
             text
@@ -172,10 +71,7 @@ pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<Strin
 fn format_confirmation(answer: &RouteAnswer) -> String {
     let route = &answer.route;
     let desired = weights_text(route.backends.iter().map(|b| (&b.name, b.desired_weight)));
-    let mut text = format!("{}: {desired}", route.name);
-    if let Some(revision) = answer.revision {
-        let _ = write!(text, " (revision {revision})");
-    }
+    let mut text = format!("{}: {desired} (revision {})", route.name, answer.revision);
     if route
         .backends
         .iter()
@@ -209,7 +105,10 @@ fn format_status(revision: Option<u64>, routes: &[RouteView]) -> String {
             Some(host) => format!("host {host}"),
             None => "any host".to_string(),
         };
-        let prefix = route.path_prefix.as_deref().unwrap_or("/");
+        let prefix = match route.path_prefix.as_str() {
+            "" => "/",
+            prefix => prefix,
+        };
         let _ = writeln!(text, "\n{}  {host}, prefix {prefix}", route.name);
         let rows: Vec<Vec<String>> = route
             .backends
@@ -241,8 +140,8 @@ fn format_status(revision: Option<u64>, routes: &[RouteView]) -> String {
         if route.admin_override {
             text.push_str("  override: admin\n");
         }
-        if let Some(canary) = route.canary.as_ref().filter(|c| !c.is_null()) {
-            let _ = writeln!(text, "  canary: {}", format_canary(canary));
+        if !route.canary.is_null() {
+            let _ = writeln!(text, "  canary: {}", format_canary(&route.canary));
         }
     }
     text
@@ -260,7 +159,8 @@ fn endpoints_summary(endpoints: &[EndpointView]) -> String {
 }
 
 /// `running, step 2, weight 5`, then any other plain fields the server
-/// sends, the (long) `reason` last.
+/// sends, the (long) `reason` last. The canary's view is its module's own
+/// shape, so it is read field by field.
 fn format_canary(canary: &Value) -> String {
     const FIRST: [&str; 2] = ["step", "weight"];
     let Some(fields) = canary.as_object() else {
@@ -296,7 +196,7 @@ fn scalar_text(value: &Value, is_percent: bool) -> String {
     }
 }
 
-fn format_history(answer: &HistoryAnswer) -> String {
+fn format_history(answer: &HistoryPage) -> String {
     if answer.revisions.is_empty() {
         return "no revisions\n".to_string();
     }
@@ -306,14 +206,13 @@ fn format_history(answer: &HistoryAnswer) -> String {
         .map(|r| {
             vec![
                 r.revision.to_string(),
-                r.time.clone(),
+                humantime::format_rfc3339_seconds(r.time).to_string(),
                 r.route.clone().unwrap_or_else(|| "-".to_string()),
-                r.source.clone(),
-                r.weights.as_ref().map_or_else(
-                    || "-".to_string(),
-                    |w| weights_text(w.0.iter().map(|(name, pct)| (name, *pct))),
-                ),
-                r.reason.clone().unwrap_or_default(),
+                source_name(r.source).to_string(),
+                r.weights
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), history_weights),
+                r.reason.clone(),
             ]
         })
         .collect();
@@ -326,6 +225,20 @@ fn format_history(answer: &HistoryAnswer) -> String {
         let _ = writeln!(text, "(older revisions: --before {before})");
     }
     text
+}
+
+fn history_weights(weights: &WeightMap) -> String {
+    weights_text(weights.0.iter().map(|(name, w)| (name, w.percent())))
+}
+
+/// As the API spells it.
+fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::File => "file",
+        Source::Admin => "admin",
+        Source::Canary => "canary",
+        Source::Failover => "failover",
+    }
 }
 
 /// Percents with at most 2 decimals and no trailing zeros: 90, 12.5, 0.01.

@@ -23,8 +23,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use http::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
+use crate::config::Weight;
+use crate::control::admin::api::{self, PromoteBody, RollbackBody, WeightsBody};
+use crate::control::history::WeightMap;
 use client::{Client, Token, resolve_token};
 pub use client::{CtlError, TokenSource};
 use format::{decode, format_answer};
@@ -35,7 +39,7 @@ const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9901";
 const TOKEN_ENV: &str = "SLUICEGATE_ADMIN_TOKEN";
 /// The token file sluicegate generates in its working directory (SPEC §3).
 const TOKEN_FILE_NAME: &str = "sluicegate-admin.token";
-const API_PREFIX: &str = "/api/v1";
+const API_PREFIX: &str = api::PREFIX;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Covers the whole exchange; a reload re-reads and validates the config file.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -201,15 +205,6 @@ fn parse_percent(text: &str) -> Option<u32> {
     (basis_points <= 10_000).then_some(basis_points)
 }
 
-/// Whole percents go out as integers (`75`), others as decimals (`12.5`).
-fn percent_json(basis_points: u32) -> Value {
-    if basis_points.is_multiple_of(100) {
-        json!(basis_points / 100)
-    } else {
-        json!(f64::from(basis_points) / 100.0)
-    }
-}
-
 /// Runs one `ctl` command.
 pub fn main(args: CtlArgs) -> ExitCode {
     let env_token = std::env::var(TOKEN_ENV).ok();
@@ -264,7 +259,15 @@ struct ApiCall {
     method: Method,
     /// Path and query under the base URL, starting with `/api/v1`.
     path: String,
-    body: Option<Value>,
+    /// JSON text of one of the [`api`] request bodies.
+    body: Option<String>,
+}
+
+/// The JSON text of a request body.
+fn json_body(body: &impl Serialize) -> Result<Option<String>, CtlError> {
+    serde_json::to_string(body)
+        .map(Some)
+        .map_err(|e| CtlError::Usage(format!("cannot write the request body: {e}")))
 }
 
 impl ApiCall {
@@ -274,7 +277,7 @@ impl ApiCall {
             path,
             body: None,
         };
-        let post = |path: String, body: Option<Value>| ApiCall {
+        let post = |path: String, body: Option<String>| ApiCall {
             method: Method::POST,
             path,
             body,
@@ -288,27 +291,26 @@ impl ApiCall {
                 reason,
                 if_revision,
             } => {
-                let mut map = serde_json::Map::new();
+                let mut map = WeightMap::default();
                 for weight in weights {
-                    let value = percent_json(weight.basis_points);
-                    if map.insert(weight.backend.clone(), value).is_some() {
+                    if map.0.iter().any(|(name, _)| *name == weight.backend) {
                         return Err(CtlError::Usage(format!(
                             "backend {:?} is given more than once",
                             weight.backend
                         )));
                     }
+                    map.0
+                        .push((weight.backend.clone(), Weight(weight.basis_points)));
                 }
-                let mut body = json!({ "weights": map });
-                if let Some(reason) = reason {
-                    body["reason"] = json!(reason);
-                }
-                if let Some(revision) = if_revision {
-                    body["if_revision"] = json!(revision);
-                }
+                let body = WeightsBody {
+                    weights: map,
+                    reason: reason.clone(),
+                    if_revision: *if_revision,
+                };
                 ApiCall {
                     method: Method::PUT,
                     path: format!("{}/weights", route_path(route)?),
-                    body: Some(body),
+                    body: json_body(&body)?,
                 }
             }
             CtlCommand::Promote {
@@ -316,18 +318,20 @@ impl ApiCall {
                 backend,
                 reason,
             } => {
-                let mut body = json!({ "backend": non_empty(backend, "backend")? });
-                if let Some(reason) = reason {
-                    body["reason"] = json!(reason);
-                }
-                post(format!("{}/promote", route_path(route)?), Some(body))
+                let body = PromoteBody {
+                    backend: non_empty(backend, "backend")?.to_string(),
+                    reason: reason.clone(),
+                };
+                post(format!("{}/promote", route_path(route)?), json_body(&body)?)
             }
             CtlCommand::Rollback { route, to_revision } => {
-                let body = match to_revision {
-                    Some(revision) => json!({ "to_revision": revision }),
-                    None => json!({}),
+                let body = RollbackBody {
+                    to_revision: *to_revision,
                 };
-                post(format!("{}/rollback", route_path(route)?), Some(body))
+                post(
+                    format!("{}/rollback", route_path(route)?),
+                    json_body(&body)?,
+                )
             }
             CtlCommand::History {
                 limit,

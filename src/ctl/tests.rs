@@ -94,7 +94,7 @@ fn set_body_sends_whole_percents_as_integers() {
     let body = call.body.unwrap().to_string();
     assert_eq!(
         body,
-        r#"{"if_revision":12,"reason":"shift","weights":{"blue":75,"green":12.5,"red":12.5}}"#
+        r#"{"weights":{"blue":75,"green":12.5,"red":12.5},"reason":"shift","if_revision":12}"#
     );
 }
 
@@ -202,6 +202,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "s3cret";
@@ -267,7 +268,7 @@ async fn fake_answer(req: Request<Incoming>, seen: &Seen) -> hyper::Response<Ful
                 "sluicegate.toml:9:1: listeners: at least one listener is needed"]}),
             ),
             ("POST", "/api/v1/routes/web/backends/green/endpoints/127.0.0.1%3A8082/drain") => {
-                (200, json!({"route": route}))
+                (200, json!({"revision": 14, "route": route}))
             }
             _ => (
                 404,
@@ -312,7 +313,7 @@ async fn status_and_set_work_against_an_admin_server() {
         (method, path.as_str()),
         (Method::PUT, "/api/v1/routes/web/weights")
     );
-    assert_eq!(body, r#"{"reason":"r","weights":{"blue":75,"green":25}}"#);
+    assert_eq!(body, r#"{"weights":{"blue":75,"green":25},"reason":"r"}"#);
 }
 
 #[tokio::test]

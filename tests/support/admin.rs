@@ -1,6 +1,8 @@
 //! `FileProxy`: sluicegate started from a config FILE in a fresh temp dir, with
 //! the admin API on its own port-0 listener, a token file, optionally a state
-//! file; plus a small admin API client.
+//! file; plus a small admin API client that reads answers either as JSON
+//! `Value`s (to poke at odd shapes) or as the crate's own wire types
+//! (`sluicegate::control::admin::api`), the ones the server writes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,9 +14,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use sluicegate::config::Config;
+use sluicegate::control::admin::api::{ApiError, HistoryPage, RouteAnswer, RoutesAnswer};
 
 use super::{Http1Client, RawConn, RawHead, Reply, TestProxy, empty, eventually_async, full, get};
 
@@ -307,18 +311,69 @@ impl FileProxy {
         body
     }
 
+    /// GET `path` with the token, asserting 200, the answer read as `T`
+    /// (one of the `api` types) from the body's bytes.
+    pub async fn admin_read<T: DeserializeOwned>(&self, path: &str) -> T {
+        let reply = self
+            .admin_raw(Method::GET, path, Bytes::new(), Some(&self.token))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {path}: {}", reply.text());
+        parse_answer(&reply)
+    }
+
+    /// GET /api/v1/routes.
+    pub async fn routes_answer(&self) -> RoutesAnswer {
+        self.admin_read("/api/v1/routes").await
+    }
+
+    /// GET /api/v1/routes/{route}.
+    pub async fn route_answer(&self, route: &str) -> RouteAnswer {
+        self.admin_read(&format!("/api/v1/routes/{route}")).await
+    }
+
+    /// GET /api/v1/history with `query` (`""`, or `"limit=2&before=9"`).
+    pub async fn history_page(&self, query: &str) -> HistoryPage {
+        let path = match query {
+            "" => "/api/v1/history".to_string(),
+            query => format!("/api/v1/history?{query}"),
+        };
+        self.admin_read(&path).await
+    }
+
+    /// Sends like [`FileProxy::admin_send`] and expects a refusal: its status
+    /// and `{"error": …}` body.
+    pub async fn admin_refusal(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<&Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, ApiError) {
+        let body = json_body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
+        let reply = self.admin_raw(method, path, body, token).await;
+        assert!(
+            !reply.status.is_success(),
+            "{path}: expected a refusal, got {} {}",
+            reply.status,
+            reply.text()
+        );
+        (reply.status, parse_answer(&reply))
+    }
+
     /// The desired weights of `route`, by backend name.
     pub async fn weights(&self, route: &str) -> BTreeMap<String, f64> {
-        desired_weights(&self.route(route).await["route"])
+        self.route_answer(route)
+            .await
+            .route
+            .backends
+            .into_iter()
+            .map(|b| (b.name, b.desired_weight))
+            .collect()
     }
 
     /// The revision GET /api/v1/routes reports.
     pub async fn revision(&self) -> u64 {
-        let (status, body) = self.admin_get("/api/v1/routes").await;
-        assert_eq!(status, StatusCode::OK, "GET routes: {body}");
-        body["revision"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no revision in {body}"))
+        self.routes_answer().await.revision
     }
 
     /// Polls (up to `PATIENCE`) until `route`'s desired weights are `expected`;
@@ -389,6 +444,18 @@ pub fn desired_weights(route: &Value) -> BTreeMap<String, f64> {
             (name, weight)
         })
         .collect()
+}
+
+/// A reply body as the wire type `T`, panicking with the body when it is
+/// not one.
+pub fn parse_answer<T: DeserializeOwned>(reply: &Reply) -> T {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|e| {
+        panic!(
+            "not a {}: {e}\n{}",
+            std::any::type_name::<T>(),
+            reply.text()
+        )
+    })
 }
 
 /// A reply body as JSON; a body that is not JSON becomes a JSON string.

@@ -1,0 +1,324 @@
+//! One function per admin endpoint: read the path, query and body, ask
+//! [`State`](crate::control::State) or the canary controller, answer with a
+//! view from [`api`](super::api).
+
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+
+use super::api::{BackendView, EndpointView};
+use super::api::{
+    HistoryPage, MirrorOutcomes, MirrorView, PointView, PromoteBody, ReloadAnswer, RollbackBody,
+    RouteAnswer, RouteStats, RouteView, RoutesAnswer, SeriesView, StatsView, WeightsBody,
+};
+use super::routes::{Call, percent_decode};
+use super::{Admin, AdminError, AdminResponse, dashboard, json_ok, text_response};
+use crate::config::HostMatch;
+use crate::control::Route;
+use crate::control::canary;
+use crate::control::history::Source;
+
+/// What every handler returns: an answer, or a refusal `handle` renders.
+pub(super) type Reply = Result<AdminResponse, AdminError>;
+
+/// History page size when none is asked for, and the most one page holds.
+const HISTORY_PAGE: usize = 50;
+const HISTORY_PAGE_MAX: usize = 1000;
+
+pub(super) fn healthz(_: &Admin, _: &Call) -> Reply {
+    Ok(text_response(StatusCode::OK, "ok\n"))
+}
+
+/// 503 once shutdown has started, so load balancers stop sending.
+pub(super) fn readyz(admin: &Admin, _: &Call) -> Reply {
+    Ok(if admin.draining.load(Ordering::Relaxed) {
+        text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        text_response(StatusCode::OK, "ready\n")
+    })
+}
+
+/// `GET /` and `GET /assets/{file}`.
+pub(super) fn dashboard(_: &Admin, call: &Call) -> Reply {
+    let segments: Vec<&str> = call.segments.iter().map(String::as_str).collect();
+    dashboard::asset(&segments)
+        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "no such dashboard file"))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) fn metrics(admin: &Admin, _: &Call) -> Reply {
+    let snapshot = admin.state.snapshot_full();
+    let text = admin
+        .state
+        .telemetry()
+        .render(|out| crate::control::gauges::render_gauges(out, &snapshot));
+    Ok(super::metrics_response(text))
+}
+
+pub(super) fn routes(admin: &Admin, _: &Call) -> Reply {
+    let snapshot = admin.state.snapshot_full();
+    let routes = snapshot
+        .routes
+        .iter()
+        .map(|r| route_view(admin, r))
+        .collect();
+    Ok(json_ok(&RoutesAnswer {
+        revision: snapshot.revision,
+        routes,
+    }))
+}
+
+pub(super) fn route(admin: &Admin, call: &Call) -> Reply {
+    route_answer(admin, call.param("route"), None)
+}
+
+pub(super) fn set_weights(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+    let body: WeightsBody = parse_json(body)?;
+    let route = call.param("route");
+    let reason = body.reason.unwrap_or_default();
+    let revision = admin.state.set_weights(
+        route,
+        &body.weights,
+        body.if_revision,
+        Source::Admin,
+        &reason,
+    )?;
+    route_answer(admin, route, Some(revision))
+}
+
+pub(super) fn promote(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+    let body: PromoteBody = parse_json(body)?;
+    let route = call.param("route");
+    let reason = body.reason.as_deref().unwrap_or("");
+    let revision = admin.state.promote(route, &body.backend, reason)?;
+    route_answer(admin, route, Some(revision))
+}
+
+pub(super) fn rollback(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+    let body: RollbackBody = parse_json(body)?;
+    let route = call.param("route");
+    let revision = admin.state.rollback(route, body.to_revision)?;
+    route_answer(admin, route, Some(revision))
+}
+
+pub(super) fn drain(admin: &Admin, call: &Call) -> Reply {
+    set_draining(admin, call, true)
+}
+
+pub(super) fn undrain(admin: &Admin, call: &Call) -> Reply {
+    set_draining(admin, call, false)
+}
+
+fn set_draining(admin: &Admin, call: &Call, draining: bool) -> Reply {
+    let route = call.param("route");
+    admin.state.drain(
+        route,
+        call.param("backend"),
+        call.param("endpoint"),
+        draining,
+    )?;
+    route_answer(admin, route, None)
+}
+
+pub(super) fn canary(admin: &Admin, call: &Call) -> Reply {
+    let action = canary::Action::parse(call.param("action")).ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "no such canary action (start, pause, resume, abort)",
+        )
+    })?;
+    let route = call.param("route");
+    admin.canary.act(route, action)?;
+    route_answer(admin, route, None)
+}
+
+/// `GET /api/v1/routes/{route}/mirror`.
+pub(super) fn mirror(admin: &Admin, call: &Call) -> Reply {
+    let name = call.param("route");
+    let snapshot = admin.state.snapshot_full();
+    let route = snapshot.route(name).ok_or_else(|| no_route(name))?;
+    let (Some(config), Some(state)) = (&route.config.mirror, &route.mirror) else {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            format!("route `{name}` has no [routes.mirror]"),
+        ));
+    };
+    let [matched, mismatch, error, skipped] = state.counts();
+    Ok(json_ok(&MirrorView {
+        route: name.to_string(),
+        backend: config.backend.clone(),
+        percent: config.percent.percent(),
+        compare: config.compare,
+        max_body: config.max_body,
+        max_concurrent: config.max_concurrent,
+        outcomes: MirrorOutcomes {
+            matched,
+            mismatch,
+            error,
+            skipped,
+        },
+        mismatches: state.mismatches().into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// `GET /api/v1/history?limit=N&before=REV&route=NAME`, newest first.
+pub(super) fn history(admin: &Admin, call: &Call) -> Reply {
+    let mut limit = HISTORY_PAGE;
+    let mut before = None;
+    let mut route = None;
+    for pair in call.query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        let number = || {
+            value.parse::<u64>().map_err(|_| {
+                AdminError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("`{key}` must be a whole number"),
+                )
+            })
+        };
+        match key {
+            "limit" => {
+                limit = usize::try_from(number()?)
+                    .unwrap_or(HISTORY_PAGE_MAX)
+                    .clamp(1, HISTORY_PAGE_MAX)
+            }
+            "before" => before = Some(number()?),
+            "route" => route = Some(value),
+            _ => {
+                return Err(AdminError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("unknown query parameter `{key}` (limit, before, route)"),
+                ));
+            }
+        }
+    }
+    let (revisions, next_before) = admin.state.history(limit, before, route.as_deref());
+    Ok(json_ok(&HistoryPage {
+        revisions: revisions.into_iter().map(Into::into).collect(),
+        next_before,
+    }))
+}
+
+/// `GET /api/v1/stats`: per backend, the finished intervals of the last 15
+/// minutes (`points`, oldest first) and the one in progress (`current`).
+pub(super) fn stats(admin: &Admin, _: &Call) -> Reply {
+    let snapshot = admin.state.snapshot_full();
+    let now = crate::telemetry::stats::current_interval();
+    let routes = snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            let backends = route
+                .backends
+                .iter()
+                .map(|b| {
+                    let series = &b.metrics.series;
+                    let view = SeriesView {
+                        points: series
+                            .points(now)
+                            .into_iter()
+                            .map(PointView::from)
+                            .collect(),
+                        current: series.point(now).into(),
+                    };
+                    (b.name.clone(), view)
+                })
+                .collect();
+            (route.name().to_string(), RouteStats { backends })
+        })
+        .collect();
+    Ok(json_ok(&StatsView {
+        interval_seconds: crate::telemetry::stats::INTERVAL_SECS,
+        routes,
+    }))
+}
+
+/// `POST /api/v1/reload`: 422 with every error when the file is invalid.
+pub(super) fn reload(admin: &Admin, _: &Call) -> Reply {
+    let reloader = admin.reloader.as_ref().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this proxy was not started from a config file",
+        )
+    })?;
+    match reloader.reload() {
+        Ok(applied) => Ok(json_ok(&ReloadAnswer {
+            revision: applied.revision,
+            changed: !applied.routes_changed.is_empty(),
+            routes_changed: applied.routes_changed,
+        })),
+        Err(errors) => Err(AdminError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid config: the running config stays",
+        )
+        .with_details(errors.0.iter().map(ToString::to_string).collect())),
+    }
+}
+
+/// The route as it is now, with `revision` (the change's) or the current one.
+fn route_answer(admin: &Admin, name: &str, revision: Option<u64>) -> Reply {
+    let snapshot = admin.state.snapshot_full();
+    let route = snapshot.route(name).ok_or_else(|| no_route(name))?;
+    Ok(json_ok(&RouteAnswer {
+        revision: revision.unwrap_or(snapshot.revision),
+        route: route_view(admin, route),
+    }))
+}
+
+/// The view of one route.
+fn route_view(admin: &Admin, route: &Route) -> RouteView {
+    let host = route.config.host.as_ref().map(|h| match h {
+        HostMatch::Exact(name) => name.clone(),
+        HostMatch::Suffix(suffix) => format!("*{suffix}"),
+    });
+    let backends = route
+        .backends
+        .iter()
+        .map(|b| BackendView {
+            name: b.name.clone(),
+            desired_weight: b.weight.percent(),
+            effective_weight: b.effective.percent(),
+            endpoints: b
+                .endpoints
+                .iter()
+                .map(|e| EndpointView {
+                    address: e.addr.to_string(),
+                    healthy: e.is_healthy(),
+                    draining: e.is_draining(),
+                    state: e.state().to_string(),
+                })
+                .collect(),
+        })
+        .collect();
+    RouteView {
+        name: route.name().to_string(),
+        host,
+        path_prefix: route.config.path_prefix.clone(),
+        admin_override: admin.state.has_override(route.name()),
+        backends,
+        canary: admin.canary.view(route),
+    }
+}
+
+fn no_route(name: &str) -> AdminError {
+    AdminError::new(StatusCode::NOT_FOUND, format!("no route called `{name}`"))
+}
+
+/// A JSON body of at most [`super::MAX_BODY`]; an empty body reads as `{}`.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        // Syntax errors are 400; a well-formed body with wrong fields or values is 422.
+        let status = if e.is_syntax() || e.is_eof() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        AdminError::new(status, format!("invalid JSON body: {e}"))
+    })
+}
