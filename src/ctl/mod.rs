@@ -7,7 +7,8 @@
 //! admin server, so no binary has to be spawned.
 //!
 //! - `client`: the admin URL, the token, the HTTP/1.1 exchange and [`CtlError`].
-//! - `format`: the answers' shapes and how they print (tables, one-line confirmations).
+//! - `format`: how the answers print (tables, one-line confirmations); their
+//!   shapes are the server's own wire types, [`crate::control::admin::api`].
 //! - `tests` (tests.rs): argument parsing, the command → request mapping, and
 //!   end-to-end runs against a fake admin server.
 

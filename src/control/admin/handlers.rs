@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 
-use super::api::{BackendView, EndpointView};
 use super::api::{
-    HistoryPage, MirrorOutcomes, MirrorView, PointView, PromoteBody, ReloadAnswer, RollbackBody,
-    RouteAnswer, RouteStats, RouteView, RoutesAnswer, SeriesView, StatsView, WeightsBody,
+    BackendView, EndpointView, HistoryPage, MirrorOutcomes, MirrorView, PointView, PromoteBody,
+    ReloadAnswer, RollbackBody, RouteAnswer, RouteStats, RouteView, RoutesAnswer, SeriesView,
+    StatsView, WeightsBody,
 };
 use super::routes::{Call, percent_decode};
 use super::{Admin, AdminError, AdminResponse, dashboard, json_ok, text_response};
