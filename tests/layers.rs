@@ -4,7 +4,9 @@
 //!
 //! Read from the source (every `crate::…` and `super::…` path outside
 //! comments and `#[cfg(test)]` modules), so the check needs no tool beyond
-//! the test itself.
+//! the test itself. A folder's `mod.rs` and its files may use each other
+//! (a child's `super::` items, the parent's `pub use` of a child): they are
+//! one module seen from outside; circles between sibling files count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -70,13 +72,29 @@ fn without_comments(text: &str) -> String {
         .join("\n")
 }
 
-/// Drops everything from a `#[cfg(test)]` to the end of the file (test
-/// modules sit at the end, as rustfmt and the crate's habit keep them).
+/// Drops test-only code: a `#[cfg(test)] mod x;` line, and an inline
+/// `#[cfg(test)] mod x { … }` to the end of the file (test modules sit at
+/// the end, as the crate's habit keeps them); other `#[cfg(test)]` items
+/// are one line.
 fn without_tests(text: &str) -> String {
-    match text.find("#[cfg(test)]") {
-        Some(i) => text[..i].to_string(),
-        None => text.to_string(),
+    let mut out = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "#[cfg(test)]" {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        match lines.next() {
+            Some(item)
+                if item.trim_start().starts_with("mod ") && item.trim_end().ends_with('{') =>
+            {
+                break;
+            }
+            _ => {}
+        }
     }
+    out
 }
 
 /// The modules `text` (of module `name`) imports, resolved to known modules.

@@ -9,7 +9,7 @@ use super::{CtlCommand, CtlError};
 use crate::control::admin::api::{
     EndpointView, HistoryPage, ReloadAnswer, RouteAnswer, RouteView, RoutesAnswer,
 };
-use crate::control::history::{Source, WeightMap};
+use crate::control::admin::api::{Source, WeightMap};
 
 /// Typed answers are read from the bytes, not a `Value`, to keep the
 /// server's backend order in weight maps.

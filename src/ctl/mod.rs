@@ -28,8 +28,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Weight;
+use crate::control::admin::api::WeightMap;
 use crate::control::admin::api::{self, PromoteBody, RollbackBody, WeightsBody};
-use crate::control::history::WeightMap;
 use client::{Client, Token, resolve_token};
 pub use client::{CtlError, TokenSource};
 use format::{decode, format_answer};

@@ -70,7 +70,7 @@ impl Default for Tracker {
 /// connection is idle for `client_idle`, or `stop` changes; then in-flight
 /// requests finish before it closes. `read_ahead` holds bytes already read
 /// from `stream` (by the HTTP/1.1 fast path): they are served first.
-pub async fn serve<I, S, B>(
+pub async fn serve_hyper<I, S, B>(
     stream: I,
     read_ahead: bytes::Bytes,
     service: S,

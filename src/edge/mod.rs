@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -141,9 +141,21 @@ pub async fn run_then(
         draining: AtomicBool::new(false),
         canary: Arc::clone(&canaries),
     });
-    let admin_task = listeners
-        .admin
-        .map(|listener| tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop_rx.clone())));
+    // The admin listener stays open until the data listeners are done, so a
+    // pipeline calling the API during a restart or upgrade gets its answer.
+    let admin_connections = Tracker::new();
+    let admin_task = listeners.admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin API listening");
+        }
+        tokio::spawn(accept_loop(
+            listener,
+            Serves::Admin(Arc::clone(&admin)),
+            Arc::clone(&state),
+            stop_rx.clone(),
+            admin_connections.track(),
+        ))
+    });
     let health = health::spawn(Arc::clone(&state), stop_rx.clone());
     let canary_task = canary::spawn(canaries, stop_rx.clone());
     let cert_reload = tokio::spawn(reload_certificates(
@@ -202,6 +214,10 @@ pub async fn run_then(
     let _ = stop_tx.send(true);
     if let Some(task) = admin_task {
         let _ = task.await;
+        let grace = admin.state.snapshot().config.timeouts.shutdown_grace;
+        if !admin_connections.wait(grace).await {
+            tracing::warn!(?grace, "admin requests still open after the grace period");
+        }
     }
     result
 }
@@ -276,8 +292,7 @@ pub async fn serve(
         }
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
-            index,
-            tls,
+            Serves::Data { index, tls },
             Arc::clone(&state),
             stop_rx.clone(),
             connections.track(),
@@ -296,11 +311,23 @@ pub async fn serve(
     Ok(())
 }
 
-/// `index` is the listener's place in the config, for its settings.
+/// What a listener's connections are served with.
+enum Serves {
+    /// The data plane: the listener's place in the config (for its
+    /// settings) and, for TLS, its acceptor.
+    Data {
+        index: usize,
+        tls: Option<TlsAcceptor>,
+    },
+    /// The admin API.
+    Admin(Arc<Admin>),
+}
+
+/// The one accept loop, for data and admin listeners alike: accepts until
+/// `stop`, each connection holding a clone of `done` until it ends.
 async fn accept_loop(
     listener: TcpListener,
-    index: usize,
-    tls: Option<TlsAcceptor>,
+    serves: Serves,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
     done: Tracked,
@@ -318,55 +345,102 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let (timeouts, limits, fast_h1) = {
-            let config = &state.snapshot().config;
-            let fast_h1 = fast_path::takes_connection(config.listeners.get(index), None);
-            (config.timeouts, config.limits, fast_h1)
-        };
-        let Some(slot) = state
-            .telemetry()
-            .try_open_connection(limits.max_connections)
-        else {
-            tracing::debug!(%peer, max = limits.max_connections, "connection limit reached: closing");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let mut conn = Accepted {
-            client: ClientInfo { peer, tls: false },
-            state: Arc::clone(&state),
-            timeouts,
-            limits,
-            stop: stop.clone(),
-            fast_h1,
-            _done: done.clone(),
-            _slot: slot,
-        };
-        match &tls {
-            None => {
-                tokio::spawn(serve_connection(stream, conn));
+        match &serves {
+            Serves::Data { index, tls } => {
+                accept_data(stream, peer, *index, tls.as_ref(), &state, &stop, &done);
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    // A client that does not finish its handshake in time, or
-                    // sends garbage, is dropped without touching anyone else.
-                    match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => {
-                            conn.client.tls = true;
-                            let alpn = stream.get_ref().1.alpn_protocol();
-                            conn.fast_h1 &= fast_path::takes_connection(None, alpn);
-                            serve_connection(stream, conn).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
+            Serves::Admin(admin) => accept_admin(stream, peer, admin, &state, &stop, &done),
         }
     }
+}
+
+/// Starts serving a data-plane connection: the connection limit, the fast
+/// path's part of the decision, TLS.
+fn accept_data(
+    stream: TcpStream,
+    peer: SocketAddr,
+    index: usize,
+    tls: Option<&TlsAcceptor>,
+    state: &Arc<State>,
+    stop: &watch::Receiver<bool>,
+    done: &Tracked,
+) {
+    let (timeouts, limits, fast_h1) = {
+        let config = &state.snapshot().config;
+        let fast_h1 = fast_path::takes_connection(config.listeners.get(index), None);
+        (config.timeouts, config.limits, fast_h1)
+    };
+    let Some(slot) = state
+        .telemetry()
+        .try_open_connection(limits.max_connections)
+    else {
+        tracing::debug!(%peer, max = limits.max_connections, "connection limit reached: closing");
+        drop(stream);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = Accepted {
+        client: ClientInfo { peer, tls: false },
+        state: Arc::clone(state),
+        timeouts,
+        limits,
+        stop: stop.clone(),
+        fast_h1,
+        _done: done.clone(),
+        _slot: slot,
+    };
+    match tls {
+        None => {
+            tokio::spawn(serve_connection(stream, conn));
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not finish its handshake in time, or
+                // sends garbage, is dropped without touching anyone else.
+                match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        conn.client.tls = true;
+                        let alpn = stream.get_ref().1.alpn_protocol();
+                        conn.fast_h1 &= fast_path::takes_connection(None, alpn);
+                        serve_connection(stream, conn).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    }
+}
+
+/// Starts serving an admin connection: hyper with the same timeouts and
+/// limits, each request to [`admin::handle`].
+fn accept_admin(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admin: &Arc<Admin>,
+    state: &Arc<State>,
+    stop: &watch::Receiver<bool>,
+    done: &Tracked,
+) {
+    let (timeouts, limits) = {
+        let config = &state.snapshot().config;
+        (config.timeouts, config.limits)
+    };
+    let admin = Arc::clone(admin);
+    let (stop, done) = (stop.clone(), done.clone());
+    tokio::spawn(async move {
+        let _done = done;
+        let service = service_fn(move |req| {
+            let admin = Arc::clone(&admin);
+            async move { Ok::<_, Infallible>(admin::handle(&admin, peer, req).await) }
+        });
+        if let Err(error) =
+            connection::serve_hyper(stream, Bytes::new(), service, timeouts, limits, stop).await
+        {
+            tracing::debug!(%peer, %error, "admin connection ended with an error");
+        }
+    });
 }
 
 /// What one client connection is served with.
@@ -419,7 +493,9 @@ where
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(hyper_path::handle(&state, client, req).await) }
     });
-    if let Err(error) = connection::serve(stream, buffered, service, timeouts, limits, stop).await {
+    if let Err(error) =
+        connection::serve_hyper(stream, buffered, service, timeouts, limits, stop).await
+    {
         tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
     }
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::clock::rfc3339;
-use crate::control::history::{Revision, Source, WeightMap};
+use crate::control::history::Revision;
+pub use crate::control::history::{Source, WeightMap};
 use crate::telemetry::mirrors::Mismatch;
 use crate::telemetry::stats::Point;
 

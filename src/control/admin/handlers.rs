@@ -11,7 +11,7 @@ use super::api::{
     ReloadAnswer, RollbackBody, RouteAnswer, RouteStats, RouteView, RoutesAnswer, SeriesView,
     StatsView, WeightsBody,
 };
-use super::routes::{Call, percent_decode};
+use super::call::{Call, percent_decode};
 use super::{Admin, AdminError, AdminResponse, dashboard, json_ok, text_response};
 use crate::config::HostMatch;
 use crate::control::Route;

@@ -1,4 +1,5 @@
-//! The admin API (SPEC §3) on its own listener: routes and weights, history,
+//! The admin API (SPEC §3) on its own listener (accepted by the edge's one
+//! accept loop): routes and weights, history,
 //! reload, health. Every request that changes state needs the bearer token;
 //! reads need it too unless the listener is on loopback.
 //!
@@ -8,11 +9,11 @@
 
 pub mod api;
 pub mod auth;
+mod call;
 mod dashboard;
 mod handlers;
 mod routes;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,15 +21,11 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::service::service_fn;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::control::canary::{self, CanaryError};
 use crate::control::reload::Reloader;
 use crate::control::{ChangeError, State};
-use crate::edge::connection::{self, Tracker};
 pub use auth::{Credentials, Token};
 use routes::{Access, Handler, Lookup};
 
@@ -102,53 +99,6 @@ impl From<CanaryError> for AdminError {
             CanaryError::WrongState(_) => StatusCode::CONFLICT,
         };
         AdminError::new(status, e.to_string())
-    }
-}
-
-/// Serves the admin API on `listener` until `stop`, then lets open admin
-/// connections finish their requests (up to `timeouts.shutdown_grace`), so a
-/// pipeline calling the API during a restart or upgrade gets its answer.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin API listening");
-    }
-    let connections = Tracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let (timeouts, limits) = {
-            let snapshot = admin.state.snapshot();
-            (snapshot.config.timeouts, snapshot.config.limits)
-        };
-        let admin = Arc::clone(&admin);
-        let (stop, tracked) = (stop.clone(), connections.track());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
-            });
-            if let Err(error) =
-                connection::serve(stream, bytes::Bytes::new(), service, timeouts, limits, stop)
-                    .await
-            {
-                tracing::debug!(%peer, %error, "admin connection ended with an error");
-            }
-            drop(tracked);
-        });
-    }
-    drop(listener);
-    let grace = admin.state.snapshot().config.timeouts.shutdown_grace;
-    if !connections.wait(grace).await {
-        tracing::warn!(?grace, "admin requests still open after the grace period");
     }
 }
 

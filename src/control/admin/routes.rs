@@ -5,6 +5,7 @@
 use http::Method;
 
 use super::Admin;
+use super::call::{Call, percent_decode};
 use super::handlers::{self, Reply};
 
 /// Who may call a route.
@@ -76,24 +77,6 @@ pub(super) static ROUTES: [Route; 17] = [
     route(Method::POST, "api/v1/reload", Plain(handlers::reload)),
 ];
 
-/// One request as a handler sees it: the decoded path segments, the values
-/// of the pattern's `{name}`s, and the raw query.
-pub(super) struct Call<'a> {
-    pub segments: &'a [String],
-    params: Vec<(&'static str, &'a str)>,
-    pub query: &'a str,
-}
-
-impl Call<'_> {
-    /// The segment the pattern names `{name}`; empty if it names none.
-    pub fn param(&self, name: &str) -> &str {
-        self.params
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or("", |(_, value)| value)
-    }
-}
-
 /// Where a request lands in [`ROUTES`].
 pub(super) enum Lookup<'a> {
     Found(&'static Route, Call<'a>),
@@ -162,31 +145,6 @@ pub(super) fn segments(path: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(percent_decode)
         .collect()
-}
-
-/// Decodes `%XX` escapes; invalid ones stay as they are.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
