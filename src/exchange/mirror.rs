@@ -199,6 +199,7 @@ pub fn spawn(copy: MirrorCopy, primary: oneshot::Receiver<PrimaryResult>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Weight;
 
     #[test]
     fn sampling_is_exact_and_spread() {
