@@ -123,7 +123,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Collects errors while converting raw types.
 /// The transport keys of a `[[routes.backends]]`.
 struct TransportFields {
     protocol: Option<String>,
@@ -132,11 +131,12 @@ struct TransportFields {
     tls_server_name: Option<String>,
 }
 
+/// Collects errors while converting raw types.
 struct Checker<'a> {
     file: &'a str,
     src: &'a str,
     format: Format,
-    /// Relative paths (`tls_ca`) are read from here.
+    /// Relative `tls_ca` paths are resolved against this folder (not read).
     dir: &'a Path,
     /// Built at the first error: a valid file never pays for it.
     map: Option<SourceMap<'a>>,
@@ -145,17 +145,23 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&mut self, path: &str, message: impl fmt::Display) {
+        let error = self.locate(path).error(message);
+        self.errors.push(error);
+    }
+
+    /// The position of `path` in the file.
+    fn locate(&mut self, path: &str) -> FieldAt {
         let (src, format) = (self.src, self.format);
         let pos = self
             .map
             .get_or_insert_with(|| SourceMap::parse(src, format))
             .locate(path);
-        self.errors.push(ConfigError {
+        FieldAt {
             file: self.file.to_string(),
             line: pos.line,
             column: pos.column,
-            message: format!("{path}: {message}"),
-        });
+            field: path.to_string(),
+        }
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
@@ -630,7 +636,7 @@ impl Checker<'_> {
         path: &str,
         raw: TransportFields,
         endpoints: &[EndpointAddr],
-    ) -> Transport {
+    ) -> TransportConfig {
         let any_tls = endpoints.iter().any(|e| e.tls);
         let protocol = match raw.protocol.as_deref() {
             None | Some("http1") => UpstreamProtocol::Http1,
@@ -669,7 +675,7 @@ impl Checker<'_> {
                     );
                 }
             }
-            return Transport {
+            return TransportConfig {
                 protocol,
                 tls: None,
             };
@@ -691,29 +697,29 @@ impl Checker<'_> {
                 }
             }
         }
-        let built = UpstreamTls::new(
-            raw.tls_ca.as_deref(),
-            self.dir,
-            insecure,
-            raw.tls_server_name.as_deref(),
-        );
-        match built {
-            Ok(tls) => Transport {
-                protocol,
-                tls: Some(Arc::new(tls)),
-            },
-            Err(message) => {
-                let field = if raw.tls_server_name.is_some() && raw.tls_ca.is_none() {
-                    "tls_server_name"
-                } else {
-                    "tls_ca"
-                };
-                self.error(&format!("{path}.{field}"), message);
-                Transport {
-                    protocol,
-                    tls: None,
-                }
+        let server_name = raw.tls_server_name.filter(|name| {
+            let valid = ServerName::try_from(name.as_str()).is_ok();
+            if !valid {
+                self.error(
+                    &format!("{path}.tls_server_name"),
+                    format!("`{name}` is not a valid TLS server name"),
+                );
             }
+            valid
+        });
+        let at = if raw.tls_ca.is_some() {
+            self.locate(&format!("{path}.tls_ca"))
+        } else {
+            self.locate(path)
+        };
+        TransportConfig {
+            protocol,
+            tls: Some(TlsClientConfig {
+                ca: raw.tls_ca.map(|ca| self.dir.join(ca)),
+                insecure_skip_verify: insecure,
+                server_name,
+                at,
+            }),
         }
     }
 

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use crate::config::{CanaryConfig, TOTAL_WEIGHT, Weight};
 use crate::control::history::{Revision, Source, WeightMap};
-use crate::control::{Backend, ChangeError, Route, State};
+use crate::control::{Backend, Change, ChangeError, Route, State};
 use crate::telemetry::stats::{self, Summary};
 
 /// Bounds of the tick period (`interval / 10`).
@@ -375,8 +375,7 @@ impl Controller {
         let weights = step_weights(route, &plan, plan.weight(0)).map_err(CanaryError::Invalid)?;
         let reason = format!("canary step {} (started)", plan.step_text(0));
         let revision = self
-            .state
-            .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            .apply_weights(route.name(), weights, None, reason)
             .map_err(change_error)?;
         tracing::info!(
             route = route.name(),
@@ -397,8 +396,7 @@ impl Controller {
             self.state.revision()
         } else {
             let reason = format!("canary step {} (resumed)", run.plan.step_text(run.step));
-            self.state
-                .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            self.apply_weights(route.name(), weights, None, reason)
                 .map_err(change_error)?
         };
         run.phase = Phase::Running;
@@ -418,8 +416,7 @@ impl Controller {
     ) -> Result<(), String> {
         let weights = step_weights(route, &run.plan, Weight(0))?;
         let revision = self
-            .state
-            .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            .apply_weights(route.name(), weights, None, reason.clone())
             .map_err(|e| e.to_string())?;
         run.seen_revision = revision;
         run.phase = phase;
@@ -530,13 +527,7 @@ impl Controller {
                 };
                 let reason = format!("canary step {} ({figures})", run.plan.step_text(next));
                 // If anything changed since `revision`, look again at the next tick.
-                match self.state.set_weights(
-                    route.name(),
-                    &weights,
-                    Some(revision),
-                    Source::Canary,
-                    &reason,
-                ) {
+                match self.apply_weights(route.name(), weights, Some(revision), reason) {
                     Ok(new_revision) => {
                         run.begin_step(route, next);
                         run.seen_revision = new_revision;
@@ -610,6 +601,25 @@ impl Controller {
             "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms).map(round_ms),
             "reason": run.map(|run| run.reason.as_str()).filter(|r| !r.is_empty()),
         })
+    }
+
+    /// Sets `route`'s weights as a canary revision.
+    fn apply_weights(
+        &self,
+        route: &str,
+        weights: WeightMap,
+        if_revision: Option<u64>,
+        reason: String,
+    ) -> Result<u64, ChangeError> {
+        self.state
+            .apply(Change::SetWeights {
+                route: route.to_string(),
+                weights,
+                if_revision,
+                source: Source::Canary,
+                reason,
+            })
+            .map(|applied| applied.revision)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Run>> {
