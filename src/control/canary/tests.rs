@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Config, Format};
