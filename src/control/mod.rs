@@ -66,16 +66,16 @@ impl State {
     /// [`State::try_new`] (or [`prepare`]) to refuse such a file instead.
     pub fn new(config: Config) -> State {
         let tls = TlsClients::prepare_lenient(&config);
-        State::prepared(PreparedConfig { config, tls })
+        State::from_prepared(PreparedConfig { config, tls })
     }
 
     /// State serving `config`, or the errors of its CA files.
     pub fn try_new(config: Config) -> Result<State, ConfigErrors> {
-        prepare(config).map(State::prepared)
+        prepare(config).map(State::from_prepared)
     }
 
     /// State serving a prepared config (see [`State::new`]).
-    pub fn prepared(prepared: PreparedConfig) -> State {
+    pub fn from_prepared(prepared: PreparedConfig) -> State {
         let PreparedConfig { config, tls } = prepared;
         let persisted = config
             .admin
