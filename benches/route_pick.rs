@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sluicegate::config::{Config, Format};
 use sluicegate::control::{EndpointPool, Snapshot};
 use sluicegate::telemetry::Telemetry;
+use sluicegate::upstream::TlsClients;
 
 /// `routes` routes with distinct hosts, every tenth a wildcard, 90/10 split each.
 fn config(routes: usize) -> Config {
@@ -38,6 +39,7 @@ fn bench(c: &mut Criterion) {
     for routes in [1usize, 100, 1000] {
         let snapshot = Snapshot::build(
             Arc::new(config(routes)),
+            &TlsClients::default(),
             1,
             &HashMap::new(),
             &pool,
@@ -55,6 +57,7 @@ fn bench(c: &mut Criterion) {
     }
     let snapshot = Snapshot::build(
         Arc::new(config(1000)),
+        &TlsClients::default(),
         1,
         &HashMap::new(),
         &pool,

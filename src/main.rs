@@ -78,9 +78,11 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            println!("{}: ok ({} routes)", path.display(), config.routes.len());
+    // Also reads the CA files, as start-up and reloads do.
+    match sluicegate::control::load(path) {
+        Ok(prepared) => {
+            let routes = prepared.config.routes.len();
+            println!("{}: ok ({routes} routes)", path.display());
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -91,7 +93,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run(path: PathBuf) -> Result<(), String> {
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    // Refused before binding when a CA file cannot be read.
+    let config = sluicegate::control::load(&path)
+        .map_err(|e| e.to_string())?
+        .config;
     let listeners = listeners(&config).await?;
     let shutdown = upgrade_or_shutdown(&listeners)?;
     // An upgrading parent keeps serving until this says ready, which is only

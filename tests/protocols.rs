@@ -315,7 +315,7 @@ async fn tls_ca_path_is_relative_to_the_config_file() {
 /// Parses a config with one backend on `endpoint` and `extra` lines.
 fn transport_errors(endpoint: &str, extra: &[&str]) -> (String, Vec<ConfigError>) {
     let text = config(&[backend_with("blue", None, &[endpoint.to_string()], extra)]);
-    match Config::parse(&text, "test.toml", Format::Toml) {
+    match Config::parse(&text, "test.toml", Format::Toml).and_then(sluicegate::control::prepare) {
         Ok(_) => panic!("config should be invalid:\n{text}"),
         Err(errors) => (text, errors.0),
     }

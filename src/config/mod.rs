@@ -12,12 +12,10 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
-pub use crate::upstream::tls::UpstreamTls;
 pub use source::{Format, Position};
 pub use validate::parse_duration;
 
@@ -327,30 +325,60 @@ pub struct BackendConfig {
     pub endpoints: Vec<EndpointAddr>,
     pub health: Option<HealthConfig>,
     pub outlier: OutlierConfig,
-    pub transport: Transport,
+    pub transport: TransportConfig,
 }
 
-/// How sluicegate speaks to a backend's endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Transport {
+/// How sluicegate speaks to a backend's endpoints, as the file says; the
+/// TLS connectors are built from it later (`upstream::tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransportConfig {
     pub protocol: UpstreamProtocol,
     /// Client TLS settings, present when the backend has `https://` endpoints.
-    pub tls: Option<Arc<UpstreamTls>>,
+    pub tls: Option<TlsClientConfig>,
 }
 
-impl Default for Transport {
-    fn default() -> Self {
-        Transport {
-            protocol: UpstreamProtocol::Http1,
-            tls: None,
+/// A backend's client TLS settings: plain data, no file read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientConfig {
+    /// The CA file (`tls_ca`), resolved against the config file's folder;
+    /// `None` means the system roots.
+    pub ca: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    /// Sent in SNI and verified instead of each endpoint's host; a valid
+    /// server name.
+    pub server_name: Option<String>,
+    /// Where to point an error building these settings: the `tls_ca` key
+    /// when set (a CA file that cannot be read), else the backend.
+    pub at: FieldAt,
+}
+
+/// A field of the file and its position, for errors found after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldAt {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// `routes[0].backends[1].tls_ca`.
+    pub field: String,
+}
+
+impl FieldAt {
+    /// `message` about this field, as `validate` would have reported it.
+    pub fn error(&self, message: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            message: format!("{}: {message}", self.field),
         }
     }
 }
 
 /// The HTTP version spoken to upstream endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with a pool of keep-alive connections (the default).
+    #[default]
     Http1,
     /// HTTP/2 over one multiplexed connection per endpoint: prior knowledge
     /// (h2c) on `http://` endpoints, ALPN `h2` on `https://` ones.
@@ -552,13 +580,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Validates `src`; `file` names it in errors. Relative paths it reads
+    /// Validates `src`; `file` names it in errors. Relative paths it names
     /// (`tls_ca`) are relative to the working directory.
     pub fn parse(src: &str, file: &str, format: Format) -> Result<Config, ConfigErrors> {
         Config::parse_in(src, file, format, Path::new("."))
     }
 
-    /// Validates `src`, reading relative paths from `dir`.
+    /// Validates `src`, resolving relative `tls_ca` paths against `dir`.
     pub fn parse_in(
         src: &str,
         file: &str,

@@ -3,7 +3,8 @@
 //! One manager task keeps one check task per endpoint that has a
 //! `[routes.backends.health]` (shared by every route using that endpoint) and
 //! turns availability flips — from checks, passive ejection or drain — into a
-//! new snapshot with effective weights moved to the healthy groups.
+//! [`Change::Failover`]: [`failovers`] says which routes' effective weights
+//! move and why, and the change pipeline records and publishes them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +15,10 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{EndpointAddr, HealthConfig, Transport};
-use crate::control::{Snapshot, State};
-use crate::upstream::Endpoint;
-use crate::upstream::UpstreamBody;
+use crate::config::{EndpointAddr, HealthConfig};
+use crate::control::history::WeightMap;
+use crate::control::{Backend, Change, Snapshot, State, effective_weights};
+use crate::upstream::{Endpoint, Transport, UpstreamBody};
 
 /// Starts the manager; it runs until `stop`.
 pub fn spawn(state: Arc<State>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
@@ -26,7 +27,7 @@ pub fn spawn(state: Arc<State>, mut stop: watch::Receiver<bool>) -> JoinHandle<(
         let changes = state.endpoint_changes();
         let mut checks = Checks::default();
         checks.sync(&state.snapshot_full());
-        state.refresh_health();
+        let _ = state.apply(Change::Failover);
         loop {
             tokio::select! {
                 changed = revisions.changed() => {
@@ -34,13 +35,86 @@ pub fn spawn(state: Arc<State>, mut stop: watch::Receiver<bool>) -> JoinHandle<(
                     checks.sync(&state.snapshot_full());
                 }
                 () = changes.notified() => {
-                    state.refresh_health();
+                    let _ = state.apply(Change::Failover);
                 }
                 _ = stop.changed() => break,
             }
         }
         checks.stop_all();
     })
+}
+
+/// One route's effective weights moving because a backend lost, or got
+/// back, every available endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub route: String,
+    /// The effective weights from now on.
+    pub effective: WeightMap,
+    /// The effective weights in `snapshot`.
+    pub previous: WeightMap,
+    pub reason: String,
+}
+
+/// The failovers `snapshot` is behind on: routes where a backend's
+/// availability now differs from when the snapshot was built. Counts each
+/// backend that just lost its last endpoint in `sluicegate_failovers_total`,
+/// so call it only to apply the result.
+pub fn failovers(snapshot: &Snapshot) -> Vec<Failover> {
+    let mut found = Vec::new();
+    for route in &snapshot.routes {
+        let now: Vec<bool> = route.backends.iter().map(Backend::any_available).collect();
+        let before: Vec<bool> = route.backends.iter().map(|b| b.available).collect();
+        if now == before {
+            continue;
+        }
+        let desired: Vec<_> = route.backends.iter().map(|b| b.weight).collect();
+        let effective = effective_weights(&desired, &now, route.config.failover);
+        let effective = WeightMap(
+            route
+                .backends
+                .iter()
+                .map(|b| b.name.clone())
+                .zip(effective)
+                .collect(),
+        );
+        for ((backend, was), is) in route.backends.iter().zip(&before).zip(&now) {
+            if *was && !*is {
+                backend.metrics.record_failover();
+            }
+        }
+        let down: Vec<&str> = route
+            .backends
+            .iter()
+            .zip(&now)
+            .filter(|(_, up)| !**up)
+            .map(|(b, _)| b.name.as_str())
+            .collect();
+        found.push(Failover {
+            route: route.name().to_string(),
+            effective,
+            previous: route.effective_weights(),
+            reason: failover_reason(&down, route.config.failover),
+        });
+    }
+    found
+}
+
+/// Why effective weights moved, given the backends now `down`.
+fn failover_reason(down: &[&str], failover: bool) -> String {
+    if down.is_empty() {
+        "every backend available again".to_string()
+    } else if failover {
+        format!(
+            "no available endpoint in {}: share moved to available backends",
+            down.join(", ")
+        )
+    } else {
+        format!(
+            "no available endpoint in {} (failover off: its share gets 503)",
+            down.join(", ")
+        )
+    }
 }
 
 /// An endpoint's identity: the same address is two endpoints when two

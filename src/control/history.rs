@@ -1,15 +1,18 @@
 //! Revisions: every change to the routing state, numbered, with who made it
-//! and why; and the state file that keeps admin changes across restarts.
+//! and why ([`History`]); and the state file that keeps admin changes across
+//! restarts ([`Persisted`], written by the [`Persister`] off the writer lock).
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::Weight;
+use crate::config::{Config, RouteConfig, TOTAL_WEIGHT, Weight};
 
 /// Revisions kept in memory and in the state file; older ones are dropped.
 pub const MAX_HISTORY: usize = 1000;
@@ -97,6 +100,127 @@ pub struct Revision {
     pub reason: String,
 }
 
+/// The numbered revisions, newest last (at most [`MAX_HISTORY`]), and the
+/// latest number: numbers are gap-free, one per recorded change.
+#[derive(Debug, Default)]
+pub struct History {
+    revisions: VecDeque<Revision>,
+    latest: u64,
+}
+
+impl History {
+    /// The history saved in a state file.
+    pub fn restored(persisted: &Persisted) -> History {
+        History {
+            revisions: persisted.history.iter().cloned().collect(),
+            latest: persisted.revision,
+        }
+    }
+
+    /// The latest revision number.
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// Records the next revision: `route`'s desired (or, for failover,
+    /// effective) `weights`, or a change of the whole config when `route` is
+    /// `None`. Returns its number.
+    pub fn record(
+        &mut self,
+        route: Option<&str>,
+        weights: Option<WeightMap>,
+        previous: Option<WeightMap>,
+        source: Source,
+        reason: String,
+    ) -> u64 {
+        self.latest += 1;
+        if let (Some(route), Some(weights)) = (route, &weights) {
+            tracing::info!(revision = self.latest, %route, weights = %weights.describe(), ?source, %reason, "weights changed");
+        } else {
+            tracing::info!(revision = self.latest, ?source, %reason, "config applied");
+        }
+        self.revisions.push_back(Revision {
+            revision: self.latest,
+            time: SystemTime::now(),
+            route: route.map(str::to_string),
+            weights,
+            previous,
+            source,
+            reason,
+        });
+        while self.revisions.len() > MAX_HISTORY {
+            self.revisions.pop_front();
+        }
+        self.latest
+    }
+
+    /// Revisions newest first: at most `limit`, older than `before`, of `route`.
+    /// Also returns the `before` for the next page, if there is one.
+    pub fn page(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+        route: Option<&str>,
+    ) -> (Vec<Revision>, Option<u64>) {
+        let mut matching = self
+            .revisions
+            .iter()
+            .rev()
+            .filter(|r| before.is_none_or(|b| r.revision < b))
+            .filter(|r| route.is_none_or(|name| r.route.as_deref() == Some(name)));
+        let page: Vec<Revision> = matching.by_ref().take(limit).cloned().collect();
+        let next = matching.next().and(page.last().map(|r| r.revision));
+        (page, next)
+    }
+
+    /// The weights a rollback of `route` goes back to, and its reason: those
+    /// before its latest weight change, or those of revision `to`.
+    pub fn rollback_target(
+        &self,
+        route: &str,
+        to: Option<u64>,
+    ) -> Result<(WeightMap, String), String> {
+        // Failover entries record effective weights, never a choice to go back to.
+        let of_route = |r: &&Revision| {
+            r.route.as_deref() == Some(route) && r.weights.is_some() && r.source != Source::Failover
+        };
+        match to {
+            Some(n) => {
+                let target = self
+                    .revisions
+                    .iter()
+                    .filter(of_route)
+                    .find(|r| r.revision == n)
+                    .ok_or_else(|| {
+                        format!(
+                            "revision {n} is not a weight change of route `{route}` in the history"
+                        )
+                    })?;
+                Ok((
+                    target.weights.clone().unwrap_or_default(),
+                    format!("rollback to revision {n}"),
+                ))
+            }
+            None => {
+                let latest =
+                    self.revisions.iter().rev().find(of_route).ok_or_else(|| {
+                        format!("route `{route}` has no weight change to roll back")
+                    })?;
+                let previous = latest.previous.clone().ok_or_else(|| {
+                    format!(
+                        "revision {} of route `{route}` has no earlier weights",
+                        latest.revision
+                    )
+                })?;
+                Ok((
+                    previous,
+                    format!("rollback of revision {}", latest.revision),
+                ))
+            }
+        }
+    }
+}
+
 /// What the state file holds: admin overrides and the history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +289,137 @@ impl Persisted {
     }
 }
 
+impl Persisted {
+    /// What to save: the latest revision, the admin `overrides` (by route
+    /// name) and the weights `config`'s file gives each route.
+    pub fn of(
+        history: &History,
+        overrides: &HashMap<String, WeightMap>,
+        config: &Config,
+    ) -> Persisted {
+        let mut overrides: Vec<(String, WeightMap)> = overrides
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        overrides.sort_by(|a, b| a.0.cmp(&b.0));
+        Persisted {
+            revision: history.latest,
+            overrides,
+            history: history.revisions.iter().cloned().collect(),
+            file_weights: config
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), file_weights(r)))
+                .collect(),
+        }
+    }
+
+    /// The saved admin overrides that still apply to `config`. Latest change
+    /// wins: a route whose file weights changed while sluicegate was stopped
+    /// takes the file's; one whose backends changed drops its override.
+    pub fn overrides_for(&self, config: &Config) -> HashMap<String, WeightMap> {
+        let saved_file_weights: HashMap<&str, &WeightMap> = self
+            .file_weights
+            .iter()
+            .map(|(route, w)| (route.as_str(), w))
+            .collect();
+        let mut overrides = HashMap::new();
+        for (route, weights) in &self.overrides {
+            let file_changed = match (saved_file_weights.get(route.as_str()), config.route(route)) {
+                (Some(saved), Some(rc)) => **saved != file_weights(rc),
+                _ => false,
+            };
+            if file_changed {
+                tracing::info!(%route, "the config file's weights changed while stopped: they replace the saved admin weights");
+                continue;
+            }
+            match fits(config, route, weights) {
+                Ok(()) => {
+                    overrides.insert(route.clone(), weights.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(%route, error = %e, "dropping a saved admin override that no longer fits the config")
+                }
+            }
+        }
+        overrides
+    }
+}
+
+/// The weights a route has in the config file.
+pub fn file_weights(route: &RouteConfig) -> WeightMap {
+    WeightMap(
+        route
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
+            .collect(),
+    )
+}
+
+/// Whether saved `weights` still fit `route` in `config`.
+fn fits(config: &Config, route: &str, weights: &WeightMap) -> Result<(), String> {
+    let rc = config.route(route).ok_or("the route is gone")?;
+    let names: Vec<&str> = rc.backends.iter().map(|b| b.name.as_str()).collect();
+    if !weights.has_backends(&names) {
+        return Err("the route's backends changed".into());
+    }
+    if weights.0.iter().map(|(_, w)| w.0).sum::<u32>() != TOTAL_WEIGHT {
+        return Err("the weights do not sum to 100".into());
+    }
+    Ok(())
+}
+
+/// Writes the state file off the writer lock. Changes offer what to save in
+/// revision order but may write in any order: only the newest offer is
+/// written, and one older than the file already written is skipped, so a
+/// stale save never overwrites a newer state.
+#[derive(Debug, Default)]
+pub struct Persister {
+    /// The newest state offered and not yet taken by a writer.
+    pending: Mutex<Option<(PathBuf, Persisted)>>,
+    /// Held while writing: the file and revision written last.
+    written: Mutex<Option<(PathBuf, u64)>>,
+}
+
+impl Persister {
+    /// Saves `state` to `path` unless a newer revision is (or is being)
+    /// written there; returns once the newest offered state is on disk.
+    pub fn save(&self, path: PathBuf, state: Persisted) {
+        {
+            let mut pending = lock(&self.pending);
+            let newer_pending = pending
+                .as_ref()
+                .is_some_and(|(p, s)| *p == path && s.revision >= state.revision);
+            if !newer_pending {
+                *pending = Some((path, state));
+            }
+        }
+        let mut written = lock(&self.written);
+        // Another writer may have taken ours (and written it, or something newer).
+        let Some((path, state)) = lock(&self.pending).take() else {
+            return;
+        };
+        let stale = written
+            .as_ref()
+            .is_some_and(|(p, revision)| *p == path && *revision >= state.revision);
+        if stale {
+            return;
+        }
+        match state.save(&path) {
+            Ok(()) => *written = Some((path, state.revision)),
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "cannot write the state file");
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Both slots are replaced whole: a panic elsewhere leaves them consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +481,82 @@ mod tests {
         assert_eq!(loaded.overrides, state.overrides);
         assert_eq!(loaded.history, state.history);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sg-history-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn at_revision(revision: u64) -> Persisted {
+        Persisted {
+            revision,
+            ..Persisted::default()
+        }
+    }
+
+    #[test]
+    fn a_stale_save_never_overwrites_a_newer_state_file() {
+        let dir = temp_dir("stale");
+        let path = dir.join("state.json");
+        let persister = Persister::default();
+        persister.save(path.clone(), at_revision(5));
+        persister.save(path.clone(), at_revision(3));
+        assert_eq!(Persisted::load(&path).revision, 5);
+        persister.save(path.clone(), at_revision(6));
+        assert_eq!(Persisted::load(&path).revision, 6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn saves_racing_in_any_order_leave_the_newest_state() {
+        let dir = temp_dir("race");
+        let path = dir.join("state.json");
+        let persister = std::sync::Arc::new(Persister::default());
+        let writers: Vec<_> = (1..=16u64)
+            .rev()
+            .map(|revision| {
+                let (persister, path) = (std::sync::Arc::clone(&persister), path.clone());
+                std::thread::spawn(move || persister.save(path, at_revision(revision)))
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(Persisted::load(&path).revision, 16);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn revisions_are_numbered_without_gaps_and_paged_newest_first() {
+        let mut history = History::restored(&at_revision(7));
+        let blue = WeightMap(vec![("blue".into(), Weight(10_000))]);
+        assert_eq!(
+            history.record(None, None, None, Source::File, "start".into()),
+            8
+        );
+        assert_eq!(
+            history.record(
+                Some("web"),
+                Some(blue.clone()),
+                None,
+                Source::Admin,
+                "a".into()
+            ),
+            9
+        );
+        let (page, next) = history.page(1, None, None);
+        assert_eq!((page[0].revision, next), (9, Some(9)));
+        let (page, next) = history.page(1, Some(9), None);
+        assert_eq!((page[0].revision, next), (8, None));
+        assert!(
+            history.rollback_target("web", None).is_err(),
+            "no earlier weights"
+        );
+        assert_eq!(
+            history.rollback_target("web", Some(9)),
+            Ok((blue, "rollback to revision 9".to_string()))
+        );
     }
 }

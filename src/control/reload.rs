@@ -1,6 +1,7 @@
 //! Reloading the config file: on a file change (notify), on SIGHUP, and on
-//! `POST /api/v1/reload`. A valid file becomes one new snapshot; an invalid one
-//! changes nothing and its errors are logged, counted and returned.
+//! `POST /api/v1/reload`. A valid file (its CA files read too, see
+//! [`crate::control::load`]) becomes one [`Change::ApplyFile`]; an invalid
+//! one changes nothing and its errors are logged, counted and returned.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, ConfigErrors, content_hash};
-use crate::control::{Applied, State};
+use crate::config::{ConfigError, ConfigErrors, content_hash};
+use crate::control::{Applied, Change, State, load};
 
 /// Bursts of file events (an editor's write + rename) are folded into one reload.
 const DEBOUNCE: Duration = Duration::from_millis(25);
@@ -64,7 +65,7 @@ impl Reloader {
         if hash.is_some() && hash == running {
             // Nothing to apply, but a reload still ends drains and re-reads
             // certificate files (a renewed certificate, same config).
-            self.state.undrain_all();
+            let _ = self.state.apply(Change::UndrainAll);
             self.state.notify_unchanged_reload();
             return Ok(Applied {
                 revision: self.state.revision(),
@@ -98,10 +99,23 @@ impl Reloader {
         if let Ok(mut seen) = self.seen.lock() {
             seen.read = hash;
         }
-        match Config::load(&self.path) {
-            Ok(config) => {
-                let loaded = config.source_hash;
-                let applied = self.state.apply_file(config);
+        let applied = load(&self.path).and_then(|prepared| {
+            let loaded = prepared.config.source_hash;
+            let applied = self
+                .state
+                .apply(Change::ApplyFile(Box::new(prepared)))
+                .map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        file: self.path.display().to_string(),
+                        line: 1,
+                        column: 1,
+                        message: e.to_string(),
+                    }])
+                })?;
+            Ok((applied, loaded))
+        });
+        match applied {
+            Ok((applied, loaded)) => {
                 if let Ok(mut seen) = self.seen.lock() {
                     seen.applied = loaded;
                 }
@@ -183,7 +197,7 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Format;
+    use crate::config::{Config, Format};
 
     const VALID: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"web\"\nbackends = [{ name = \"a\", endpoints = [\"127.0.0.1:3\"] }]\n";
 
@@ -211,6 +225,38 @@ mod tests {
         ));
 
         assert_eq!(state.revision(), before);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_with_an_unreadable_ca_is_refused_and_the_running_snapshot_stays() {
+        let dir = std::env::temp_dir().join(format!("sluicegate-reload-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.toml");
+        std::fs::write(&path, VALID).unwrap();
+        let state = Arc::new(State::try_new(Config::load(&path).unwrap()).unwrap());
+        let reloader = Reloader::new(path.clone(), Arc::clone(&state), None);
+        let before = state.snapshot_full();
+
+        let bad = VALID.replace(
+            "endpoints = [\"127.0.0.1:3\"] }",
+            "endpoints = [\"https://127.0.0.1:3\"], tls_ca = \"missing.pem\" }",
+        );
+        std::fs::write(&path, &bad).unwrap();
+        let errors = reloader.reload().unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let error = &errors.0[0];
+        assert!(
+            error
+                .message
+                .starts_with("routes[0].backends[0].tls_ca: cannot read")
+                && error.message.contains("missing.pem")
+                && error.line == 6,
+            "{error}"
+        );
+        let after = state.snapshot_full();
+        assert!(Arc::ptr_eq(&before, &after), "the running snapshot stays");
+        assert_eq!(state.revision(), before.revision);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 use super::router::{Matchable, Router};
 use crate::config::{
     BackendConfig, Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT,
-    Transport, Weight,
+    Weight,
 };
 use crate::control::balance::{StickyRanges, WeightedPicker};
 use crate::control::history::WeightMap;
 use crate::telemetry::mirrors::MirrorState;
 use crate::telemetry::{BackendMetrics, Telemetry};
-use crate::upstream::{EjectionGuard, EjectionRules, Endpoint};
+use crate::upstream::{EjectionGuard, EjectionRules, Endpoint, TlsClients, Transport};
 
 /// Everything the request path needs, swapped as a whole.
 #[derive(Debug)]
@@ -171,9 +171,11 @@ pub fn effective_weights(desired: &[Weight], available: &[bool], failover: bool)
 
 impl Snapshot {
     /// Builds the snapshot for `config` at `revision`, reusing endpoints from
-    /// `pool`; a route in `overrides` takes its weights from there.
+    /// `pool` and speaking TLS through `tls` (prepared for this config); a
+    /// route in `overrides` takes its weights from there.
     pub fn build(
         config: Arc<Config>,
+        tls: &TlsClients,
         revision: u64,
         overrides: &HashMap<String, WeightMap>,
         pool: &EndpointPool,
@@ -188,9 +190,10 @@ impl Snapshot {
                 rc.backends
                     .iter()
                     .map(|bc| {
+                        let transport = tls.transport(&bc.transport);
                         bc.endpoints
                             .iter()
-                            .map(|a| pool.get(a, &bc.transport, config.timeouts.upstream_idle))
+                            .map(|a| pool.get(a, &transport, config.timeouts.upstream_idle))
                             .collect()
                     })
                     .collect()
@@ -404,6 +407,7 @@ mod tests {
         let config = Config::parse(toml, "test.toml", Format::Toml).unwrap();
         Snapshot::build(
             Arc::new(config),
+            &TlsClients::default(),
             1,
             &HashMap::new(),
             &EndpointPool::default(),
@@ -546,7 +550,8 @@ endpoints = ["127.0.0.1:2"]
             Arc::new(Config::parse(&text, "test.toml", Format::Toml).unwrap())
         };
         let (pool, telemetry) = (EndpointPool::default(), Telemetry::new());
-        let build = |c| Snapshot::build(c, 1, &HashMap::new(), &pool, &telemetry);
+        let tls = TlsClients::default();
+        let build = |c| Snapshot::build(c, &tls, 1, &HashMap::new(), &pool, &telemetry);
         let before = build(config(1));
         fail(endpoint(&before, "web", "blue", "127.0.0.1:1"), &before, 1);
         let after = build(config(0));

@@ -116,7 +116,7 @@ pub async fn run_then(
             })
         })
         .transpose()?;
-    let mut state = State::new(config);
+    let mut state = State::try_new(config).map_err(|e| ServerError::Tls(e.to_string()))?;
     if let Some(log) = access_log {
         state.set_access_log(log);
     }

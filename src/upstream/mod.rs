@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::ServerName;
 use tokio::sync::Notify;
 
-use crate::config::{EndpointAddr, OutlierConfig, Transport};
+use crate::config::{EndpointAddr, OutlierConfig};
 
 pub use body::UpstreamBody;
 use conn::Pool;
 pub use conn::{HyperConn, PooledBody};
 pub use outlier::{EjectionGuard, EjectionRules};
 pub use raw::RawConn;
+pub use tls::{TlsClients, Transport};
 
 /// One upstream `host:port` with its connection pool and health.
 #[derive(Debug)]

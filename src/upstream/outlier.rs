@@ -289,7 +289,7 @@ async fn ejection_timer(endpoint: Weak<Endpoint>, wake: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EndpointAddr, Transport};
+    use crate::{config::EndpointAddr, upstream::Transport};
 
     fn endpoint(port: u16) -> Arc<Endpoint> {
         let addr = EndpointAddr {

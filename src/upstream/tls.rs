@@ -1,7 +1,13 @@
 //! Client TLS to `https://` endpoints: verified against the system roots, or
 //! against a backend's own CA file (`tls_ca`), or not at all when
 //! `tls_insecure_skip_verify` says so.
+//!
+//! The config holds these settings as plain data; [`TlsClients::prepare`]
+//! reads the CA files and builds the connectors when a file is loaded or
+//! reloaded (before the change is applied), so an unreadable CA refuses the
+//! file with an error located at its `tls_ca` key and the running config stays.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,101 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::{
+    Config, ConfigErrors, TlsClientConfig, TransportConfig, UpstreamProtocol, content_hash,
+};
+
+/// How sluicegate speaks to a backend's endpoints: the protocol and, for
+/// `https://` endpoints, the built TLS client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Transport {
+    pub protocol: UpstreamProtocol,
+    /// Client TLS, present when the backend has `https://` endpoints.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+/// The TLS settings that make one client: equal settings share it.
+type SettingsKey = (Option<PathBuf>, bool, Option<String>);
+
+fn key(settings: &TlsClientConfig) -> SettingsKey {
+    (
+        settings.ca.clone(),
+        settings.insecure_skip_verify,
+        settings.server_name.clone(),
+    )
+}
+
+/// The TLS clients of every backend of one config, built once per file
+/// load (CA files read then), shared by every snapshot of that config.
+#[derive(Debug, Default)]
+pub struct TlsClients {
+    by_settings: HashMap<SettingsKey, Arc<UpstreamTls>>,
+}
+
+impl TlsClients {
+    /// Reads every CA file `config` names and builds its clients, or returns
+    /// every failure located at its backend's `tls_ca` key.
+    pub fn prepare(config: &Config) -> Result<TlsClients, ConfigErrors> {
+        let mut clients = TlsClients::default();
+        let mut errors = Vec::new();
+        for settings in tls_settings(config) {
+            let key = key(settings);
+            if clients.by_settings.contains_key(&key) {
+                continue;
+            }
+            match UpstreamTls::new(settings) {
+                Ok(tls) => {
+                    clients.by_settings.insert(key, Arc::new(tls));
+                }
+                Err(message) => errors.push(settings.at.error(message)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(clients)
+        } else {
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Like [`prepare`](Self::prepare), but a client that cannot be built is
+    /// logged and refuses every handshake (never cleartext instead).
+    pub fn prepare_lenient(config: &Config) -> TlsClients {
+        let mut clients = TlsClients::default();
+        for settings in tls_settings(config) {
+            clients
+                .by_settings
+                .entry(key(settings))
+                .or_insert_with(|| Arc::new(UpstreamTls::new_or_refusing(settings)));
+        }
+        clients
+    }
+
+    /// The transport for a backend's `settings`; settings this set was not
+    /// prepared for get a client that refuses every handshake.
+    pub fn transport(&self, settings: &TransportConfig) -> Transport {
+        let tls = settings.tls.as_ref().map(|tls| {
+            self.by_settings.get(&key(tls)).cloned().unwrap_or_else(|| {
+                tracing::warn!(ca = ?tls.ca, "TLS client settings were not prepared: building them now");
+                Arc::new(UpstreamTls::new_or_refusing(tls))
+            })
+        });
+        Transport {
+            protocol: settings.protocol,
+            tls,
+        }
+    }
+}
+
+/// The TLS settings of every backend of `config`, in file order.
+fn tls_settings(config: &Config) -> impl Iterator<Item = &TlsClientConfig> {
+    config
+        .routes
+        .iter()
+        .flat_map(|r| &r.backends)
+        .filter_map(|b| b.transport.tls.as_ref())
+}
+
 /// Which application protocols to offer in ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alpn {
@@ -25,7 +126,7 @@ pub enum Alpn {
     Any,
 }
 
-/// The client TLS settings of one backend, built once at config load.
+/// The client TLS of one backend's settings, built when a file is loaded.
 #[derive(Clone)]
 pub struct UpstreamTls {
     /// The CA file; `None` means the system roots.
@@ -35,35 +136,67 @@ pub struct UpstreamTls {
     pub server_name: Option<ServerName<'static>>,
     /// A hash of the CA file's bytes, so a changed file is a new setting.
     ca_fingerprint: u64,
+    /// Why there are none: a client built without its CA refuses handshakes.
+    connectors: Result<Connectors, String>,
+}
+
+/// One connector per ALPN offer.
+#[derive(Clone)]
+struct Connectors {
     http1: TlsConnector,
     h2: TlsConnector,
     any: TlsConnector,
 }
 
 impl UpstreamTls {
-    /// Builds the settings; `ca` is read now, relative to `dir`.
-    pub fn new(
-        ca: Option<&str>,
-        dir: &Path,
-        insecure_skip_verify: bool,
-        server_name: Option<&str>,
-    ) -> Result<UpstreamTls, String> {
-        let server_name = server_name
-            .map(|name| {
-                ServerName::try_from(name.to_string())
-                    .map_err(|_| format!("`{name}` is not a valid TLS server name"))
-            })
-            .transpose()?;
-        let ca = ca.map(|p| dir.join(p));
-        let (roots, ca_fingerprint) = match &ca {
+    /// Builds the client for `settings`, reading the CA file now.
+    pub fn new(settings: &TlsClientConfig) -> Result<UpstreamTls, String> {
+        let (roots, ca_fingerprint) = match &settings.ca {
             Some(path) => load_ca(path)?,
             None => (system_roots(), 0),
         };
+        UpstreamTls::with_roots(settings, roots, ca_fingerprint)
+    }
+
+    /// [`new`](Self::new), or on failure (logged) a client that refuses every handshake.
+    fn new_or_refusing(settings: &TlsClientConfig) -> UpstreamTls {
+        UpstreamTls::new(settings).unwrap_or_else(|message| {
+            let error = settings.at.error(&message);
+            tracing::error!(%error, "upstream TLS client refuses every handshake");
+            UpstreamTls::refusing(settings, error.to_string())
+        })
+    }
+
+    /// A client whose every handshake fails with `why` (never cleartext instead).
+    fn refusing(settings: &TlsClientConfig, why: String) -> UpstreamTls {
+        UpstreamTls {
+            ca: settings.ca.clone(),
+            insecure_skip_verify: settings.insecure_skip_verify,
+            server_name: None,
+            // Never equal to a client that loaded the file.
+            ca_fingerprint: u64::MAX,
+            connectors: Err(why),
+        }
+    }
+
+    fn with_roots(
+        settings: &TlsClientConfig,
+        roots: Arc<RootCertStore>,
+        ca_fingerprint: u64,
+    ) -> Result<UpstreamTls, String> {
+        let server_name = settings
+            .server_name
+            .as_ref()
+            .map(|name| {
+                ServerName::try_from(name.clone())
+                    .map_err(|_| format!("`{name}` is not a valid TLS server name"))
+            })
+            .transpose()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS setup failed: {e}"))?;
-        let base = if insecure_skip_verify {
+        let base = if settings.insecure_skip_verify {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
@@ -77,11 +210,13 @@ impl UpstreamTls {
             TlsConnector::from(Arc::new(config))
         };
         Ok(UpstreamTls {
-            http1: connector(&[b"http/1.1"]),
-            h2: connector(&[b"h2"]),
-            any: connector(&[b"h2", b"http/1.1"]),
-            ca,
-            insecure_skip_verify,
+            connectors: Ok(Connectors {
+                http1: connector(&[b"http/1.1"]),
+                h2: connector(&[b"h2"]),
+                any: connector(&[b"h2", b"http/1.1"]),
+            }),
+            ca: settings.ca.clone(),
+            insecure_skip_verify: settings.insecure_skip_verify,
             server_name,
             ca_fingerprint,
         })
@@ -95,10 +230,14 @@ impl UpstreamTls {
         host: &ServerName<'static>,
         alpn: Alpn,
     ) -> std::io::Result<TlsStream<TcpStream>> {
+        let connectors = self
+            .connectors
+            .as_ref()
+            .map_err(|why| std::io::Error::other(why.clone()))?;
         let connector = match alpn {
-            Alpn::Http1 => &self.http1,
-            Alpn::H2 => &self.h2,
-            Alpn::Any => &self.any,
+            Alpn::Http1 => &connectors.http1,
+            Alpn::H2 => &connectors.h2,
+            Alpn::Any => &connectors.any,
         };
         let name = self.server_name.as_ref().unwrap_or(host).clone();
         connector.connect(name, tcp).await
@@ -153,7 +292,7 @@ fn load_ca(path: &Path) -> Result<(Arc<RootCertStore>, u64), String> {
     if roots.is_empty() {
         return Err(format!("no certificate in {}", path.display()));
     }
-    Ok((Arc::new(roots), crate::config::content_hash(&bytes)))
+    Ok((Arc::new(roots), content_hash(&bytes)))
 }
 
 /// The operating system's trusted roots, read once.

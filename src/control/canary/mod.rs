@@ -29,64 +29,39 @@
 //! - No lock is held across an `.await`: a tick is synchronous. The
 //!   controller's lock is taken before the state's writer lock, never after.
 //!
-//! `judge` (judge.rs) holds the verdict; `saved` (saved.rs) the file beside
-//! the state file.
+//! This file holds the controller (actions and ticks); `plan` the
+//! `StepPlan` and [`CanaryPhase`]; `run` a run and its measurement; `judge`
+//! the pure verdict; `view` the JSON view; `saved` the file beside the state
+//! file.
 
 mod judge;
+mod plan;
+mod run;
 mod saved;
+mod view;
 
 pub use judge::{P99_FLOOR_MS, StepWindow, Verdict, judge};
+pub use plan::CanaryPhase;
+
+use plan::{StepPlan, step_weights};
+use run::Run;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{CanaryConfig, TOTAL_WEIGHT, Weight};
+use crate::config::{CanaryConfig, Weight};
 use crate::control::history::{Revision, Source, WeightMap};
-use crate::control::{Backend, ChangeError, Route, State};
-use crate::telemetry::stats::{self, Summary};
+use crate::control::{Backend, Change, ChangeError, Route, State};
 
 /// Bounds of the tick period (`interval / 10`).
 pub const MIN_TICK: Duration = Duration::from_millis(50);
 pub const MAX_TICK: Duration = Duration::from_secs(1);
-
-/// Where a route's canary is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Idle,
-    Running,
-    Paused,
-    Succeeded,
-    Failed,
-    Aborted,
-}
-
-impl Phase {
-    /// The name in the API: `idle`, `running`, … `failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Running => "running",
-            Phase::Paused => "paused",
-            Phase::Succeeded => "succeeded",
-            Phase::Failed => "failed",
-            Phase::Aborted => "aborted",
-        }
-    }
-
-    /// Running or paused: a canary in progress.
-    fn in_progress(self) -> bool {
-        matches!(self, Phase::Running | Phase::Paused)
-    }
-}
 
 /// What an operator asks of a canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,148 +100,6 @@ pub enum CanaryError {
     /// 409: the action does not fit the canary's state.
     #[error("{0}")]
     WrongState(String),
-}
-
-/// The backends and steps (basis points) a run follows; a reload that
-/// changes them ends the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Plan {
-    baseline: String,
-    canary: String,
-    steps: Vec<u32>,
-}
-
-impl Plan {
-    fn of(config: &CanaryConfig) -> Plan {
-        Plan {
-            baseline: config.baseline.clone(),
-            canary: config.canary.clone(),
-            steps: config.steps.iter().map(|w| w.0).collect(),
-        }
-    }
-
-    /// The canary's weight at step `index`.
-    fn weight(&self, index: usize) -> Weight {
-        Weight(self.steps.get(index).copied().unwrap_or(0))
-    }
-
-    /// `3/6: 25 %`.
-    fn step_text(&self, index: usize) -> String {
-        format!(
-            "{}/{}: {} %",
-            index + 1,
-            self.steps.len(),
-            self.weight(index)
-        )
-    }
-}
-
-/// One route's canary.
-#[derive(Debug)]
-struct Run {
-    plan: Plan,
-    phase: Phase,
-    /// Index into `plan.steps` of the step in force.
-    step: usize,
-    /// Wall-clock start of the step, for the API.
-    step_started: SystemTime,
-    /// When the step's interval started counting (a resume restarts it).
-    clock_started: Instant,
-    /// Where the step's window starts in the backends' counters.
-    marks: Marks,
-    /// The window at the latest tick.
-    last: Option<StepWindow>,
-    reason: String,
-    /// Revisions up to this one are accounted for: a later weight change of
-    /// the route not made by the canary pauses it.
-    seen_revision: u64,
-}
-
-/// The canary's totals and both backends' latency series when a step began.
-#[derive(Debug, Clone)]
-struct Marks {
-    canary_totals: (u64, u64),
-    interval: u64,
-    canary_latency: Option<Summary>,
-    baseline_latency: Option<Summary>,
-}
-
-impl Marks {
-    fn take(route: &Route, plan: &Plan) -> Marks {
-        let interval = stats::current_interval();
-        let latency = |name: &str| {
-            route
-                .backend(name)
-                .map(|b| b.metrics.series.summary(interval, interval + 1))
-        };
-        Marks {
-            canary_totals: route
-                .backend(&plan.canary)
-                .map_or((0, 0), |b| b.metrics.totals()),
-            interval,
-            canary_latency: latency(&plan.canary),
-            baseline_latency: latency(&plan.baseline),
-        }
-    }
-}
-
-impl Run {
-    fn new(route: &Route, plan: Plan, phase: Phase, step: usize, seen_revision: u64) -> Run {
-        let marks = Marks::take(route, &plan);
-        Run {
-            plan,
-            phase,
-            step,
-            step_started: SystemTime::now(),
-            clock_started: Instant::now(),
-            marks,
-            last: None,
-            reason: String::new(),
-            seen_revision,
-        }
-    }
-
-    /// The step's window now.
-    fn measure(&self, route: &Route, now: Instant) -> StepWindow {
-        let canary = route.backend(&self.plan.canary);
-        let (responses, errors) = canary.map_or((0, 0), |b| b.metrics.totals());
-        let requests = responses.saturating_sub(self.marks.canary_totals.0);
-        let errors = errors
-            .saturating_sub(self.marks.canary_totals.1)
-            .min(requests);
-        let current = stats::current_interval();
-        let start = self.marks.interval;
-        // The series keeps 15 minutes: past that the window is its last 15 minutes.
-        let mark_kept = current.saturating_sub(start) < stats::SLOTS as u64;
-        let latency = |backend: Option<&Backend>, mark: &Option<Summary>| {
-            let total = backend?.metrics.series.summary(start, current + 1);
-            let window = match mark {
-                Some(mark) if mark_kept => total.since(mark),
-                _ => total,
-            };
-            window.p99_ms()
-        };
-        StepWindow {
-            elapsed: now.saturating_duration_since(self.clock_started),
-            canary_requests: requests,
-            canary_errors: errors,
-            canary_p99_ms: latency(canary, &self.marks.canary_latency),
-            baseline_p99_ms: latency(
-                route.backend(&self.plan.baseline),
-                &self.marks.baseline_latency,
-            ),
-            canary_available: canary.is_some_and(Backend::any_available),
-        }
-    }
-
-    /// Starts step `index` now.
-    fn begin_step(&mut self, route: &Route, index: usize) {
-        self.step = index;
-        self.step_started = SystemTime::now();
-        self.clock_started = Instant::now();
-        self.marks = Marks::take(route, &self.plan);
-        self.last = None;
-    }
 }
 
 /// The canary controller of one proxy: the state of every route's canary.
@@ -311,11 +144,11 @@ impl Controller {
             .canary
             .as_ref()
             .ok_or_else(|| CanaryError::NotConfigured(route.to_string()))?;
-        let plan = Plan::of(config);
+        let plan = StepPlan::of(config);
         let mut runs = self.lock();
         // A run that followed an older config counts as idle.
         let run = runs.get_mut(route).filter(|run| run.plan == plan);
-        let phase = run.as_ref().map_or(Phase::Idle, |run| run.phase);
+        let phase = run.as_ref().map_or(CanaryPhase::Idle, |run| run.phase);
         let wrong_state = |what: &str| {
             CanaryError::WrongState(format!(
                 "the canary of route `{route}` is {}: {what}",
@@ -330,8 +163,8 @@ impl Controller {
                 let run = self.start(r, plan)?;
                 runs.insert(route.to_string(), run);
             }
-            (Action::Pause, Some(run)) if phase == Phase::Running => {
-                run.phase = Phase::Paused;
+            (Action::Pause, Some(run)) if phase == CanaryPhase::Running => {
+                run.phase = CanaryPhase::Paused;
                 run.reason = format!(
                     "paused through the admin API at step {}",
                     run.plan.step_text(run.step)
@@ -339,14 +172,14 @@ impl Controller {
                 tracing::info!(%route, step = run.step + 1, "canary paused");
             }
             (Action::Pause, _) => return Err(wrong_state("only a running canary pauses")),
-            (Action::Resume, Some(run)) if phase == Phase::Paused => self.resume(r, run)?,
+            (Action::Resume, Some(run)) if phase == CanaryPhase::Paused => self.resume(r, run)?,
             (Action::Resume, _) => return Err(wrong_state("only a paused canary resumes")),
             (Action::Abort, Some(run)) if phase.in_progress() => {
                 let reason = format!(
                     "canary aborted through the admin API at step {}",
                     run.plan.step_text(run.step)
                 );
-                self.finish(r, run, Phase::Aborted, reason)
+                self.finish(r, run, CanaryPhase::Aborted, reason)
                     .map_err(CanaryError::Invalid)?;
             }
             (Action::Abort, _) => {
@@ -358,7 +191,7 @@ impl Controller {
         Ok(())
     }
 
-    fn start(&self, route: &Route, plan: Plan) -> Result<Run, CanaryError> {
+    fn start(&self, route: &Route, plan: StepPlan) -> Result<Run, CanaryError> {
         if !route
             .backend(&plan.canary)
             .is_some_and(Backend::any_available)
@@ -375,15 +208,14 @@ impl Controller {
         let weights = step_weights(route, &plan, plan.weight(0)).map_err(CanaryError::Invalid)?;
         let reason = format!("canary step {} (started)", plan.step_text(0));
         let revision = self
-            .state
-            .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            .apply_weights(route.name(), weights, None, reason)
             .map_err(change_error)?;
         tracing::info!(
             route = route.name(),
             steps = plan.steps.len(),
             "canary started"
         );
-        let mut run = Run::new(route, plan, Phase::Running, 0, revision);
+        let mut run = Run::new(route, plan, CanaryPhase::Running, 0, revision);
         run.reason = "started".to_string();
         Ok(run)
     }
@@ -397,11 +229,10 @@ impl Controller {
             self.state.revision()
         } else {
             let reason = format!("canary step {} (resumed)", run.plan.step_text(run.step));
-            self.state
-                .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            self.apply_weights(route.name(), weights, None, reason)
                 .map_err(change_error)?
         };
-        run.phase = Phase::Running;
+        run.phase = CanaryPhase::Running;
         run.clock_started = Instant::now();
         run.reason = "resumed".to_string();
         tracing::info!(route = route.name(), step = run.step + 1, "canary resumed");
@@ -413,13 +244,12 @@ impl Controller {
         &self,
         route: &Route,
         run: &mut Run,
-        phase: Phase,
+        phase: CanaryPhase,
         reason: String,
     ) -> Result<(), String> {
         let weights = step_weights(route, &run.plan, Weight(0))?;
         let revision = self
-            .state
-            .set_weights(route.name(), &weights, None, Source::Canary, &reason)
+            .apply_weights(route.name(), weights, None, reason.clone())
             .map_err(|e| e.to_string())?;
         run.seen_revision = revision;
         run.phase = phase;
@@ -440,7 +270,7 @@ impl Controller {
                 changed = true;
                 return false;
             };
-            let plan = Plan::of(config);
+            let plan = StepPlan::of(config);
             if run.plan != plan {
                 if run.phase.in_progress() {
                     tracing::warn!(route = %name, "[routes.canary] backends or steps changed: canary stopped");
@@ -448,7 +278,7 @@ impl Controller {
                         "stopped at step {}: the config's [routes.canary] backends or steps changed; weights left as they are",
                         run.plan.step_text(run.step)
                     );
-                    run.phase = Phase::Idle;
+                    run.phase = CanaryPhase::Idle;
                     run.plan = plan;
                     changed = true;
                 } else {
@@ -459,7 +289,7 @@ impl Controller {
             true
         });
         for (name, run) in runs.iter_mut() {
-            if run.phase != Phase::Running {
+            if run.phase != CanaryPhase::Running {
                 continue;
             }
             // Fresh each time: a step of another route may have just changed it.
@@ -483,7 +313,7 @@ impl Controller {
     fn advance(&self, route: &Route, revision: u64, config: &CanaryConfig, run: &mut Run) -> bool {
         if revision > run.seen_revision {
             if let Some(foreign) = self.foreign_change(route.name(), run.seen_revision, revision) {
-                run.phase = Phase::Paused;
+                run.phase = CanaryPhase::Paused;
                 run.reason = format!(
                     "paused at step {}: revision {} ({}: {}) changed the route's weights outside the canary; resume re-applies the step, abort goes back to the baseline",
                     run.plan.step_text(run.step),
@@ -510,7 +340,7 @@ impl Controller {
                 false
             }
             Verdict::Pass if run.step + 1 >= run.plan.steps.len() => {
-                run.phase = Phase::Succeeded;
+                run.phase = CanaryPhase::Succeeded;
                 run.reason = format!(
                     "promoted: step {} passed ({figures})",
                     run.plan.step_text(run.step)
@@ -523,20 +353,14 @@ impl Controller {
                 let weights = match step_weights(route, &run.plan, run.plan.weight(next)) {
                     Ok(weights) => weights,
                     Err(why) => {
-                        run.phase = Phase::Paused;
+                        run.phase = CanaryPhase::Paused;
                         run.reason = format!("paused: cannot go to step {}: {why}", next + 1);
                         return true;
                     }
                 };
                 let reason = format!("canary step {} ({figures})", run.plan.step_text(next));
                 // If anything changed since `revision`, look again at the next tick.
-                match self.state.set_weights(
-                    route.name(),
-                    &weights,
-                    Some(revision),
-                    Source::Canary,
-                    &reason,
-                ) {
+                match self.apply_weights(route.name(), weights, Some(revision), reason) {
                     Ok(new_revision) => {
                         run.begin_step(route, next);
                         run.seen_revision = new_revision;
@@ -545,7 +369,7 @@ impl Controller {
                     }
                     Err(ChangeError::Conflict { .. }) => false,
                     Err(e) => {
-                        run.phase = Phase::Paused;
+                        run.phase = CanaryPhase::Paused;
                         run.reason = format!("paused: cannot go to step {}: {e}", next + 1);
                         true
                     }
@@ -557,8 +381,8 @@ impl Controller {
                     run.plan.step_text(run.step)
                 );
                 tracing::warn!(route = route.name(), %why, "canary failed: rolling back");
-                if let Err(e) = self.finish(route, run, Phase::Failed, reason) {
-                    run.phase = Phase::Paused;
+                if let Err(e) = self.finish(route, run, CanaryPhase::Failed, reason) {
+                    run.phase = CanaryPhase::Paused;
                     run.reason = format!("{why}; the rollback failed: {e}");
                     tracing::error!(route = route.name(), error = %e, "canary rollback failed");
                 }
@@ -583,33 +407,23 @@ impl Controller {
         })
     }
 
-    /// The `canary` field of a route's JSON view; `null` without `[routes.canary]`.
-    pub fn view(&self, route: &Route) -> Value {
-        let Some(config) = route.config.canary.as_ref() else {
-            return Value::Null;
-        };
-        let plan = Plan::of(config);
-        let steps: Vec<f64> = config.steps.iter().map(|w| w.percent()).collect();
-        let weight = route.backend(&config.canary).map(|b| b.weight.percent());
-        let runs = self.lock();
-        let run = runs.get(route.name()).filter(|run| run.plan == plan);
-        let phase = run.map_or(Phase::Idle, |run| run.phase);
-        let started = run.filter(|_| phase != Phase::Idle);
-        let last = started.and_then(|run| run.last.as_ref());
-        json!({
-            "state": phase.as_str(),
-            "step": started.map(|run| run.step + 1),
-            "steps": steps,
-            "weight": weight,
-            "step_started": started
-                .map(|run| humantime::format_rfc3339_millis(run.step_started).to_string()),
-            "step_requests": started.map(|_| last.map_or(0, |w| w.canary_requests)),
-            "min_requests": config.min_requests,
-            "error_rate": last.and_then(StepWindow::error_rate),
-            "p99_ms": last.and_then(|w| w.canary_p99_ms).map(round_ms),
-            "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms).map(round_ms),
-            "reason": run.map(|run| run.reason.as_str()).filter(|r| !r.is_empty()),
-        })
+    /// Sets `route`'s weights as a canary revision.
+    fn apply_weights(
+        &self,
+        route: &str,
+        weights: WeightMap,
+        if_revision: Option<u64>,
+        reason: String,
+    ) -> Result<u64, ChangeError> {
+        self.state
+            .apply(Change::SetWeights {
+                route: route.to_string(),
+                weights,
+                if_revision,
+                source: Source::Canary,
+                reason,
+            })
+            .map(|applied| applied.revision)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Run>> {
@@ -641,48 +455,6 @@ fn tick_period(routes: &[Route]) -> Duration {
         .map(|c| (c.interval / 10).clamp(MIN_TICK, MAX_TICK))
         .min()
         .unwrap_or(MAX_TICK)
-}
-
-/// The route's weights with the canary at `canary_weight`, the baseline
-/// taking the rest and every other backend keeping its desired weight.
-fn step_weights(route: &Route, plan: &Plan, canary_weight: Weight) -> Result<WeightMap, String> {
-    let others: u32 = route
-        .backends
-        .iter()
-        .filter(|b| b.name != plan.baseline && b.name != plan.canary)
-        .map(|b| b.weight.0)
-        .sum();
-    let baseline = TOTAL_WEIGHT
-        .checked_sub(others + canary_weight.0)
-        .ok_or_else(|| {
-            format!(
-                "the route's other backends hold {} %, so `{}` cannot get {} %: set them to 0 first",
-                Weight(others),
-                plan.canary,
-                canary_weight
-            )
-        })?;
-    Ok(WeightMap(
-        route
-            .backends
-            .iter()
-            .map(|b| {
-                let weight = if b.name == plan.canary {
-                    canary_weight
-                } else if b.name == plan.baseline {
-                    Weight(baseline)
-                } else {
-                    b.weight
-                };
-                (b.name.clone(), weight)
-            })
-            .collect(),
-    ))
-}
-
-/// A p99 (the upper edge of a histogram bucket) to 0.01 ms.
-fn round_ms(ms: f64) -> f64 {
-    (ms * 100.0).round() / 100.0
 }
 
 fn change_error(e: ChangeError) -> CanaryError {

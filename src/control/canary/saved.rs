@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Controller, Phase, Plan, Run, step_weights};
+use super::{CanaryPhase, Controller, Run, StepPlan, step_weights};
 
 impl Controller {
     /// Restores the runs saved beside the state file. A canary whose plan or
@@ -39,7 +39,7 @@ impl Controller {
             let Some(config) = route.config.canary.as_ref() else {
                 continue;
             };
-            if Plan::of(config) != saved.plan || saved.step >= saved.plan.steps.len() {
+            if StepPlan::of(config) != saved.plan || saved.step >= saved.plan.steps.len() {
                 tracing::warn!(route = %saved.route, "[routes.canary] changed since the canary was saved: not restored");
                 continue;
             }
@@ -54,10 +54,10 @@ impl Controller {
             if run.phase.in_progress() {
                 let fits = step_weights(route, &run.plan, run.plan.weight(run.step))
                     .is_ok_and(|w| w == route.weights());
-                if run.phase == Phase::Running && fits {
+                if run.phase == CanaryPhase::Running && fits {
                     run.reason = "resumed after a restart: the step's window started again".into();
                 } else if !fits {
-                    run.phase = Phase::Paused;
+                    run.phase = CanaryPhase::Paused;
                     run.reason = format!(
                         "paused after a restart: the route's weights are not those of step {}; resume re-applies them",
                         run.plan.step_text(run.step)
@@ -96,8 +96,8 @@ impl Controller {
 #[serde(deny_unknown_fields)]
 struct SavedRun {
     route: String,
-    plan: Plan,
-    phase: Phase,
+    plan: StepPlan,
+    phase: CanaryPhase,
     step: usize,
     reason: String,
 }

@@ -4,11 +4,18 @@
 use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Config, Format};
 
 const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Applies `config` as a reload of the file would.
+fn apply_file(state: &State, config: Config) {
+    let prepared = crate::control::prepare(config).unwrap();
+    state.apply(Change::ApplyFile(Box::new(prepared))).unwrap();
+}
 
 fn config(extra_backend: &str, canary: bool) -> Config {
     let canary = if canary {
@@ -347,7 +354,7 @@ async fn start_needs_room_for_every_step_next_to_other_backends() {
     );
     // The canary must have somewhere to send traffic.
     config.routes[0].backends[1].endpoints.clear();
-    state.apply_file(config);
+    apply_file(&state, config);
     let refused = controller.act("web", Action::Start);
     assert!(
         matches!(&refused, Err(CanaryError::Invalid(why)) if why.contains("no available endpoint")),
@@ -360,7 +367,7 @@ async fn a_reload_keeps_the_canary_unless_it_removes_or_reshapes_it() {
     let (state, controller) = controller();
     controller.act("web", Action::Start).unwrap();
     // Same file: the canary's override stays and so does the canary.
-    state.apply_file(config("", true));
+    apply_file(&state, config("", true));
     controller.tick();
     assert_eq!(view(&state, &controller)["state"], "running");
     // New steps: stopped where it was.
@@ -368,7 +375,7 @@ async fn a_reload_keeps_the_canary_unless_it_removes_or_reshapes_it() {
     if let Some(canary) = reshaped.routes[0].canary.as_mut() {
         canary.steps = vec![Weight(2000), Weight::FULL];
     }
-    state.apply_file(reshaped);
+    apply_file(&state, reshaped);
     controller.tick();
     let v = view(&state, &controller);
     assert_eq!(v["state"], "idle", "{v}");
@@ -379,7 +386,7 @@ async fn a_reload_keeps_the_canary_unless_it_removes_or_reshapes_it() {
     controller.act("web", Action::Start).unwrap();
     assert_eq!(weights(&state), split(80.0, 20.0));
     // Removed: gone, and `null` in the view.
-    state.apply_file(config("", false));
+    apply_file(&state, config("", false));
     controller.tick();
     assert_eq!(view(&state, &controller), Value::Null);
     assert!(controller.lock().is_empty());

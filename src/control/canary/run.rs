@@ -1,0 +1,125 @@
+//! One route's canary run and its measurement: the marks taken when a step
+//! began and the step's window (requests, errors, p99s) measured from them.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::judge::StepWindow;
+use super::plan::{CanaryPhase, StepPlan};
+use crate::control::{Backend, Route};
+use crate::telemetry::stats::{self, Summary};
+
+/// One route's canary.
+#[derive(Debug)]
+pub(super) struct Run {
+    pub(super) plan: StepPlan,
+    pub(super) phase: CanaryPhase,
+    /// Index into `plan.steps` of the step in force.
+    pub(super) step: usize,
+    /// Wall-clock start of the step, for the API.
+    pub(super) step_started: SystemTime,
+    /// When the step's interval started counting (a resume restarts it).
+    pub(super) clock_started: Instant,
+    /// Where the step's window starts in the backends' counters.
+    pub(super) marks: Marks,
+    /// The window at the latest tick.
+    pub(super) last: Option<StepWindow>,
+    pub(super) reason: String,
+    /// Revisions up to this one are accounted for: a later weight change of
+    /// the route not made by the canary pauses it.
+    pub(super) seen_revision: u64,
+}
+
+/// The canary's totals and both backends' latency series when a step began.
+#[derive(Debug, Clone)]
+pub(super) struct Marks {
+    pub(super) canary_totals: (u64, u64),
+    pub(super) interval: u64,
+    pub(super) canary_latency: Option<Summary>,
+    pub(super) baseline_latency: Option<Summary>,
+}
+
+impl Marks {
+    pub(super) fn take(route: &Route, plan: &StepPlan) -> Marks {
+        let interval = stats::current_interval();
+        let latency = |name: &str| {
+            route
+                .backend(name)
+                .map(|b| b.metrics.series.summary(interval, interval + 1))
+        };
+        Marks {
+            canary_totals: route
+                .backend(&plan.canary)
+                .map_or((0, 0), |b| b.metrics.totals()),
+            interval,
+            canary_latency: latency(&plan.canary),
+            baseline_latency: latency(&plan.baseline),
+        }
+    }
+}
+
+impl Run {
+    pub(super) fn new(
+        route: &Route,
+        plan: StepPlan,
+        phase: CanaryPhase,
+        step: usize,
+        seen_revision: u64,
+    ) -> Run {
+        let marks = Marks::take(route, &plan);
+        Run {
+            plan,
+            phase,
+            step,
+            step_started: SystemTime::now(),
+            clock_started: Instant::now(),
+            marks,
+            last: None,
+            reason: String::new(),
+            seen_revision,
+        }
+    }
+
+    /// The step's window now.
+    pub(super) fn measure(&self, route: &Route, now: Instant) -> StepWindow {
+        let canary = route.backend(&self.plan.canary);
+        let (responses, errors) = canary.map_or((0, 0), |b| b.metrics.totals());
+        let requests = responses.saturating_sub(self.marks.canary_totals.0);
+        let errors = errors
+            .saturating_sub(self.marks.canary_totals.1)
+            .min(requests);
+        let current = stats::current_interval();
+        let start = self.marks.interval;
+        // The series keeps 15 minutes: past that the window is its last 15 minutes.
+        let mark_kept = current.saturating_sub(start) < stats::SLOTS as u64;
+        let latency = |backend: Option<&Backend>, mark: &Option<Summary>| {
+            let total = backend?.metrics.series.summary(start, current + 1);
+            let window = match mark {
+                Some(mark) if mark_kept => total.since(mark),
+                _ => total,
+            };
+            window.p99_ms()
+        };
+        StepWindow {
+            elapsed: now.saturating_duration_since(self.clock_started),
+            canary_requests: requests,
+            canary_errors: errors,
+            canary_p99_ms: latency(canary, &self.marks.canary_latency),
+            baseline_p99_ms: latency(
+                route.backend(&self.plan.baseline),
+                &self.marks.baseline_latency,
+            ),
+            canary_available: canary.is_some_and(Backend::any_available),
+        }
+    }
+
+    /// Starts step `index` now.
+    pub(super) fn begin_step(&mut self, route: &Route, index: usize) {
+        self.step = index;
+        self.step_started = SystemTime::now();
+        self.clock_started = Instant::now();
+        self.marks = Marks::take(route, &self.plan);
+        self.last = None;
+    }
+}
