@@ -559,10 +559,16 @@ name = "web"
                 current: start
             }
         );
-        let unknown = state.promote("web", "red", "");
+        let unknown = state.apply(Change::Promote {
+            route: "web".into(),
+            backend: "red".into(),
+            reason: String::new(),
+        });
         assert!(matches!(unknown, Err(ChangeError::UnknownBackend { .. })));
         assert!(matches!(
-            state.reset("shop"),
+            state.apply(Change::Reset {
+                route: "shop".into()
+            }),
             Err(ChangeError::UnknownRoute(_))
         ));
         assert_eq!(state.revision(), start);

@@ -14,9 +14,9 @@ use super::api::{
 use super::call::{Call, percent_decode};
 use super::{Admin, AdminError, AdminResponse, dashboard, json_ok, text_response};
 use crate::config::HostMatch;
-use crate::control::Route;
 use crate::control::canary;
 use crate::control::history::Source;
+use crate::control::{Change, Route};
 
 /// What every handler returns: an answer, or a refusal `handle` renders.
 pub(super) type Reply = Result<AdminResponse, AdminError>;
@@ -76,28 +76,43 @@ pub(super) fn set_weights(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
     let body: WeightsBody = parse_json(body)?;
     let route = call.param("route");
     let reason = body.reason.unwrap_or_default();
-    let revision = admin.state.set_weights(
-        route,
-        &body.weights,
-        body.if_revision,
-        Source::Admin,
-        &reason,
-    )?;
+    let revision = admin
+        .state
+        .apply(Change::SetWeights {
+            route: route.to_string(),
+            weights: body.weights,
+            if_revision: body.if_revision,
+            source: Source::Admin,
+            reason,
+        })?
+        .revision;
     route_answer(admin, route, Some(revision))
 }
 
 pub(super) fn promote(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
     let body: PromoteBody = parse_json(body)?;
     let route = call.param("route");
-    let reason = body.reason.as_deref().unwrap_or("");
-    let revision = admin.state.promote(route, &body.backend, reason)?;
+    let revision = admin
+        .state
+        .apply(Change::Promote {
+            route: route.to_string(),
+            backend: body.backend,
+            reason: body.reason.unwrap_or_default(),
+        })?
+        .revision;
     route_answer(admin, route, Some(revision))
 }
 
 pub(super) fn rollback(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
     let body: RollbackBody = parse_json(body)?;
     let route = call.param("route");
-    let revision = admin.state.rollback(route, body.to_revision)?;
+    let revision = admin
+        .state
+        .apply(Change::Rollback {
+            route: route.to_string(),
+            to_revision: body.to_revision,
+        })?
+        .revision;
     route_answer(admin, route, Some(revision))
 }
 
@@ -111,12 +126,12 @@ pub(super) fn undrain(admin: &Admin, call: &Call) -> Reply {
 
 fn set_draining(admin: &Admin, call: &Call, draining: bool) -> Reply {
     let route = call.param("route");
-    admin.state.drain(
-        route,
-        call.param("backend"),
-        call.param("endpoint"),
-        draining,
-    )?;
+    admin.state.apply(Change::Drain {
+        route: route.to_string(),
+        backend: call.param("backend").to_string(),
+        endpoint: call.param("endpoint").to_string(),
+        drain: draining,
+    })?;
     route_answer(admin, route, None)
 }
 

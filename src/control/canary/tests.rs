@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Config, Format};
+use crate::control::Change;
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -46,6 +47,20 @@ backends = [{{ name = "a", endpoints = ["127.0.0.1:3"] }}]
 "#
     );
     Config::parse(&toml, "test.toml", Format::Toml).unwrap()
+}
+
+/// An admin weight change through the change pipeline; its revision.
+fn set_weights(state: &State, route: &str, weights: WeightMap, reason: &str) -> u64 {
+    state
+        .apply(Change::SetWeights {
+            route: route.into(),
+            weights,
+            if_revision: None,
+            source: Source::Admin,
+            reason: reason.into(),
+        })
+        .unwrap()
+        .revision
 }
 
 fn controller() -> (Arc<State>, Controller) {
@@ -245,24 +260,19 @@ async fn a_weight_change_outside_the_canary_pauses_it() {
     let (state, controller) = controller();
     controller.act("web", Action::Start).unwrap();
     // Failover and other routes' changes do not count.
-    state
-        .set_weights(
-            "plain",
-            &WeightMap(vec![("a".into(), Weight::FULL)]),
-            None,
-            Source::Admin,
-            "",
-        )
-        .unwrap();
+    set_weights(
+        &state,
+        "plain",
+        WeightMap(vec![("a".into(), Weight::FULL)]),
+        "",
+    );
     controller.tick();
     assert_eq!(view(&state, &controller)["state"], "running");
     let manual = WeightMap(vec![
         ("blue".into(), Weight(5000)),
         ("green".into(), Weight(5000)),
     ]);
-    let revision = state
-        .set_weights("web", &manual, None, Source::Admin, "by hand")
-        .unwrap();
+    let revision = set_weights(&state, "web", manual, "by hand");
     controller.tick();
     let v = view(&state, &controller);
     assert_eq!(v["state"], "paused", "{v}");
@@ -344,9 +354,7 @@ async fn start_needs_room_for_every_step_next_to_other_backends() {
         ("blue".into(), Weight(9000)),
         ("red".into(), Weight(1000)),
     ]);
-    state
-        .set_weights("web", &held, None, Source::Admin, "")
-        .unwrap();
+    set_weights(&state, "web", held.clone(), "");
     let refused = controller.act("web", Action::Start);
     assert!(
         matches!(&refused, Err(CanaryError::Invalid(why)) if why.contains("other backends hold 10 %")),
