@@ -354,7 +354,7 @@ async fn start_needs_room_for_every_step_next_to_other_backends() {
         ("blue".into(), Weight(9000)),
         ("red".into(), Weight(1000)),
     ]);
-    set_weights(&state, "web", held.clone(), "");
+    set_weights(&state, "web", held, "");
     let refused = controller.act("web", Action::Start);
     assert!(
         matches!(&refused, Err(CanaryError::Invalid(why)) if why.contains("other backends hold 10 %")),
