@@ -4,16 +4,18 @@
 //! history, health, HEAD on every GET endpoint, the state file across
 //! restarts, and `sluicegate ctl` driving it all end to end.
 
-mod support;
+pub mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use support::{
-    FakeBackend, FileProxy, Http1Client, STATE_FILE, TestDir, describe_output, two_backend_config,
-    weight_map,
-};
+use support::admin::{FileProxy, STATE_FILE, TestDir, describe_output, weight_map};
+use support::client::Http1Client;
+use support::config_text::two_backend_config;
+// The admin API's owners rename this in the file's body; `RunningOrigin::start`
+// is `Origin::new(name).start()`.
+use support::origin::RunningOrigin as FakeBackend;
 
 /// Blue and green fakes behind a file-started proxy with these weights.
 async fn blue_green(

@@ -3,12 +3,21 @@
 //! of requests nobody could serve. Every case runs on both HTTP/1.1 paths
 //! (the fast path and hyper's), on real sockets.
 
-mod support;
+pub mod support;
 
 use std::net::SocketAddr;
 
 use http::{Method, StatusCode};
-use support::*;
+use support::admin::FileProxy;
+use support::client::H2Client;
+use support::config_text::{
+    BOTH_PATHS, FAST_HEALTH, LISTENER, backend, dead_addr, listener_on, route,
+};
+use support::{PATIENCE, eventually, eventually_async};
+
+use support::hostile::backends::{RecordingBackend, Script, ScriptedBackend};
+use support::origin::{Answers, Origin};
+use support::proxy::TestProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -267,7 +276,10 @@ async fn proxy_errors_tell_the_client_in_general_terms() {
 #[tokio::test]
 async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
     for path in BOTH_PATHS {
-        let origin = IdleClosingOrigin::start().await;
+        let origin = Origin::new("idle")
+            .answer(Answers::CloseIdleOnCue)
+            .start()
+            .await;
         let config = format!(
             "{}{}",
             listener_on(path),
@@ -289,7 +301,7 @@ async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
             }
             // Then the origin closes them all (a reload, its idle timeout).
             origin.close_idle().await;
-            assert!(origin.served() >= (round + 1) * 8, "{path:?}");
+            assert!(origin.hits() >= (round + 1) * 8, "{path:?}");
         }
         println!(
             "FIGURE {path:?}: {} POSTs over {rounds} origin closes of every idle connection, {failed} failed",
@@ -406,7 +418,7 @@ async fn a_503_with_no_backend_left_is_counted_for_the_desired_backend() {
 /// upstream's status once it answers.)
 #[tokio::test]
 async fn a_request_the_client_reset_is_counted_as_499() {
-    let origin = FakeBackend::start("blue").await;
+    let origin = Origin::new("blue").start().await;
     let body = format!(
         "{LISTENER}{}",
         route("web", "", "", &[backend("blue", None, &[origin.addr])])

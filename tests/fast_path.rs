@@ -2,12 +2,15 @@
 //! one client connection: what a client sees must not depend on which of the
 //! two served a request.
 
-mod support;
+pub mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::*;
+use support::config_text::{LISTENER, backend, route};
+use support::hostile::backends::{Script, ScriptedBackend};
+use support::origin::{Echo, Origin};
+use support::proxy::TestProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,7 +142,7 @@ fn backend_text(name: &str, endpoints: &[SocketAddr]) -> String {
 
 #[tokio::test]
 async fn one_connection_moves_from_the_fast_path_to_hyper_and_is_served_throughout() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut pending = Vec::new();
@@ -181,7 +184,7 @@ async fn one_connection_moves_from_the_fast_path_to_hyper_and_is_served_througho
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut pending = Vec::new();
@@ -210,7 +213,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn small_request_bodies_in_pieces_are_forwarded_whole() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.set_nodelay(true).unwrap();

@@ -3,7 +3,7 @@
 //! listener must equal what was sent; open tunnels in their gauge; and the
 //! real `promtool check metrics` clean on a scrape after traffic.
 
-mod support;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,16 +18,19 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use support::{
-    FakeBackend, FaultyBackend, FileProxy, LISTENER, PATIENCE, ProtocolBackend, TestBody, backend,
-    backend_with, empty, eventually_async, get, route, ws_echo,
-};
+use support::admin::FileProxy;
+use support::body::{TestBody, empty};
+use support::client::get;
+use support::config_text::{LISTENER, backend, backend_with, route};
+use support::grpc::ws_echo;
+use support::origin::{Answers, Origin, RunningOrigin};
+use support::{PATIENCE, eventually_async};
 
 const HOST_NAME: &str = "metrics.test";
 
 /// Route `web`: blue 90 / green 10, passive ejection off (some tests send 5xx
 /// on purpose).
-fn two_backends(blue: &FakeBackend, green: &FakeBackend, extra_tables: &str) -> String {
+fn two_backends(blue: &RunningOrigin, green: &RunningOrigin, extra_tables: &str) -> String {
     let no_ejection = "    [routes.backends.outlier]\n    consecutive_failures = 0\n";
     format!(
         "{LISTENER}{extra_tables}{}",
@@ -91,8 +94,8 @@ fn requests(text: &str, backend: &str, code: &str) -> f64 {
 #[tokio::test]
 async fn requests_are_counted_per_backend_and_status_class() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
 
@@ -136,7 +139,7 @@ async fn requests_are_counted_per_backend_and_status_class() {
 
 #[tokio::test]
 async fn unmatched_requests_are_counted_without_route() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let config = format!(
         "{LISTENER}{}",
         route(
@@ -162,8 +165,8 @@ async fn unmatched_requests_are_counted_without_route() {
 #[tokio::test]
 async fn weight_and_revision_gauges_follow_admin_changes() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
     let weight = |text: &str, backend: &str, kind: &str| {
@@ -198,9 +201,17 @@ async fn weight_and_revision_gauges_follow_admin_changes() {
 
 #[tokio::test]
 async fn health_gauges_and_failovers_follow_a_dead_backend() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
-    let health = support::FAST_HEALTH;
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let health = support::config_text::FAST_HEALTH;
     let config = format!(
         "{LISTENER}{}",
         route(
@@ -263,7 +274,7 @@ async fn health_gauges_and_failovers_follow_a_dead_backend() {
 
 #[tokio::test]
 async fn retries_are_counted_against_the_failed_backend() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     // Nothing listens here: every connect is refused.
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -297,8 +308,8 @@ async fn retries_are_counted_against_the_failed_backend() {
 #[tokio::test]
 async fn reloads_are_counted_ok_and_error() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
     let reloads = |text: &str, result: &str| {
@@ -333,8 +344,8 @@ async fn reloads_are_counted_ok_and_error() {
 #[tokio::test]
 async fn stats_endpoint_counts_the_current_interval() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
     for _ in 0..10 {
@@ -371,8 +382,8 @@ async fn stats_endpoint_counts_the_current_interval() {
 #[tokio::test]
 async fn access_log_file_gets_one_json_line_per_request() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let table = "[access_log]\nformat = \"json\"\npath = \"access.log\"\n\n";
     let proxy = FileProxy::start(&two_backends(&blue, &green, table)).await;
@@ -468,8 +479,11 @@ fn tunnels_open(text: &str, backend: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn open_tunnels_are_counted_until_they_close() {
-    let blue = ProtocolBackend::cleartext("blue").await;
-    let green = ProtocolBackend::cleartext("green").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
     let config = format!(
         "{LISTENER}{}",
         route(
@@ -556,10 +570,10 @@ async fn promtool_complaints(text: &str) -> Option<String> {
 #[tokio::test]
 async fn metrics_pass_promtool_check_after_traffic() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let echo = ProtocolBackend::cleartext("echo").await;
+    let echo = Origin::new("echo").answer(Answers::Protocols).start().await;
     // A WebSocket route first, then `web` with a canary (gauge) and a mirror.
     let ws_route = route(
         "sockets",

@@ -1,12 +1,15 @@
 //! Route matching (host, wildcard host, path prefix, first match wins) and the
 //! proxy's own error responses.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::{FakeBackend, LISTENER, Reply, TestProxy, backend, get, route, timeouts};
+use support::client::{Reply, get};
+use support::config_text::{LISTENER, backend, route, timeouts};
+use support::origin::{Origin, RunningOrigin};
+use support::proxy::TestProxy;
 
 /// Four routes in this order:
 /// - `shop`:   host `shop.example.com`, any path
@@ -14,18 +17,18 @@ use support::{FakeBackend, LISTENER, Reply, TestProxy, backend, get, route, time
 /// - `wild`:   host `*.example.com`
 /// - `api`:    any host, prefix `/api`
 struct Routed {
-    shop: FakeBackend,
-    shadow: FakeBackend,
-    wild: FakeBackend,
-    api: FakeBackend,
+    shop: RunningOrigin,
+    shadow: RunningOrigin,
+    wild: RunningOrigin,
+    api: RunningOrigin,
     proxy: TestProxy,
 }
 
 async fn routed() -> Routed {
-    let shop = FakeBackend::start("shop").await;
-    let shadow = FakeBackend::start("shadow").await;
-    let wild = FakeBackend::start("wild").await;
-    let api = FakeBackend::start("api").await;
+    let shop = Origin::new("shop").start().await;
+    let shadow = Origin::new("shadow").start().await;
+    let wild = Origin::new("wild").start().await;
+    let api = Origin::new("api").start().await;
     let config = [
         LISTENER.to_string(),
         route(
@@ -192,7 +195,7 @@ async fn no_matching_route_is_404_plain_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connect_failure_is_502() {
-    let dead = support::dead_addr().await;
+    let dead = support::config_text::dead_addr().await;
     let config = [
         LISTENER.to_string(),
         route("web", "", "", &[backend("blue", None, &[dead])]),
@@ -207,7 +210,7 @@ async fn upstream_connect_failure_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_response_headers_timeout_is_504() {
-    let slow = FakeBackend::start("slow").await;
+    let slow = Origin::new("slow").start().await;
     let config = [
         LISTENER.to_string(),
         timeouts(&[("response_headers", "300ms")]),
@@ -243,8 +246,12 @@ async fn backend_without_endpoints_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_status_codes_pass_through() {
-    let blue = FakeBackend::start("blue").await;
-    let proxy = TestProxy::start(&support::single_backend_config("blue", &[&blue])).await;
+    let blue = Origin::new("blue").start().await;
+    let proxy = TestProxy::start(&support::config_text::single_backend_config(
+        "blue",
+        &[&blue],
+    ))
+    .await;
 
     for code in [201, 404, 500, 503] {
         let reply = get(proxy.addr, "app.test", &format!("/status/{code}")).await;
@@ -260,8 +267,8 @@ async fn backend_status_codes_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_retried_on_another_endpoint() {
-    let dead = support::dead_addr().await;
-    let blue = FakeBackend::start("blue").await;
+    let dead = support::config_text::dead_addr().await;
+    let blue = Origin::new("blue").start().await;
     let config = [
         LISTENER.to_string(),
         route("web", "", "", &[backend("blue", None, &[dead, blue.addr])]),

@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::{Echo, TestBody, empty};
+use super::body::{TestBody, empty};
+use super::origin::Echo;
 
 /// A response read to its end.
 #[derive(Debug)]
