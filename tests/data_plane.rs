@@ -5,118 +5,17 @@
 
 pub mod support;
 
-use std::net::SocketAddr;
-
-use http::{Method, StatusCode};
 use support::admin::FileProxy;
-use support::client::H2Client;
+use support::client::{H2Client, sample, scrape};
 use support::config_text::{
     BOTH_PATHS, FAST_HEALTH, LISTENER, backend, dead_addr, listener_on, route,
 };
-use support::{PATIENCE, eventually, eventually_async};
+use support::raw::{RawClient, once};
+use support::{eventually, eventually_async};
 
 use support::hostile::backends::{RecordingBackend, Script, ScriptedBackend};
 use support::origin::{Answers, Origin};
 use support::proxy::TestProxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// One response read off a raw client connection.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    /// Field names lowercased, with their values.
-    fields: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// A kept-alive raw client connection.
-struct Client {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            stream,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Sends `request` and reads one response (by `Content-Length`; these
-    /// tests' origins and the proxy's own errors always send one).
-    async fn exchange(&mut self, request: &[u8]) -> Answer {
-        self.stream.write_all(request).await.expect("send request");
-        let read = async {
-            loop {
-                if let Some(answer) = self.take() {
-                    return answer;
-                }
-                let mut chunk = [0u8; 16 * 1024];
-                let n = self.stream.read(&mut chunk).await.expect("read response");
-                assert!(n > 0, "closed before a response: {:?}", self.pending);
-                self.pending.extend_from_slice(&chunk[..n]);
-            }
-        };
-        tokio::time::timeout(PATIENCE, read)
-            .await
-            .expect("a response in time")
-    }
-
-    fn take(&mut self) -> Option<Answer> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(len) = resp.parse(&self.pending).expect("a valid head")
-        else {
-            return None;
-        };
-        let fields: Vec<(String, String)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                let value = String::from_utf8_lossy(h.value).into_owned();
-                (h.name.to_ascii_lowercase(), value)
-            })
-            .collect();
-        let status = resp.code.expect("a status");
-        let length: usize = fields
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        if self.pending.len() < len + length {
-            return None;
-        }
-        let body = self.pending[len..len + length].to_vec();
-        self.pending.drain(..len + length);
-        Some(Answer {
-            status,
-            fields,
-            body,
-        })
-    }
-}
-
-/// One request on a fresh connection.
-async fn once(addr: SocketAddr, request: &[u8]) -> Answer {
-    Client::connect(addr).await.exchange(request).await
-}
 
 /// A request the origin would read as a second one if the first lost its
 /// framing.
@@ -289,7 +188,7 @@ async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
         let post = b"POST /form HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc";
         let mut clients = Vec::new();
         for _ in 0..8 {
-            clients.push(Client::connect(proxy.addr).await);
+            clients.push(RawClient::connect(proxy.addr).await);
         }
         let mut failed = 0;
         let rounds = 25;
@@ -326,7 +225,7 @@ async fn the_keep_alive_race_never_ejects_the_endpoint() {
             route("web", "", "", &[backend("racy", None, &[origin.addr])])
         );
         let proxy = TestProxy::start(&config).await;
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         // GETs are safe to send again: each lost one goes again on a fresh
         // connection, so every client gets its answer.
         for _ in 0..12 {
@@ -363,22 +262,10 @@ async fn the_keep_alive_race_never_ejects_the_endpoint() {
     }
 }
 
-/// `/metrics` of a [`FileProxy`].
-async fn scrape(proxy: &FileProxy) -> String {
-    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    body.as_str().expect("metrics are text").to_string()
-}
-
 /// Whether the scrape has `sluicegate_requests_total` for these labels, > 0.
 fn counted(metrics: &str, backend: &str, code: &str) -> bool {
-    let series = format!(
-        "sluicegate_requests_total{{route=\"web\",backend=\"{backend}\",code=\"{code}\"}} "
-    );
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&series))
-        .any(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0))
+    let labels = [("route", "web"), ("backend", backend), ("code", code)];
+    sample(metrics, "sluicegate_requests_total", &labels).is_some_and(|n| n > 0.0)
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use support::admin::{FileProxy, weight_map};
 use support::body::full;
 use support::client::{Http1Client, get, get_request, send};
-use support::config_text::{LISTENER, backend, route, timeouts};
+use support::config_text::{H1Path, backend, listener_on, route, timeouts};
 use support::origin::{Answers, Origin, RunningOrigin};
 use support::proxy::TestProxy;
 use support::raw::RawConn;
@@ -52,8 +52,8 @@ fn group(name: &str, weight: Option<&str>, fakes: &[&RunningOrigin], tables: &st
 }
 
 /// One listener and route `web` (route-level lines in `extra`) over `groups`.
-fn config(extra: &str, groups: &[String]) -> String {
-    format!("{LISTENER}{}", route("web", "", extra, groups))
+fn config(path: H1Path, extra: &str, groups: &[String]) -> String {
+    format!("{}{}", listener_on(path), route("web", "", extra, groups))
 }
 
 fn outlier(lines: &str) -> String {
@@ -309,8 +309,7 @@ async fn set_drain(proxy: &FileProxy, backend: &str, fake: &RunningOrigin, actio
 // ---------------------------------------------------------------------------
 // Tests
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cutover_zero_failures_when_green_health_fails() {
+async fn cutover_zero_failures_when_green_health_fails(path: H1Path) {
     let blue = Origin::new("blue")
         .http1()
         .answer(Answers::Switchable)
@@ -322,6 +321,7 @@ async fn cutover_zero_failures_when_green_health_fails() {
         .start()
         .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[
             group("blue", Some("90"), &[&blue], HEALTH),
@@ -407,8 +407,7 @@ async fn cutover_zero_failures_when_green_health_fails() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_backend_under_load_has_zero_failed_get_requests() {
+async fn killed_backend_under_load_has_zero_failed_get_requests(path: H1Path) {
     let blue = Origin::new("blue")
         .http1()
         .answer(Answers::Switchable)
@@ -423,6 +422,7 @@ async fn killed_backend_under_load_has_zero_failed_get_requests() {
     // Short ejections so the restarted green comes back within the test.
     let green_outlier = outlier("    base_ejection = \"200ms\"\n    max_ejection = \"800ms\"");
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[
             group("blue", Some("50"), &[&blue], ""),
@@ -467,8 +467,7 @@ async fn killed_backend_under_load_has_zero_failed_get_requests() {
     assert!(report.served_by("green") > 0 && report.served_by("blue") > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_is_never_duplicated() {
+async fn post_is_never_duplicated(path: H1Path) {
     let resetter = Origin::new("resetter")
         .http1()
         .answer(Answers::Switchable)
@@ -482,6 +481,7 @@ async fn post_is_never_duplicated() {
     resetter.set_reset(true);
     // Ejection off, so the resetting endpoint stays in the rotation.
     let proxy = TestProxy::start(&config(
+        path,
         "retries = 2",
         &[group(
             "blue",
@@ -540,8 +540,7 @@ async fn post_is_never_duplicated() {
     assert!(reset_gets > 0, "no GET met the resetting endpoint first");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_healthy_endpoint_anywhere_is_503_with_retry_after() {
+async fn no_healthy_endpoint_anywhere_is_503_with_retry_after(path: H1Path) {
     let blue = Origin::new("blue")
         .http1()
         .answer(Answers::Switchable)
@@ -558,6 +557,7 @@ async fn no_healthy_endpoint_anywhere_is_503_with_retry_after() {
         "{}{}",
         timeouts(&[("connect", "2s"), ("response_headers", "5s")]),
         config(
+            path,
             "",
             &[
                 group("blue", Some("90"), &[&blue], HEALTH),
@@ -600,8 +600,7 @@ async fn no_healthy_endpoint_anywhere_is_503_with_retry_after() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_false_gives_503_for_the_down_group_share() {
+async fn failover_false_gives_503_for_the_down_group_share(path: H1Path) {
     let blue = Origin::new("blue")
         .http1()
         .answer(Answers::Switchable)
@@ -614,6 +613,7 @@ async fn failover_false_gives_503_for_the_down_group_share() {
         .await;
     green.set_health(500);
     let proxy = FileProxy::start(&config(
+        path,
         "failover = false",
         &[
             group("blue", Some("50"), &[&blue], HEALTH),
@@ -657,8 +657,7 @@ async fn failover_false_gives_503_for_the_down_group_share() {
     assert_eq!(green.requests(), 0, "the unhealthy green got requests");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_under_load() {
+async fn drain_under_load(path: H1Path) {
     let one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -669,7 +668,8 @@ async fn drain_under_load() {
         .answer(Answers::Switchable)
         .start()
         .await;
-    let proxy = FileProxy::start(&config("", &[group("blue", None, &[&one, &two], "")])).await;
+    let proxy =
+        FileProxy::start(&config(path, "", &[group("blue", None, &[&one, &two], "")])).await;
     let load = Load::start(proxy.addr, 4);
     load.wait_for_more(100).await;
     assert!(one.count("GET", "/") > 0 && two.count("GET", "/") > 0);
@@ -749,8 +749,7 @@ async fn drain_under_load() {
     report.assert_no_failures();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
+async fn shutdown_delay_keeps_listening_while_readyz_is_503(path: H1Path) {
     const DELAY: Duration = Duration::from_secs(1);
     let blue = Origin::new("blue")
         .http1()
@@ -760,7 +759,7 @@ async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
     let mut proxy = FileProxy::start(&format!(
         "{}{}",
         timeouts(&[("shutdown_delay", "1s"), ("shutdown_grace", "5s")]),
-        config("", &[group("blue", None, &[&blue], "")])
+        config(path, "", &[group("blue", None, &[&blue], "")])
     ))
     .await;
     let readyz = async |proxy: &FileProxy| {
@@ -801,14 +800,14 @@ async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
         .expect("run returns Ok");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers() {
+async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers(path: H1Path) {
     let mut only = Origin::new("only")
         .http1()
         .answer(Answers::Switchable)
         .start()
         .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&only], &long_ejection())],
     ))
@@ -847,8 +846,7 @@ async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers() {
     assert_eq!(reply.backend().as_deref(), Some("only"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
+async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in(path: H1Path) {
     let mut one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -860,6 +858,7 @@ async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
         .start()
         .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&one, &two], &long_ejection())],
     ))
@@ -889,8 +888,7 @@ async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
     assert_eq!(one.requests(), before, "an ejected endpoint got requests");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passing_health_check_ends_an_ejection() {
+async fn passing_health_check_ends_an_ejection(path: H1Path) {
     let mut one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -902,7 +900,12 @@ async fn passing_health_check_ends_an_ejection() {
         .start()
         .await;
     let tables = format!("{LENIENT_HEALTH}{}", long_ejection());
-    let proxy = FileProxy::start(&config("", &[group("blue", None, &[&one, &two], &tables)])).await;
+    let proxy = FileProxy::start(&config(
+        path,
+        "",
+        &[group("blue", None, &[&one, &two], &tables)],
+    ))
+    .await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
     let checks = one.health_checks();
@@ -919,8 +922,7 @@ async fn passing_health_check_ends_an_ejection() {
     until_served_by(&proxy, &one).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_turning_ejection_off_lifts_a_running_ejection() {
+async fn reload_turning_ejection_off_lifts_a_running_ejection(path: H1Path) {
     let mut one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -932,7 +934,13 @@ async fn reload_turning_ejection_off_lifts_a_running_ejection() {
         .start()
         .await;
     let addrs = [one.addr, two.addr];
-    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let body = |tables: &str| {
+        config(
+            path,
+            "",
+            &[format!("{}{tables}", backend("blue", None, &addrs))],
+        )
+    };
     let proxy = FileProxy::start(&body(&long_ejection())).await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
@@ -948,8 +956,7 @@ async fn reload_turning_ejection_off_lifts_a_running_ejection() {
     until_served_by(&proxy, &one).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
+async fn reload_with_a_shorter_ejection_cuts_a_running_one_short(path: H1Path) {
     let mut one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -961,7 +968,13 @@ async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
         .start()
         .await;
     let addrs = [one.addr, two.addr];
-    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let body = |tables: &str| {
+        config(
+            path,
+            "",
+            &[format!("{}{tables}", backend("blue", None, &addrs))],
+        )
+    };
     let proxy = FileProxy::start(&body(&long_ejection())).await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
@@ -982,8 +995,7 @@ async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
 /// Ejection is for upstream failures: a client's body that breaks after the
 /// request reached an endpoint is the client's fault. Two endpoints, so an
 /// ejection could happen (a sole endpoint would be kept in regardless).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_client_bodies_eject_no_endpoint() {
+async fn broken_client_bodies_eject_no_endpoint(path: H1Path) {
     let one = Origin::new("one")
         .http1()
         .answer(Answers::Switchable)
@@ -995,6 +1007,7 @@ async fn broken_client_bodies_eject_no_endpoint() {
         .start()
         .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&one, &two], &long_ejection())],
     ))
@@ -1015,3 +1028,19 @@ async fn broken_client_bodies_eject_no_endpoint() {
         assert_eq!(state(&route, "blue", fake), "up", "{route}");
     }
 }
+
+on_both_paths!(
+    cutover_zero_failures_when_green_health_fails,
+    killed_backend_under_load_has_zero_failed_get_requests,
+    post_is_never_duplicated,
+    no_healthy_endpoint_anywhere_is_503_with_retry_after,
+    failover_false_gives_503_for_the_down_group_share,
+    drain_under_load,
+    shutdown_delay_keeps_listening_while_readyz_is_503,
+    sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers,
+    one_of_two_endpoints_is_ejected_and_the_last_one_stays_in,
+    passing_health_check_ends_an_ejection,
+    reload_turning_ejection_off_lifts_a_running_ejection,
+    reload_with_a_shorter_ejection_cuts_a_running_one_short,
+    broken_client_bodies_eject_no_endpoint,
+);

@@ -5,7 +5,6 @@
 
 pub mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -20,8 +19,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use support::admin::FileProxy;
 use support::body::{TestBody, empty};
-use support::client::get;
-use support::config_text::{LISTENER, backend, backend_with, route};
+use support::client::{get, sample, scrape};
+use support::config_text::{H1Path, LISTENER, backend, backend_with, listener_on, route};
 use support::grpc::ws_echo;
 use support::origin::{Answers, Origin, RunningOrigin};
 use support::{PATIENCE, eventually_async};
@@ -30,10 +29,15 @@ const HOST_NAME: &str = "metrics.test";
 
 /// Route `web`: blue 90 / green 10, passive ejection off (some tests send 5xx
 /// on purpose).
-fn two_backends(blue: &RunningOrigin, green: &RunningOrigin, extra_tables: &str) -> String {
+fn two_backends(
+    listener: &str,
+    blue: &RunningOrigin,
+    green: &RunningOrigin,
+    extra_tables: &str,
+) -> String {
     let no_ejection = "    [routes.backends.outlier]\n    consecutive_failures = 0\n";
     format!(
-        "{LISTENER}{extra_tables}{}",
+        "{listener}{extra_tables}{}",
         route(
             "web",
             "",
@@ -49,39 +53,6 @@ fn two_backends(blue: &RunningOrigin, green: &RunningOrigin, extra_tables: &str)
     )
 }
 
-/// Scrapes `/metrics` (a read: no token needed on loopback).
-async fn scrape(proxy: &FileProxy) -> String {
-    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    body.as_str().expect("metrics are text").to_string()
-}
-
-/// The value of the sample `name` whose labels are exactly `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let found: BTreeMap<&str, &str> = label_text
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once('=')?;
-                    Some((k, v.trim_matches('"')))
-                })
-                .collect();
-            (found == wanted).then(|| value.parse().ok()).flatten()
-        })
-}
-
 fn requests(text: &str, backend: &str, code: &str) -> f64 {
     sample(
         text,
@@ -91,13 +62,12 @@ fn requests(text: &str, backend: &str, code: &str) -> f64 {
     .unwrap_or_else(|| panic!("no requests_total for {backend} {code} in\n{text}"))
 }
 
-#[tokio::test]
-async fn requests_are_counted_per_backend_and_status_class() {
+async fn requests_are_counted_per_backend_and_status_class(path: H1Path) {
     let (blue, green) = (
         Origin::new("blue").start().await,
         Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
 
     for _ in 0..100 {
         assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
@@ -137,11 +107,11 @@ async fn requests_are_counted_per_backend_and_status_class() {
     assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
 }
 
-#[tokio::test]
-async fn unmatched_requests_are_counted_without_route() {
+async fn unmatched_requests_are_counted_without_route(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             &format!("host = \"{HOST_NAME}\""),
@@ -162,13 +132,12 @@ async fn unmatched_requests_are_counted_without_route() {
     );
 }
 
-#[tokio::test]
-async fn weight_and_revision_gauges_follow_admin_changes() {
+async fn weight_and_revision_gauges_follow_admin_changes(path: H1Path) {
     let (blue, green) = (
         Origin::new("blue").start().await,
         Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     let weight = |text: &str, backend: &str, kind: &str| {
         sample(
             text,
@@ -199,8 +168,7 @@ async fn weight_and_revision_gauges_follow_admin_changes() {
     );
 }
 
-#[tokio::test]
-async fn health_gauges_and_failovers_follow_a_dead_backend() {
+async fn health_gauges_and_failovers_follow_a_dead_backend(path: H1Path) {
     let blue = Origin::new("blue")
         .http1()
         .answer(Answers::Switchable)
@@ -213,7 +181,8 @@ async fn health_gauges_and_failovers_follow_a_dead_backend() {
         .await;
     let health = support::config_text::FAST_HEALTH;
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             "",
@@ -272,8 +241,7 @@ async fn health_gauges_and_failovers_follow_a_dead_backend() {
     .await;
 }
 
-#[tokio::test]
-async fn retries_are_counted_against_the_failed_backend() {
+async fn retries_are_counted_against_the_failed_backend(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     // Nothing listens here: every connect is refused.
     let dead = {
@@ -281,7 +249,8 @@ async fn retries_are_counted_against_the_failed_backend() {
         listener.local_addr().expect("addr")
     };
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             "",
@@ -305,13 +274,12 @@ async fn retries_are_counted_against_the_failed_backend() {
     assert_eq!(requests(&text, "blue", "2xx"), 4.0);
 }
 
-#[tokio::test]
-async fn reloads_are_counted_ok_and_error() {
+async fn reloads_are_counted_ok_and_error(path: H1Path) {
     let (blue, green) = (
         Origin::new("blue").start().await,
         Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     let reloads = |text: &str, result: &str| {
         sample(
             text,
@@ -330,7 +298,7 @@ async fn reloads_are_counted_ok_and_error() {
     })
     .await;
 
-    let changed = two_backends(&blue, &green, "")
+    let changed = two_backends(&listener_on(path), &blue, &green, "")
         .replace("weight = 90", "weight = 80")
         .replace("weight = 10", "weight = 20");
     proxy.write_config(&changed);
@@ -341,13 +309,12 @@ async fn reloads_are_counted_ok_and_error() {
     assert!(reloads(&text, "ok").is_some_and(|n| n >= 1.0), "{text}");
 }
 
-#[tokio::test]
-async fn stats_endpoint_counts_the_current_interval() {
+async fn stats_endpoint_counts_the_current_interval(path: H1Path) {
     let (blue, green) = (
         Origin::new("blue").start().await,
         Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     for _ in 0..10 {
         get(proxy.addr, HOST_NAME, "/").await;
     }
@@ -379,14 +346,13 @@ async fn stats_endpoint_counts_the_current_interval() {
     );
 }
 
-#[tokio::test]
-async fn access_log_file_gets_one_json_line_per_request() {
+async fn access_log_file_gets_one_json_line_per_request(path: H1Path) {
     let (blue, green) = (
         Origin::new("blue").start().await,
         Origin::new("green").start().await,
     );
     let table = "[access_log]\nformat = \"json\"\npath = \"access.log\"\n\n";
-    let proxy = FileProxy::start(&two_backends(&blue, &green, table)).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, table)).await;
     for _ in 0..10 {
         assert_eq!(
             get(proxy.addr, HOST_NAME, "/download/1000").await.status,
@@ -477,6 +443,7 @@ fn tunnels_open(text: &str, backend: &str) -> Option<f64> {
     )
 }
 
+// One path only: tunnels are WebSocket over HTTP/1.1 and extended CONNECT over h2.
 #[tokio::test]
 async fn open_tunnels_are_counted_until_they_close() {
     let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
@@ -567,6 +534,7 @@ async fn promtool_complaints(text: &str) -> Option<String> {
         .then(|| format!("promtool exit {:?}:\n{said}", output.status.code()))
 }
 
+// One path only: it checks the exposition format, whatever path the traffic took.
 #[tokio::test]
 async fn metrics_pass_promtool_check_after_traffic() {
     let (blue, green) = (
@@ -584,7 +552,7 @@ async fn metrics_pass_promtool_check_after_traffic() {
     let extras = "\n  [routes.mirror]\n  backend = \"green\"\n  percent = 100\n\n  \
                   [routes.canary]\n  baseline = \"blue\"\n  canary = \"green\"\n  \
                   steps = [10, 50, 100]\n  interval = \"1m\"\n";
-    let web = two_backends(&blue, &green, "").replacen(LISTENER, "", 1);
+    let web = two_backends(LISTENER, &blue, &green, "").replacen(LISTENER, "", 1);
     let config = format!("{LISTENER}{ws_route}{web}{extras}");
     let proxy = FileProxy::start(&config).await;
 
@@ -621,3 +589,15 @@ async fn metrics_pass_promtool_check_after_traffic() {
         panic!("{complaints}\n--- /metrics ---\n{text}");
     }
 }
+
+on_both_paths!(
+    current_thread;
+    requests_are_counted_per_backend_and_status_class,
+    unmatched_requests_are_counted_without_route,
+    weight_and_revision_gauges_follow_admin_changes,
+    health_gauges_and_failovers_follow_a_dead_backend,
+    retries_are_counted_against_the_failed_backend,
+    reloads_are_counted_ok_and_error,
+    stats_endpoint_counts_the_current_interval,
+    access_log_file_gets_one_json_line_per_request,
+);

@@ -6,7 +6,7 @@ pub mod support;
 use std::collections::HashMap;
 
 use support::client::{Http1Client, tally};
-use support::config_text::two_backend_config;
+use support::config_text::{H1Path, listener_on, single_backend_config_on, two_backend_config_on};
 use support::origin::Origin;
 use support::proxy::TestProxy;
 
@@ -44,11 +44,17 @@ fn count(counts: &HashMap<String, usize>, name: &str) -> usize {
     counts.get(name).copied().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_90_10() {
+async fn split_is_exact_at_90_10(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = TestProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "90",
+        &blue,
+        "10",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 1).await;
 
@@ -57,11 +63,17 @@ async fn split_is_exact_at_90_10() {
     assert_eq!((blue.hits(), green.hits()), (90, 10));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_99_99_to_0_01_over_10000_requests() {
+async fn split_is_exact_at_99_99_to_0_01_over_10000_requests(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = TestProxy::start(&two_backend_config("99.99", &blue, "0.01", &green)).await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "99.99",
+        &blue,
+        "0.01",
+        &green,
+    ))
+    .await;
 
     // Exactness holds for the route's total count, whatever the interleaving.
     let counts = split_counts(&proxy, 10_000, 4).await;
@@ -71,11 +83,17 @@ async fn split_is_exact_at_99_99_to_0_01_over_10000_requests() {
     assert_eq!((blue.hits(), green.hits()), (9_999, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_50_50() {
+async fn split_is_exact_at_50_50(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = TestProxy::start(&two_backend_config("50", &blue, "50", &green)).await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "50",
+        &blue,
+        "50",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 1).await;
 
@@ -83,11 +101,17 @@ async fn split_is_exact_at_50_50() {
     assert_eq!(count(&counts, "green"), 50, "{counts:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_at_100_0_never_sends_to_the_zero_weight_backend() {
+async fn split_at_100_0_never_sends_to_the_zero_weight_backend(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = TestProxy::start(&two_backend_config("100", &blue, "0", &green)).await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "100",
+        &blue,
+        "0",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 2).await;
 
@@ -96,11 +120,17 @@ async fn split_at_100_0_never_sends_to_the_zero_weight_backend() {
     assert_eq!(green.hits(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_smooth_not_bursty_at_90_10() {
+async fn split_is_smooth_not_bursty_at_90_10(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = TestProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "90",
+        &blue,
+        "10",
+        &green,
+    ))
+    .await;
 
     let mut client = Http1Client::connect(proxy.addr).await;
     let mut order = Vec::new();
@@ -121,11 +151,11 @@ async fn split_is_smooth_not_bursty_at_90_10() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_of_one_backend_take_turns() {
+async fn endpoints_of_one_backend_take_turns(path: H1Path) {
     let first = Origin::new("blue-1").start().await;
     let second = Origin::new("blue-2").start().await;
-    let proxy = TestProxy::start(&support::config_text::single_backend_config(
+    let proxy = TestProxy::start(&single_backend_config_on(
+        &listener_on(path),
         "blue",
         &[&first, &second],
     ))
@@ -147,8 +177,7 @@ async fn endpoints_of_one_backend_take_turns() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_route_keeps_its_own_split_counter() {
+async fn each_route_keeps_its_own_split_counter(path: H1Path) {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
     let split = |name: &str, prefix: &str| {
@@ -162,12 +191,7 @@ async fn each_route_keeps_its_own_split_counter() {
             ],
         )
     };
-    let config = [
-        support::config_text::LISTENER.to_string(),
-        split("a", "/a"),
-        split("b", "/b"),
-    ]
-    .concat();
+    let config = [listener_on(path), split("a", "/a"), split("b", "/b")].concat();
     let proxy = TestProxy::start(&config).await;
 
     // Interleaved: a counter shared by the routes would skew each route's split.
@@ -184,3 +208,13 @@ async fn each_route_keeps_its_own_split_counter() {
         assert_eq!(count(&counts, "green"), 10, "route {route}: {counts:?}");
     }
 }
+
+on_both_paths!(
+    split_is_exact_at_90_10,
+    split_is_exact_at_99_99_to_0_01_over_10000_requests,
+    split_is_exact_at_50_50,
+    split_at_100_0_never_sends_to_the_zero_weight_backend,
+    split_is_smooth_not_bursty_at_90_10,
+    endpoints_of_one_backend_take_turns,
+    each_route_keeps_its_own_split_counter,
+);

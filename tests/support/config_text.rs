@@ -74,18 +74,34 @@ pub fn two_backend_config(
     weight_b: &str,
     b: &RunningOrigin,
 ) -> String {
+    two_backend_config_on(LISTENER, weight_a, a, weight_b, b)
+}
+
+/// [`two_backend_config`] behind `listener` (e.g. [`listener_on`]).
+pub fn two_backend_config_on(
+    listener: &str,
+    weight_a: &str,
+    a: &RunningOrigin,
+    weight_b: &str,
+    b: &RunningOrigin,
+) -> String {
     let backends = [
         backend(&a.name, Some(weight_a), &[a.addr]),
         backend(&b.name, Some(weight_b), &[b.addr]),
     ];
-    format!("{LISTENER}{}", route("web", "", "", &backends))
+    format!("{listener}{}", route("web", "", "", &backends))
 }
 
 /// A whole config: one listener and route `web` with one backend on these fakes.
 pub fn single_backend_config(name: &str, fakes: &[&RunningOrigin]) -> String {
+    single_backend_config_on(LISTENER, name, fakes)
+}
+
+/// [`single_backend_config`] behind `listener` (e.g. [`listener_on`]).
+pub fn single_backend_config_on(listener: &str, name: &str, fakes: &[&RunningOrigin]) -> String {
     let addrs: Vec<SocketAddr> = fakes.iter().map(|f| f.addr).collect();
     format!(
-        "{LISTENER}{}",
+        "{listener}{}",
         route("web", "", "", &[backend(name, None, &addrs)])
     )
 }

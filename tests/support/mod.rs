@@ -45,13 +45,23 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Runs each listed `async fn NAME(path: H1Path)` as two tests, `fast_path::NAME`
-/// and `hyper_path::NAME`: the same behaviour on both HTTP/1.1 paths.
+/// and `hyper_path::NAME`: the same behaviour on both HTTP/1.1 paths. The tests
+/// run on a two-thread runtime; with a leading `current_thread;`, on tokio's
+/// default (current-thread) one.
 #[macro_export]
 macro_rules! on_both_paths {
+    (current_thread; $($name:ident),* $(,)?) => {
+        $crate::on_both_paths!(@paths [tokio::test] $($name),*);
+    };
     ($($name:ident),* $(,)?) => {
+        $crate::on_both_paths!(
+            @paths [tokio::test(flavor = "multi_thread", worker_threads = 2)] $($name),*
+        );
+    };
+    (@paths [$test:meta] $($name:ident),*) => {
         mod fast_path {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$test]
                 async fn $name() {
                     super::$name($crate::support::config_text::H1Path::Fast).await;
                 }
@@ -59,7 +69,7 @@ macro_rules! on_both_paths {
         }
         mod hyper_path {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$test]
                 async fn $name() {
                     super::$name($crate::support::config_text::H1Path::Hyper).await;
                 }

@@ -210,3 +210,153 @@ impl RawConn {
         &self.buf
     }
 }
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Field names as sent, with their values.
+    pub fields: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The whole message as it came, for framing checks.
+    pub wire: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response (Content-Length or chunked; field names as sent) from `stream`, keeping
+/// whatever follows in `pending`.
+pub async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawResponse {
+    read_response_to(stream, pending, false).await
+}
+
+/// [`read_response`], for a HEAD request when `head` (no body follows).
+pub async fn read_response_to(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head: bool,
+) -> RawResponse {
+    let read = async {
+        loop {
+            if let Some(raw) = take_response(pending, head) {
+                return raw;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed mid-response: {pending:?}");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a response within PATIENCE")
+}
+
+pub fn take_response(pending: &mut Vec<u8>, head: bool) -> Option<RawResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(pending).expect("valid response head") {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return None,
+    };
+    let status = resp.code.expect("status");
+    let fields: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (body, end) = if head {
+        (Vec::new(), head_len)
+    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut body = Vec::new();
+        let mut at = head_len;
+        loop {
+            let rest = &pending[at..];
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at += line_end + 2;
+            if size == 0 {
+                // Trailer lines until an empty one.
+                loop {
+                    let rest = &pending[at..];
+                    let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+                    at += line_end + 2;
+                    if line_end == 0 {
+                        break;
+                    }
+                }
+                break;
+            }
+            if pending.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&pending[at..at + size]);
+            at += size + 2;
+        }
+        (body, at)
+    } else {
+        let len: usize = get("content-length").map_or(0, |v| v.parse().expect("length"));
+        if pending.len() < head_len + len {
+            return None;
+        }
+        (pending[head_len..head_len + len].to_vec(), head_len + len)
+    };
+    let wire = pending.drain(..end).collect();
+    Some(RawResponse {
+        status,
+        fields,
+        body,
+        wire,
+    })
+}
+
+/// A kept-alive raw client connection that reads whole responses.
+pub struct RawClient {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends `request` and reads one response.
+    pub async fn exchange(&mut self, request: &[u8]) -> RawResponse {
+        self.stream.write_all(request).await.expect("send request");
+        read_response(&mut self.stream, &mut self.pending).await
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn once(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    RawClient::connect(addr).await.exchange(request).await
+}
