@@ -5,7 +5,7 @@
 //! for unknown paths and methods, the state file across restarts, and
 //! `sluicegate ctl` driving it all end to end.
 
-mod support;
+pub mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -13,18 +13,18 @@ use serde_json::{Value, json};
 use sluicegate::control::history::Source;
 
 use sluicegate::control::admin::api::{ApiError, RoutesAnswer};
-use support::{
-    FakeBackend, FileProxy, Http1Client, STATE_FILE, TestDir, describe_output, two_backend_config,
-    weight_map,
-};
+use support::admin::{FileProxy, STATE_FILE, TestDir, describe_output, weight_map};
+use support::client::Http1Client;
+use support::config_text::two_backend_config;
+use support::origin::RunningOrigin;
 
 /// Blue and green fakes behind a file-started proxy with these weights.
 async fn blue_green(
     blue_weight: &str,
     green_weight: &str,
-) -> (FakeBackend, FakeBackend, FileProxy) {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+) -> (RunningOrigin, RunningOrigin, FileProxy) {
+    let blue = RunningOrigin::start("blue").await;
+    let green = RunningOrigin::start("green").await;
     let proxy = FileProxy::start(&two_backend_config(
         blue_weight,
         &blue,
@@ -211,7 +211,7 @@ async fn reads_on_a_loopback_admin_listener_need_no_token() {
         .admin_raw(Method::GET, "/api/v1/routes", Bytes::new(), None)
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let answer: RoutesAnswer = support::parse_answer(&reply);
+    let answer: RoutesAnswer = support::admin::parse_answer(&reply);
     let [route] = answer.routes.as_slice() else {
         panic!("one route expected: {answer:?}");
     };
@@ -517,7 +517,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
             Some(allow),
             "{method} {path}"
         );
-        let refusal: ApiError = support::parse_answer(&reply);
+        let refusal: ApiError = support::admin::parse_answer(&reply);
         assert_eq!(refusal.error, "method not allowed here");
     }
     // A wrong method changes nothing, and a write without the token is
@@ -876,8 +876,8 @@ async fn readyz_and_healthz_are_200_while_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_survive_a_restart_with_a_state_file() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = RunningOrigin::start("blue").await;
+    let green = RunningOrigin::start("green").await;
     let proxy =
         FileProxy::start_with_state_file(&two_backend_config("100", &blue, "0", &green)).await;
     let body = json!({ "weights": { "blue": 0, "green": 100 }, "reason": "persist me" });
@@ -912,8 +912,8 @@ async fn admin_changes_survive_a_restart_with_a_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_weights_edited_while_stopped_win_over_saved_admin_weights() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = RunningOrigin::start("blue").await;
+    let green = RunningOrigin::start("green").await;
     let proxy =
         FileProxy::start_with_state_file(&two_backend_config("100", &blue, "0", &green)).await;
     let (status, reply) = proxy
@@ -941,8 +941,8 @@ async fn file_weights_edited_while_stopped_win_over_saved_admin_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_state_file_is_moved_aside_and_the_file_weights_apply() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = RunningOrigin::start("blue").await;
+    let green = RunningOrigin::start("green").await;
     let dir = TestDir::new("corrupt");
     dir.write(STATE_FILE, "{\"overrides\": [[\"web\", {\"green\": 100");
 

@@ -2,7 +2,7 @@
 //! `sluicegate_canary_weight`): real backends, real traffic through the
 //! proxy, and the canary driven through the admin API and `sluicegate ctl`.
 
-mod support;
+pub mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,10 +21,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use support::{
-    FakeBackend, FileProxy, Http1Client, LISTENER, TestBody, backend, describe_output, full,
-    get_request, route, weight_map,
-};
+use support::admin::{FileProxy, describe_output, weight_map};
+use support::body::{TestBody, full};
+use support::client::{Http1Client, get_request};
+use support::config_text::{LISTENER, backend, route};
+use support::origin::Origin;
 
 /// How long a whole canary may take on a busy machine; it needs about 1 s.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -214,8 +215,8 @@ async fn canary_weight_metric(proxy: &FileProxy) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_through_every_step() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
     let idle = canary(&proxy).await;
     assert_eq!(idle["state"], "idle", "{idle}");
@@ -266,7 +267,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let green = StatusBackend::start("green", StatusCode::INTERNAL_SERVER_ERROR).await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
@@ -292,8 +293,8 @@ async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_traffic_the_canary_stays_at_step_one() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
     let started = act(&proxy, "start").await;
@@ -330,8 +331,8 @@ async fn without_traffic_the_canary_stays_at_step_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_abort_through_the_api() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     // Steps of 1 s: the test aborts at step 2 long before it could pass.
     let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
     let proxy = FileProxy::start(&config(blue.addr, green.addr, &slow_steps)).await;
@@ -370,8 +371,8 @@ async fn pause_resume_and_abort_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_actions_that_do_not_fit_are_refused() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
     let expect = |(status, body): (StatusCode, Value), wanted: StatusCode, words: &str| {
@@ -428,8 +429,8 @@ async fn canary_actions_that_do_not_fit_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_weight_change_pauses_the_canary() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
     act(&proxy, "start").await;
@@ -457,8 +458,8 @@ async fn an_admin_weight_change_pauses_the_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_brings_the_canary_back_at_its_step() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     // Steps of 1 s: the test pauses at step 2 long before it could pass.
     let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
     let proxy = FileProxy::start_with_state_file(&config(blue.addr, green.addr, &slow_steps)).await;
@@ -505,8 +506,8 @@ async fn a_restart_brings_the_canary_back_at_its_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_canary_commands_drive_a_running_proxy() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
 
     let output = proxy.ctl(&proxy.token, &["canary", "start", "web"]).await;

@@ -3,7 +3,7 @@
 //! the page, enter the token, move green to 50 % with the slider, apply —
 //! driven in Debian's headless Chromium by `tests/browser/dashboard.mjs`.
 
-mod support;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use http::{Method, StatusCode};
 
-use support::{FakeBackend, FileProxy, two_backend_config, weight_map};
+use support::admin::{FileProxy, weight_map};
+use support::config_text::two_backend_config;
+use support::origin::{Origin, RunningOrigin};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
@@ -27,9 +29,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 async fn blue_green(
     blue_weight: &str,
     green_weight: &str,
-) -> (FakeBackend, FakeBackend, FileProxy) {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+) -> (RunningOrigin, RunningOrigin, FileProxy) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&two_backend_config(
         blue_weight,
         &blue,
@@ -40,7 +42,7 @@ async fn blue_green(
     (blue, green, proxy)
 }
 
-fn header(reply: &support::Reply, name: impl http::header::AsHeaderName) -> String {
+fn header(reply: &support::client::Reply, name: impl http::header::AsHeaderName) -> String {
     reply
         .headers
         .get(name)
@@ -132,7 +134,7 @@ async fn operator_moves_green_to_half_in_the_browser() {
     require_browser_tools(&browser_dir);
     let (blue, green, proxy) = blue_green("90", "10").await;
     for _ in 0..40 {
-        let reply = support::get(proxy.addr, "a.test", "/").await;
+        let reply = support::client::get(proxy.addr, "a.test", "/").await;
         assert_eq!(
             reply.status,
             StatusCode::OK,

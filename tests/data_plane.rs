@@ -3,111 +3,19 @@
 //! of requests nobody could serve. Every case runs on both HTTP/1.1 paths
 //! (the fast path and hyper's), on real sockets.
 
-mod support;
+pub mod support;
 
-use std::net::SocketAddr;
+use support::admin::FileProxy;
+use support::client::{H2Client, sample, scrape};
+use support::config_text::{
+    BOTH_PATHS, FAST_HEALTH, LISTENER, backend, dead_addr, listener_on, route,
+};
+use support::raw::{RawClient, once};
+use support::{eventually, eventually_async};
 
-use http::{Method, StatusCode};
-use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// One response read off a raw client connection.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    /// Field names lowercased, with their values.
-    fields: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// A kept-alive raw client connection.
-struct Client {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            stream,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Sends `request` and reads one response (by `Content-Length`; these
-    /// tests' origins and the proxy's own errors always send one).
-    async fn exchange(&mut self, request: &[u8]) -> Answer {
-        self.stream.write_all(request).await.expect("send request");
-        let read = async {
-            loop {
-                if let Some(answer) = self.take() {
-                    return answer;
-                }
-                let mut chunk = [0u8; 16 * 1024];
-                let n = self.stream.read(&mut chunk).await.expect("read response");
-                assert!(n > 0, "closed before a response: {:?}", self.pending);
-                self.pending.extend_from_slice(&chunk[..n]);
-            }
-        };
-        tokio::time::timeout(PATIENCE, read)
-            .await
-            .expect("a response in time")
-    }
-
-    fn take(&mut self) -> Option<Answer> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(len) = resp.parse(&self.pending).expect("a valid head")
-        else {
-            return None;
-        };
-        let fields: Vec<(String, String)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                let value = String::from_utf8_lossy(h.value).into_owned();
-                (h.name.to_ascii_lowercase(), value)
-            })
-            .collect();
-        let status = resp.code.expect("a status");
-        let length: usize = fields
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        if self.pending.len() < len + length {
-            return None;
-        }
-        let body = self.pending[len..len + length].to_vec();
-        self.pending.drain(..len + length);
-        Some(Answer {
-            status,
-            fields,
-            body,
-        })
-    }
-}
-
-/// One request on a fresh connection.
-async fn once(addr: SocketAddr, request: &[u8]) -> Answer {
-    Client::connect(addr).await.exchange(request).await
-}
+use support::hostile::backends::{RecordingBackend, Script, ScriptedBackend};
+use support::origin::{Answers, Origin};
+use support::proxy::TestProxy;
 
 /// A request the origin would read as a second one if the first lost its
 /// framing.
@@ -267,7 +175,10 @@ async fn proxy_errors_tell_the_client_in_general_terms() {
 #[tokio::test]
 async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
     for path in BOTH_PATHS {
-        let origin = IdleClosingOrigin::start().await;
+        let origin = Origin::new("idle")
+            .answer(Answers::CloseIdleOnCue)
+            .start()
+            .await;
         let config = format!(
             "{}{}",
             listener_on(path),
@@ -277,7 +188,7 @@ async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
         let post = b"POST /form HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc";
         let mut clients = Vec::new();
         for _ in 0..8 {
-            clients.push(Client::connect(proxy.addr).await);
+            clients.push(RawClient::connect(proxy.addr).await);
         }
         let mut failed = 0;
         let rounds = 25;
@@ -289,7 +200,7 @@ async fn idle_upstream_connections_the_origin_closed_are_not_reused() {
             }
             // Then the origin closes them all (a reload, its idle timeout).
             origin.close_idle().await;
-            assert!(origin.served() >= (round + 1) * 8, "{path:?}");
+            assert!(origin.hits() >= (round + 1) * 8, "{path:?}");
         }
         println!(
             "FIGURE {path:?}: {} POSTs over {rounds} origin closes of every idle connection, {failed} failed",
@@ -314,7 +225,7 @@ async fn the_keep_alive_race_never_ejects_the_endpoint() {
             route("web", "", "", &[backend("racy", None, &[origin.addr])])
         );
         let proxy = TestProxy::start(&config).await;
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         // GETs are safe to send again: each lost one goes again on a fresh
         // connection, so every client gets its answer.
         for _ in 0..12 {
@@ -351,22 +262,10 @@ async fn the_keep_alive_race_never_ejects_the_endpoint() {
     }
 }
 
-/// `/metrics` of a [`FileProxy`].
-async fn scrape(proxy: &FileProxy) -> String {
-    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    body.as_str().expect("metrics are text").to_string()
-}
-
 /// Whether the scrape has `sluicegate_requests_total` for these labels, > 0.
 fn counted(metrics: &str, backend: &str, code: &str) -> bool {
-    let series = format!(
-        "sluicegate_requests_total{{route=\"web\",backend=\"{backend}\",code=\"{code}\"}} "
-    );
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&series))
-        .any(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0))
+    let labels = [("route", "web"), ("backend", backend), ("code", code)];
+    sample(metrics, "sluicegate_requests_total", &labels).is_some_and(|n| n > 0.0)
 }
 
 #[tokio::test]
@@ -406,7 +305,7 @@ async fn a_503_with_no_backend_left_is_counted_for_the_desired_backend() {
 /// upstream's status once it answers.)
 #[tokio::test]
 async fn a_request_the_client_reset_is_counted_as_499() {
-    let origin = FakeBackend::start("blue").await;
+    let origin = Origin::new("blue").start().await;
     let body = format!(
         "{LISTENER}{}",
         route("web", "", "", &[backend("blue", None, &[origin.addr])])

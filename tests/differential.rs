@@ -21,13 +21,18 @@
 //! for the matching cases; `DIFF_WRITE_SEEDS` writes each case's bytes to a
 //! file there (seeds for the `h1_differential` fuzz target).
 
-mod support;
+pub mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use support::differential::{
+    Observation, PROXY_TIMEOUT, Timing, differences, exchange, names_spelled_differently,
+    proxy_config,
+};
+use support::proxy::TestProxy;
+use support::recording_origin::{OriginEvent, OriginMode, RecordingOrigin, show};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

@@ -2,7 +2,7 @@
 //! §3 drain, §5): backends are broken and mended while clients keep sending,
 //! and the clients must not notice.
 
-mod support;
+pub mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -18,10 +18,14 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use support::{
-    FaultyBackend, FileProxy, Http1Client, LISTENER, RawConn, TestProxy, backend, eventually,
-    eventually_async, full, get, get_request, route, send, timeouts, weight_map,
-};
+use support::admin::{FileProxy, weight_map};
+use support::body::full;
+use support::client::{Http1Client, get, get_request, send};
+use support::config_text::{H1Path, backend, listener_on, route, timeouts};
+use support::origin::{Answers, Origin, RunningOrigin};
+use support::proxy::TestProxy;
+use support::raw::RawConn;
+use support::{eventually, eventually_async};
 
 const HOST_NAME: &str = "failover.test";
 
@@ -42,14 +46,14 @@ const SLACK: Duration = Duration::from_secs(1);
 
 /// A `[[routes.backends]]` entry on these fakes, followed by `tables`
 /// (`[routes.backends.health]`, `[routes.backends.outlier]`).
-fn group(name: &str, weight: Option<&str>, fakes: &[&FaultyBackend], tables: &str) -> String {
+fn group(name: &str, weight: Option<&str>, fakes: &[&RunningOrigin], tables: &str) -> String {
     let addrs: Vec<SocketAddr> = fakes.iter().map(|f| f.addr).collect();
     format!("{}{tables}", backend(name, weight, &addrs))
 }
 
 /// One listener and route `web` (route-level lines in `extra`) over `groups`.
-fn config(extra: &str, groups: &[String]) -> String {
-    format!("{LISTENER}{}", route("web", "", extra, groups))
+fn config(path: H1Path, extra: &str, groups: &[String]) -> String {
+    format!("{}{}", listener_on(path), route("web", "", extra, groups))
 }
 
 fn outlier(lines: &str) -> String {
@@ -223,7 +227,7 @@ fn effective(route: &Value) -> BTreeMap<String, f64> {
 }
 
 /// The JSON view of `fake`'s endpoint in `backend`.
-fn endpoint_view<'a>(route: &'a Value, backend: &str, fake: &FaultyBackend) -> &'a Value {
+fn endpoint_view<'a>(route: &'a Value, backend: &str, fake: &RunningOrigin) -> &'a Value {
     route["backends"]
         .as_array()
         .and_then(|bs| bs.iter().find(|b| b["name"] == backend))
@@ -232,20 +236,20 @@ fn endpoint_view<'a>(route: &'a Value, backend: &str, fake: &FaultyBackend) -> &
         .unwrap_or_else(|| panic!("no endpoint {} in {backend}: {route}", fake.endpoint()))
 }
 
-fn healthy(route: &Value, backend: &str, fake: &FaultyBackend) -> bool {
+fn healthy(route: &Value, backend: &str, fake: &RunningOrigin) -> bool {
     endpoint_view(route, backend, fake)["healthy"]
         .as_bool()
         .expect("healthy flag")
 }
 
 /// `up`, `down`, `ejected` or `draining`.
-fn state<'a>(route: &'a Value, backend: &str, fake: &FaultyBackend) -> &'a str {
+fn state<'a>(route: &'a Value, backend: &str, fake: &RunningOrigin) -> &'a str {
     endpoint_view(route, backend, fake)["state"]
         .as_str()
         .expect("endpoint state")
 }
 
-fn draining(route: &Value, backend: &str, fake: &FaultyBackend) -> bool {
+fn draining(route: &Value, backend: &str, fake: &RunningOrigin) -> bool {
     endpoint_view(route, backend, fake)["draining"]
         .as_bool()
         .expect("draining flag")
@@ -258,7 +262,7 @@ async fn wait_for_route(proxy: &FileProxy, what: &str, check: impl Fn(&Value) ->
 
 /// Sends GETs, each of which must succeed (retried on another endpoint), until
 /// `fake`'s endpoint in `backend` is ejected by their failures.
-async fn eject_by_failures(proxy: &FileProxy, backend: &str, fake: &FaultyBackend) {
+async fn eject_by_failures(proxy: &FileProxy, backend: &str, fake: &RunningOrigin) {
     eventually_async(&format!("{} to be ejected", fake.name), || async {
         let reply = get(proxy.addr, HOST_NAME, "/").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -268,7 +272,7 @@ async fn eject_by_failures(proxy: &FileProxy, backend: &str, fake: &FaultyBacken
 }
 
 /// Sends GETs until one is served by `fake`; returns how long it took.
-async fn until_served_by(proxy: &FileProxy, fake: &FaultyBackend) -> Duration {
+async fn until_served_by(proxy: &FileProxy, fake: &RunningOrigin) -> Duration {
     eventually_async(&format!("{} to serve again", fake.name), || async {
         get(proxy.addr, HOST_NAME, "/").await.backend().as_deref() == Some(fake.name.as_str())
     })
@@ -276,7 +280,7 @@ async fn until_served_by(proxy: &FileProxy, fake: &FaultyBackend) -> Duration {
 }
 
 /// `n` GETs, all answered 200 by `fake`.
-async fn all_served_by(proxy: &FileProxy, fake: &FaultyBackend, n: usize) {
+async fn all_served_by(proxy: &FileProxy, fake: &RunningOrigin, n: usize) {
     for _ in 0..n {
         let reply = get(proxy.addr, HOST_NAME, "/").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -292,7 +296,7 @@ async fn post_reload(proxy: &FileProxy) {
 }
 
 /// POST …/backends/{backend}/endpoints/{addr, percent-encoded}/{drain|undrain}.
-async fn set_drain(proxy: &FileProxy, backend: &str, fake: &FaultyBackend, action: &str) -> Value {
+async fn set_drain(proxy: &FileProxy, backend: &str, fake: &RunningOrigin, action: &str) -> Value {
     let encoded = fake.endpoint().replace(':', "%3A");
     let path = format!("/api/v1/routes/web/backends/{backend}/endpoints/{encoded}/{action}");
     let (status, body) = proxy
@@ -305,11 +309,19 @@ async fn set_drain(proxy: &FileProxy, backend: &str, fake: &FaultyBackend, actio
 // ---------------------------------------------------------------------------
 // Tests
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cutover_zero_failures_when_green_health_fails() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
+async fn cutover_zero_failures_when_green_health_fails(path: H1Path) {
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[
             group("blue", Some("90"), &[&blue], HEALTH),
@@ -342,7 +354,7 @@ async fn cutover_zero_failures_when_green_health_fails() {
     assert!(took < bound, "the cutover took {took:?}, over {bound:?}");
     let route = web_route(&proxy).await;
     assert!(healthy(&route, "blue", &blue), "{route}");
-    let desired = support::desired_weights(&route);
+    let desired = support::admin::desired_weights(&route);
     assert_eq!(desired, weight_map(&[("blue", 90.0), ("green", 10.0)]));
 
     // Requests that loaded the old snapshot may still land; after that, none.
@@ -395,14 +407,22 @@ async fn cutover_zero_failures_when_green_health_fails() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_backend_under_load_has_zero_failed_get_requests() {
-    let blue = FaultyBackend::start("blue").await;
-    let mut green = FaultyBackend::start("green").await;
+async fn killed_backend_under_load_has_zero_failed_get_requests(path: H1Path) {
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let mut green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     // No active checks: only passive ejection (5 failures in a row) notices.
     // Short ejections so the restarted green comes back within the test.
     let green_outlier = outlier("    base_ejection = \"200ms\"\n    max_ejection = \"800ms\"");
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[
             group("blue", Some("50"), &[&blue], ""),
@@ -447,13 +467,21 @@ async fn killed_backend_under_load_has_zero_failed_get_requests() {
     assert!(report.served_by("green") > 0 && report.served_by("blue") > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_is_never_duplicated() {
-    let resetter = FaultyBackend::start("resetter").await;
-    let good = FaultyBackend::start("good").await;
+async fn post_is_never_duplicated(path: H1Path) {
+    let resetter = Origin::new("resetter")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let good = Origin::new("good")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     resetter.set_reset(true);
     // Ejection off, so the resetting endpoint stays in the rotation.
     let proxy = TestProxy::start(&config(
+        path,
         "retries = 2",
         &[group(
             "blue",
@@ -512,16 +540,24 @@ async fn post_is_never_duplicated() {
     assert!(reset_gets > 0, "no GET met the resetting endpoint first");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_healthy_endpoint_anywhere_is_503_with_retry_after() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
+async fn no_healthy_endpoint_anywhere_is_503_with_retry_after(path: H1Path) {
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     blue.set_health(500);
     green.set_health(500);
     let proxy = TestProxy::start(&format!(
         "{}{}",
         timeouts(&[("connect", "2s"), ("response_headers", "5s")]),
         config(
+            path,
             "",
             &[
                 group("blue", Some("90"), &[&blue], HEALTH),
@@ -564,12 +600,20 @@ async fn no_healthy_endpoint_anywhere_is_503_with_retry_after() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_false_gives_503_for_the_down_group_share() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
+async fn failover_false_gives_503_for_the_down_group_share(path: H1Path) {
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     green.set_health(500);
     let proxy = FileProxy::start(&config(
+        path,
         "failover = false",
         &[
             group("blue", Some("50"), &[&blue], HEALTH),
@@ -613,11 +657,19 @@ async fn failover_false_gives_503_for_the_down_group_share() {
     assert_eq!(green.requests(), 0, "the unhealthy green got requests");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_under_load() {
-    let one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
-    let proxy = FileProxy::start(&config("", &[group("blue", None, &[&one, &two], "")])).await;
+async fn drain_under_load(path: H1Path) {
+    let one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let proxy =
+        FileProxy::start(&config(path, "", &[group("blue", None, &[&one, &two], "")])).await;
     let load = Load::start(proxy.addr, 4);
     load.wait_for_more(100).await;
     assert!(one.count("GET", "/") > 0 && two.count("GET", "/") > 0);
@@ -697,14 +749,17 @@ async fn drain_under_load() {
     report.assert_no_failures();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
+async fn shutdown_delay_keeps_listening_while_readyz_is_503(path: H1Path) {
     const DELAY: Duration = Duration::from_secs(1);
-    let blue = FaultyBackend::start("blue").await;
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let mut proxy = FileProxy::start(&format!(
         "{}{}",
         timeouts(&[("shutdown_delay", "1s"), ("shutdown_grace", "5s")]),
-        config("", &[group("blue", None, &[&blue], "")])
+        config(path, "", &[group("blue", None, &[&blue], "")])
     ))
     .await;
     let readyz = async |proxy: &FileProxy| {
@@ -745,10 +800,14 @@ async fn shutdown_delay_keeps_listening_while_readyz_is_503() {
         .expect("run returns Ok");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers() {
-    let mut only = FaultyBackend::start("only").await;
+async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers(path: H1Path) {
+    let mut only = Origin::new("only")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&only], &long_ejection())],
     ))
@@ -787,11 +846,19 @@ async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers() {
     assert_eq!(reply.backend().as_deref(), Some("only"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
-    let mut one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
+async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in(path: H1Path) {
+    let mut one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&one, &two], &long_ejection())],
     ))
@@ -821,12 +888,24 @@ async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in() {
     assert_eq!(one.requests(), before, "an ejected endpoint got requests");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passing_health_check_ends_an_ejection() {
-    let mut one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
+async fn passing_health_check_ends_an_ejection(path: H1Path) {
+    let mut one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let tables = format!("{LENIENT_HEALTH}{}", long_ejection());
-    let proxy = FileProxy::start(&config("", &[group("blue", None, &[&one, &two], &tables)])).await;
+    let proxy = FileProxy::start(&config(
+        path,
+        "",
+        &[group("blue", None, &[&one, &two], &tables)],
+    ))
+    .await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
     let checks = one.health_checks();
@@ -843,12 +922,25 @@ async fn passing_health_check_ends_an_ejection() {
     until_served_by(&proxy, &one).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_turning_ejection_off_lifts_a_running_ejection() {
-    let mut one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
+async fn reload_turning_ejection_off_lifts_a_running_ejection(path: H1Path) {
+    let mut one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let addrs = [one.addr, two.addr];
-    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let body = |tables: &str| {
+        config(
+            path,
+            "",
+            &[format!("{}{tables}", backend("blue", None, &addrs))],
+        )
+    };
     let proxy = FileProxy::start(&body(&long_ejection())).await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
@@ -864,12 +956,25 @@ async fn reload_turning_ejection_off_lifts_a_running_ejection() {
     until_served_by(&proxy, &one).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
-    let mut one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
+async fn reload_with_a_shorter_ejection_cuts_a_running_one_short(path: H1Path) {
+    let mut one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let addrs = [one.addr, two.addr];
-    let body = |tables: &str| config("", &[format!("{}{tables}", backend("blue", None, &addrs))]);
+    let body = |tables: &str| {
+        config(
+            path,
+            "",
+            &[format!("{}{tables}", backend("blue", None, &addrs))],
+        )
+    };
     let proxy = FileProxy::start(&body(&long_ejection())).await;
     one.kill().await;
     eject_by_failures(&proxy, "blue", &one).await;
@@ -890,11 +995,19 @@ async fn reload_with_a_shorter_ejection_cuts_a_running_one_short() {
 /// Ejection is for upstream failures: a client's body that breaks after the
 /// request reached an endpoint is the client's fault. Two endpoints, so an
 /// ejection could happen (a sole endpoint would be kept in regardless).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_client_bodies_eject_no_endpoint() {
-    let one = FaultyBackend::start("one").await;
-    let two = FaultyBackend::start("two").await;
+async fn broken_client_bodies_eject_no_endpoint(path: H1Path) {
+    let one = Origin::new("one")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let two = Origin::new("two")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     let proxy = FileProxy::start(&config(
+        path,
         "",
         &[group("blue", None, &[&one, &two], &long_ejection())],
     ))
@@ -915,3 +1028,19 @@ async fn broken_client_bodies_eject_no_endpoint() {
         assert_eq!(state(&route, "blue", fake), "up", "{route}");
     }
 }
+
+on_both_paths!(
+    cutover_zero_failures_when_green_health_fails,
+    killed_backend_under_load_has_zero_failed_get_requests,
+    post_is_never_duplicated,
+    no_healthy_endpoint_anywhere_is_503_with_retry_after,
+    failover_false_gives_503_for_the_down_group_share,
+    drain_under_load,
+    shutdown_delay_keeps_listening_while_readyz_is_503,
+    sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers,
+    one_of_two_endpoints_is_ejected_and_the_last_one_stays_in,
+    passing_health_check_ends_an_ejection,
+    reload_turning_ejection_off_lifts_a_running_ejection,
+    reload_with_a_shorter_ejection_cuts_a_running_one_short,
+    broken_client_bodies_eject_no_endpoint,
+);

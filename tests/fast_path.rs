@@ -2,128 +2,18 @@
 //! one client connection: what a client sees must not depend on which of the
 //! two served a request.
 
-mod support;
+pub mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::*;
+use support::config_text::{LISTENER, backend, route};
+use support::hostile::backends::{Script, ScriptedBackend};
+use support::origin::{Echo, Origin};
+use support::proxy::TestProxy;
+use support::raw::{read_response, read_response_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One response read off a raw connection.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    /// Field names as sent, with their values.
-    fields: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The whole message as it came, for framing checks.
-    wire: Vec<u8>,
-}
-
-impl Raw {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response (Content-Length or chunked) from `stream`, keeping
-/// whatever follows in `pending`.
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Raw {
-    read_response_to(stream, pending, false).await
-}
-
-/// [`read_response`], for a HEAD request when `head` (no body follows).
-async fn read_response_to(stream: &mut TcpStream, pending: &mut Vec<u8>, head: bool) -> Raw {
-    let read = async {
-        loop {
-            if let Some(raw) = take_response(pending, head) {
-                return raw;
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = stream.read(&mut chunk).await.expect("read response");
-            assert!(n > 0, "connection closed mid-response: {pending:?}");
-            pending.extend_from_slice(&chunk[..n]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .expect("a response within 5 s")
-}
-
-fn take_response(pending: &mut Vec<u8>, head: bool) -> Option<Raw> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(pending).expect("valid response head") {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return None,
-    };
-    let status = resp.code.expect("status");
-    let fields: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let (body, end) = if head {
-        (Vec::new(), head_len)
-    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        let mut body = Vec::new();
-        let mut at = head_len;
-        loop {
-            let rest = &pending[at..];
-            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-            at += line_end + 2;
-            if size == 0 {
-                // Trailer lines until an empty one.
-                loop {
-                    let rest = &pending[at..];
-                    let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-                    at += line_end + 2;
-                    if line_end == 0 {
-                        break;
-                    }
-                }
-                break;
-            }
-            if pending.len() < at + size + 2 {
-                return None;
-            }
-            body.extend_from_slice(&pending[at..at + size]);
-            at += size + 2;
-        }
-        (body, at)
-    } else {
-        let len: usize = get("content-length").map_or(0, |v| v.parse().expect("length"));
-        if pending.len() < head_len + len {
-            return None;
-        }
-        (pending[head_len..head_len + len].to_vec(), head_len + len)
-    };
-    let wire = pending.drain(..end).collect();
-    Some(Raw {
-        status,
-        fields,
-        body,
-        wire,
-    })
-}
 
 async fn proxy_to(backend: SocketAddr) -> TestProxy {
     let config = format!(
@@ -139,7 +29,7 @@ fn backend_text(name: &str, endpoints: &[SocketAddr]) -> String {
 
 #[tokio::test]
 async fn one_connection_moves_from_the_fast_path_to_hyper_and_is_served_throughout() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut pending = Vec::new();
@@ -181,7 +71,7 @@ async fn one_connection_moves_from_the_fast_path_to_hyper_and_is_served_througho
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut pending = Vec::new();
@@ -210,7 +100,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn small_request_bodies_in_pieces_are_forwarded_whole() {
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let proxy = proxy_to(web.addr).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.set_nodelay(true).unwrap();

@@ -1,7 +1,7 @@
 //! What the proxy forwards: X-Forwarded-*, the Host header, hop-by-hop headers
 //! stripped both ways, bodies streamed both ways, and h2c downstream.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
@@ -10,15 +10,16 @@ use http::header::HOST;
 use http::{Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use support::{
-    ChannelBody, FakeBackend, GeneratedBody, H1Path, H2Client, Http1Client, TestProxy, backend,
-    count_body_bytes, get, listener_on, route, two_backend_config,
-};
+use support::body::{ChannelBody, GeneratedBody, count_body_bytes};
+use support::client::{H2Client, Http1Client, get};
+use support::config_text::{H1Path, backend, listener_on, route, two_backend_config};
+use support::origin::{Origin, RunningOrigin};
+use support::proxy::TestProxy;
 
 const MIB_100: u64 = 100 * 1024 * 1024;
 
-async fn echo_proxy(path: H1Path) -> (FakeBackend, TestProxy) {
-    let blue = FakeBackend::start("blue").await;
+async fn echo_proxy(path: H1Path) -> (RunningOrigin, TestProxy) {
+    let blue = Origin::new("blue").start().await;
     let config = format!(
         "{}{}",
         listener_on(path),
@@ -57,10 +58,10 @@ async fn x_forwarded_for_appends_to_an_existing_value(path: H1Path) {
         .uri("/echo")
         .header(HOST, "shop.example.com")
         .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
-        .body(support::empty())
+        .body(support::body::empty())
         .unwrap();
 
-    let echo = support::send(proxy.addr, req).await.echo();
+    let echo = support::client::send(proxy.addr, req).await.echo();
 
     assert_eq!(
         echo.joined("x-forwarded-for"),
@@ -105,10 +106,10 @@ async fn hop_by_hop_request_headers_are_stripped(path: H1Path) {
         .header("te", "deflate")
         .header("trailer", "x-checksum")
         .header("x-end-to-end", "kept")
-        .body(support::empty())
+        .body(support::body::empty())
         .unwrap();
 
-    let echo = support::send(proxy.addr, req).await.echo();
+    let echo = support::client::send(proxy.addr, req).await.echo();
 
     for name in [
         "x-custom",
@@ -163,7 +164,7 @@ async fn large_request_body_is_streamed_up(path: H1Path) {
         .body(GeneratedBody::chunked(MIB_100).boxed())
         .unwrap();
 
-    let reply = support::send(proxy.addr, req).await;
+    let reply = support::client::send(proxy.addr, req).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.text(), MIB_100.to_string());
@@ -179,7 +180,7 @@ async fn large_sized_request_body_is_streamed_up(path: H1Path) {
         .body(GeneratedBody::sized(len).boxed())
         .unwrap();
 
-    let reply = support::send(proxy.addr, req).await;
+    let reply = support::client::send(proxy.addr, req).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.text(), len.to_string());
@@ -195,7 +196,7 @@ async fn request_body_reaches_the_backend_before_it_ends(path: H1Path) {
         .body(body.boxed())
         .unwrap();
     let addr = proxy.addr;
-    let upload = tokio::spawn(async move { support::send(addr, req).await });
+    let upload = tokio::spawn(async move { support::client::send(addr, req).await });
 
     tx.send(Frame::data(Bytes::from(vec![b'a'; 16 * 1024])))
         .await
@@ -219,7 +220,7 @@ async fn large_response_body_is_streamed_down(path: H1Path) {
     let mut client = Http1Client::connect(proxy.addr).await;
 
     let resp = client
-        .send_streaming(support::get_request(
+        .send_streaming(support::client::get_request(
             "shop.example.com",
             &format!("/download/{MIB_100}"),
         ))
@@ -235,7 +236,7 @@ async fn response_body_reaches_the_client_before_it_ends(path: H1Path) {
     let mut client = Http1Client::connect(proxy.addr).await;
 
     let resp = client
-        .send_streaming(support::get_request("shop.example.com", "/hold"))
+        .send_streaming(support::client::get_request("shop.example.com", "/hold"))
         .await
         .expect("hold response");
     let mut body = resp.into_body();
@@ -254,8 +255,8 @@ async fn response_body_reaches_the_client_before_it_ends(path: H1Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_client_gets_the_split() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = TestProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
     let client = H2Client::connect(proxy.addr).await;
 
@@ -273,7 +274,7 @@ async fn h2c_prior_knowledge_client_gets_the_split() {
         assert_eq!(reply.version, http::Version::HTTP_2);
         replies.push(reply);
     }
-    let counts = support::tally(&replies);
+    let counts = support::client::tally(&replies);
 
     assert_eq!(counts.get("blue").copied(), Some(90), "{counts:?}");
     assert_eq!(counts.get("green").copied(), Some(10), "{counts:?}");
@@ -298,21 +299,21 @@ async fn h2c_request_is_forwarded_as_http1_with_host_and_forwarded_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_routes_by_authority() {
-    let shop = FakeBackend::start("shop").await;
-    let other = FakeBackend::start("other").await;
+    let shop = Origin::new("shop").start().await;
+    let other = Origin::new("other").start().await;
     let config = [
-        support::LISTENER.to_string(),
-        support::route(
+        support::config_text::LISTENER.to_string(),
+        support::config_text::route(
             "shop",
             r#"host = "shop.example.com""#,
             "",
-            &[support::backend("shop", None, &[shop.addr])],
+            &[support::config_text::backend("shop", None, &[shop.addr])],
         ),
-        support::route(
+        support::config_text::route(
             "other",
             "",
             "",
-            &[support::backend("other", None, &[other.addr])],
+            &[support::config_text::backend("other", None, &[other.addr])],
         ),
     ]
     .concat();

@@ -10,7 +10,7 @@
 //! are not disturbed by a neighbour. `FIGURE` and `CASE` lines are what
 //! docs/RELIABILITY.md reports; see them with `--nocapture`.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +23,22 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use support::*;
+use support::admin::FileProxy;
+use support::body::full;
+use support::client::{Http1Client, get, get_request, send};
+use support::config_text::{LISTENER, backend, route, timeouts};
+use support::hostile::backends::{RecordingBackend, Script, ScriptedBackend, SeenRequest};
+use support::hostile::h2::{
+    H2_PREFACE, H2Raw, H2Seen, frames, h2_frame, h2_header_frames, hpack_literal,
+    hpack_literal_indexed, hpack_request,
+};
+use support::hostile::{
+    GoodClients, GoodMode, RawOutcome, Reading, raw_exchange, read_status, read_until_quiet,
+    wait_closed,
+};
+use support::origin::{Origin, RunningOrigin};
+use support::proxy::TestProxy;
+use support::{eventually, eventually_async};
 
 /// The host good clients ask for; its route goes to a healthy fake backend.
 const GOOD_HOST: &str = "good.test";
@@ -56,12 +71,12 @@ fn short_timeouts() -> String {
 /// route `web` (every other host → `web`).
 struct Stage {
     proxy: TestProxy,
-    _good: FakeBackend,
+    _good: RunningOrigin,
 }
 
 impl Stage {
     async fn start(web: &[SocketAddr], web_extra: &str, tables: &str) -> Stage {
-        let good = FakeBackend::start("good").await;
+        let good = Origin::new("good").start().await;
         let text = stage_config(web, web_extra, tables, good.addr);
         let proxy = TestProxy::start(&text).await;
         Stage { proxy, _good: good }
@@ -883,7 +898,7 @@ async fn slow_request_bodies_are_cut_off() {
 async fn slow_body_after_an_early_answer_is_cut_off() {
     let _serial = serial().await;
     // The fake backend answers `/` without reading the body.
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let stage = Stage::start(&[web.addr], "", &short_timeouts()).await;
     let before = stage.baseline(GoodMode::Mixed).await;
     let mut bytes =
@@ -941,8 +956,8 @@ async fn trickle_body(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_max_connections_are_closed_while_existing_ones_work() {
     let _serial = serial().await;
-    let good = FakeBackend::start("good").await;
-    let web = FakeBackend::start("web").await;
+    let good = Origin::new("good").start().await;
+    let web = Origin::new("web").start().await;
     let tables = format!("{}\n[limits]\nmax_connections = 8\n", short_timeouts());
     let text = stage_config(&[web.addr], "", &tables, good.addr);
     let config =
@@ -1036,7 +1051,7 @@ async fn connections_over_max_connections_are_closed_while_existing_ones_work() 
 async fn many_idle_connections_cost_little_and_are_released() {
     let _serial = serial().await;
     const IDLE: usize = 1000;
-    let web = FakeBackend::start("web").await;
+    let web = Origin::new("web").start().await;
     let stage = Stage::start(&[web.addr], "", &short_timeouts()).await;
     let before = stage.baseline(GoodMode::Mixed).await;
     let mut idle = Vec::with_capacity(IDLE);
@@ -1634,15 +1649,15 @@ async fn keep_alive_race_is_retried_for_get_and_never_for_post() {
 
 /// A file-started proxy with admin, route `good` and route `web` split 50/50
 /// between two fake backends.
-async fn admin_stage() -> (FileProxy, FakeBackend, FakeBackend, FakeBackend) {
-    let good = FakeBackend::start("good").await;
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+async fn admin_stage() -> (FileProxy, RunningOrigin, RunningOrigin, RunningOrigin) {
+    let good = Origin::new("good").start().await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let proxy = FileProxy::start(&admin_body(&good, &blue, &green)).await;
     (proxy, good, blue, green)
 }
 
-fn admin_body(good: &FakeBackend, blue: &FakeBackend, green: &FakeBackend) -> String {
+fn admin_body(good: &RunningOrigin, blue: &RunningOrigin, green: &RunningOrigin) -> String {
     format!(
         "{LISTENER}{}{}",
         route(
@@ -1697,7 +1712,7 @@ async fn admin_raw_request(admin: SocketAddr, head: &str, body: &[u8]) -> Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_slowloris_is_cut_off_after_client_headers() {
     let _serial = serial().await;
-    let good = FakeBackend::start("good").await;
+    let good = Origin::new("good").start().await;
     let text = format!(
         "{LISTENER}{}{}",
         short_timeouts(),

@@ -3,9 +3,8 @@
 //! listener must equal what was sent; open tunnels in their gauge; and the
 //! real `promtool check metrics` clean on a scrape after traffic.
 
-mod support;
+pub mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -18,19 +17,27 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use support::{
-    FakeBackend, FaultyBackend, FileProxy, LISTENER, PATIENCE, ProtocolBackend, TestBody, backend,
-    backend_with, empty, eventually_async, get, route, ws_echo,
-};
+use support::admin::FileProxy;
+use support::body::{TestBody, empty};
+use support::client::{get, sample, scrape};
+use support::config_text::{H1Path, LISTENER, backend, backend_with, listener_on, route};
+use support::grpc::ws_echo;
+use support::origin::{Answers, Origin, RunningOrigin};
+use support::{PATIENCE, eventually_async};
 
 const HOST_NAME: &str = "metrics.test";
 
 /// Route `web`: blue 90 / green 10, passive ejection off (some tests send 5xx
 /// on purpose).
-fn two_backends(blue: &FakeBackend, green: &FakeBackend, extra_tables: &str) -> String {
+fn two_backends(
+    listener: &str,
+    blue: &RunningOrigin,
+    green: &RunningOrigin,
+    extra_tables: &str,
+) -> String {
     let no_ejection = "    [routes.backends.outlier]\n    consecutive_failures = 0\n";
     format!(
-        "{LISTENER}{extra_tables}{}",
+        "{listener}{extra_tables}{}",
         route(
             "web",
             "",
@@ -46,39 +53,6 @@ fn two_backends(blue: &FakeBackend, green: &FakeBackend, extra_tables: &str) -> 
     )
 }
 
-/// Scrapes `/metrics` (a read: no token needed on loopback).
-async fn scrape(proxy: &FileProxy) -> String {
-    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    body.as_str().expect("metrics are text").to_string()
-}
-
-/// The value of the sample `name` whose labels are exactly `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let found: BTreeMap<&str, &str> = label_text
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once('=')?;
-                    Some((k, v.trim_matches('"')))
-                })
-                .collect();
-            (found == wanted).then(|| value.parse().ok()).flatten()
-        })
-}
-
 fn requests(text: &str, backend: &str, code: &str) -> f64 {
     sample(
         text,
@@ -88,13 +62,12 @@ fn requests(text: &str, backend: &str, code: &str) -> f64 {
     .unwrap_or_else(|| panic!("no requests_total for {backend} {code} in\n{text}"))
 }
 
-#[tokio::test]
-async fn requests_are_counted_per_backend_and_status_class() {
+async fn requests_are_counted_per_backend_and_status_class(path: H1Path) {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
 
     for _ in 0..100 {
         assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
@@ -134,11 +107,11 @@ async fn requests_are_counted_per_backend_and_status_class() {
     assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
 }
 
-#[tokio::test]
-async fn unmatched_requests_are_counted_without_route() {
-    let blue = FakeBackend::start("blue").await;
+async fn unmatched_requests_are_counted_without_route(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             &format!("host = \"{HOST_NAME}\""),
@@ -159,13 +132,12 @@ async fn unmatched_requests_are_counted_without_route() {
     );
 }
 
-#[tokio::test]
-async fn weight_and_revision_gauges_follow_admin_changes() {
+async fn weight_and_revision_gauges_follow_admin_changes(path: H1Path) {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     let weight = |text: &str, backend: &str, kind: &str| {
         sample(
             text,
@@ -196,13 +168,21 @@ async fn weight_and_revision_gauges_follow_admin_changes() {
     );
 }
 
-#[tokio::test]
-async fn health_gauges_and_failovers_follow_a_dead_backend() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
-    let health = support::FAST_HEALTH;
+async fn health_gauges_and_failovers_follow_a_dead_backend(path: H1Path) {
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let health = support::config_text::FAST_HEALTH;
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             "",
@@ -261,16 +241,16 @@ async fn health_gauges_and_failovers_follow_a_dead_backend() {
     .await;
 }
 
-#[tokio::test]
-async fn retries_are_counted_against_the_failed_backend() {
-    let blue = FakeBackend::start("blue").await;
+async fn retries_are_counted_against_the_failed_backend(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
     // Nothing listens here: every connect is refused.
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr")
     };
     let config = format!(
-        "{LISTENER}{}",
+        "{}{}",
+        listener_on(path),
         route(
             "web",
             "",
@@ -294,13 +274,12 @@ async fn retries_are_counted_against_the_failed_backend() {
     assert_eq!(requests(&text, "blue", "2xx"), 4.0);
 }
 
-#[tokio::test]
-async fn reloads_are_counted_ok_and_error() {
+async fn reloads_are_counted_ok_and_error(path: H1Path) {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     let reloads = |text: &str, result: &str| {
         sample(
             text,
@@ -319,7 +298,7 @@ async fn reloads_are_counted_ok_and_error() {
     })
     .await;
 
-    let changed = two_backends(&blue, &green, "")
+    let changed = two_backends(&listener_on(path), &blue, &green, "")
         .replace("weight = 90", "weight = 80")
         .replace("weight = 10", "weight = 20");
     proxy.write_config(&changed);
@@ -330,13 +309,12 @@ async fn reloads_are_counted_ok_and_error() {
     assert!(reloads(&text, "ok").is_some_and(|n| n >= 1.0), "{text}");
 }
 
-#[tokio::test]
-async fn stats_endpoint_counts_the_current_interval() {
+async fn stats_endpoint_counts_the_current_interval(path: H1Path) {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let proxy = FileProxy::start(&two_backends(&blue, &green, "")).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, "")).await;
     for _ in 0..10 {
         get(proxy.addr, HOST_NAME, "/").await;
     }
@@ -368,14 +346,13 @@ async fn stats_endpoint_counts_the_current_interval() {
     );
 }
 
-#[tokio::test]
-async fn access_log_file_gets_one_json_line_per_request() {
+async fn access_log_file_gets_one_json_line_per_request(path: H1Path) {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let table = "[access_log]\nformat = \"json\"\npath = \"access.log\"\n\n";
-    let proxy = FileProxy::start(&two_backends(&blue, &green, table)).await;
+    let proxy = FileProxy::start(&two_backends(&listener_on(path), &blue, &green, table)).await;
     for _ in 0..10 {
         assert_eq!(
             get(proxy.addr, HOST_NAME, "/download/1000").await.status,
@@ -466,10 +443,14 @@ fn tunnels_open(text: &str, backend: &str) -> Option<f64> {
     )
 }
 
+// One path only: tunnels are WebSocket over HTTP/1.1 and extended CONNECT over h2.
 #[tokio::test]
 async fn open_tunnels_are_counted_until_they_close() {
-    let blue = ProtocolBackend::cleartext("blue").await;
-    let green = ProtocolBackend::cleartext("green").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
     let config = format!(
         "{LISTENER}{}",
         route(
@@ -553,13 +534,14 @@ async fn promtool_complaints(text: &str) -> Option<String> {
         .then(|| format!("promtool exit {:?}:\n{said}", output.status.code()))
 }
 
+// One path only: it checks the exposition format, whatever path the traffic took.
 #[tokio::test]
 async fn metrics_pass_promtool_check_after_traffic() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
-    let echo = ProtocolBackend::cleartext("echo").await;
+    let echo = Origin::new("echo").answer(Answers::Protocols).start().await;
     // A WebSocket route first, then `web` with a canary (gauge) and a mirror.
     let ws_route = route(
         "sockets",
@@ -570,7 +552,7 @@ async fn metrics_pass_promtool_check_after_traffic() {
     let extras = "\n  [routes.mirror]\n  backend = \"green\"\n  percent = 100\n\n  \
                   [routes.canary]\n  baseline = \"blue\"\n  canary = \"green\"\n  \
                   steps = [10, 50, 100]\n  interval = \"1m\"\n";
-    let web = two_backends(&blue, &green, "").replacen(LISTENER, "", 1);
+    let web = two_backends(LISTENER, &blue, &green, "").replacen(LISTENER, "", 1);
     let config = format!("{LISTENER}{ws_route}{web}{extras}");
     let proxy = FileProxy::start(&config).await;
 
@@ -607,3 +589,15 @@ async fn metrics_pass_promtool_check_after_traffic() {
         panic!("{complaints}\n--- /metrics ---\n{text}");
     }
 }
+
+on_both_paths!(
+    current_thread;
+    requests_are_counted_per_backend_and_status_class,
+    unmatched_requests_are_counted_without_route,
+    weight_and_revision_gauges_follow_admin_changes,
+    health_gauges_and_failovers_follow_a_dead_backend,
+    retries_are_counted_against_the_failed_backend,
+    reloads_are_counted_ok_and_error,
+    stats_endpoint_counts_the_current_interval,
+    access_log_file_gets_one_json_line_per_request,
+);

@@ -2,7 +2,7 @@
 //! users towards a growing canary, overrides that reach a version on
 //! purpose, and mirroring with comparison.
 
-mod support;
+pub mod support;
 
 use std::collections::HashMap;
 
@@ -10,10 +10,12 @@ use http::header::{COOKIE, HOST, SET_COOKIE};
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 
-use support::{
-    FakeBackend, FaultyBackend, FileProxy, LISTENER, Reply, backend, empty, eventually_async, full,
-    get, route, send,
-};
+use support::admin::FileProxy;
+use support::body::{empty, full};
+use support::client::{Reply, get, send};
+use support::config_text::{LISTENER, backend, route};
+use support::eventually_async;
+use support::origin::{Answers, Origin};
 
 const HOST_NAME: &str = "progressive.test";
 
@@ -55,8 +57,8 @@ fn backend_of(reply: &Reply) -> String {
 #[tokio::test]
 async fn a_new_client_gets_a_sticky_cookie_and_keeps_its_backend() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let extra = "sticky = { cookie = \"sg_bucket\", max_age = \"1h\" }";
     let text = config(&blue.endpoint(), &green.endpoint(), ("50", "50"), extra, "");
@@ -93,8 +95,8 @@ async fn a_new_client_gets_a_sticky_cookie_and_keeps_its_backend() {
 #[tokio::test]
 async fn growing_the_canary_moves_users_only_towards_it() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let extra = "sticky = { header = \"x-user\" }";
     let text = config(&blue.endpoint(), &green.endpoint(), ("95", "5"), extra, "");
@@ -133,9 +135,17 @@ async fn growing_the_canary_moves_users_only_towards_it() {
 
 #[tokio::test]
 async fn sticky_users_fail_over_and_come_back_without_a_new_cookie() {
-    let blue = FaultyBackend::start("blue").await;
-    let green = FaultyBackend::start("green").await;
-    let health = support::FAST_HEALTH;
+    let blue = Origin::new("blue")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let green = Origin::new("green")
+        .http1()
+        .answer(Answers::Switchable)
+        .start()
+        .await;
+    let health = support::config_text::FAST_HEALTH;
     let text = format!(
         "{LISTENER}{}",
         route(
@@ -175,8 +185,8 @@ async fn sticky_users_fail_over_and_come_back_without_a_new_cookie() {
 #[tokio::test]
 async fn overrides_reach_a_backend_whatever_the_weights() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let extra = "override_header = \"x-sluicegate-backend\"\noverride_cookie = \"sg_force\"";
     let text = config(&blue.endpoint(), &green.endpoint(), ("100", "0"), extra, "");
@@ -197,8 +207,8 @@ async fn overrides_reach_a_backend_whatever_the_weights() {
 #[tokio::test]
 async fn overrides_from_clients_outside_the_allow_list_are_ignored() {
     let (blue, green) = (
-        FakeBackend::start("blue").await,
-        FakeBackend::start("green").await,
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
     );
     let extra = "override_header = \"x-sluicegate-backend\"\noverride_from = [\"10.0.0.0/8\"]";
     let text = config(&blue.endpoint(), &green.endpoint(), ("100", "0"), extra, "");
@@ -226,8 +236,8 @@ async fn mirror_view(proxy: &FileProxy) -> Value {
 
 #[tokio::test]
 async fn a_mirrored_share_reaches_the_mirror_and_clients_see_only_the_primary() {
-    let blue = FakeBackend::start("blue").await;
-    let shadow = FakeBackend::start("shadow").await;
+    let blue = Origin::new("blue").start().await;
+    let shadow = Origin::new("shadow").start().await;
     let text = format!(
         "{LISTENER}{}\n  [routes.mirror]\n  backend = \"shadow\"\n  percent = 25\n",
         route(
@@ -255,7 +265,7 @@ async fn a_mirrored_share_reaches_the_mirror_and_clients_see_only_the_primary() 
 
 #[tokio::test]
 async fn a_stalled_mirror_does_not_slow_the_client() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     // The mirror accepts connections and never answers.
     let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -297,8 +307,8 @@ async fn a_stalled_mirror_does_not_slow_the_client() {
 
 #[tokio::test]
 async fn large_or_streamed_bodies_are_not_mirrored() {
-    let blue = FakeBackend::start("blue").await;
-    let shadow = FakeBackend::start("shadow").await;
+    let blue = Origin::new("blue").start().await;
+    let shadow = Origin::new("shadow").start().await;
     let text = format!(
         "{LISTENER}{}\n  [routes.mirror]\n  backend = \"shadow\"\n  percent = 100\n  max_body = 1000\n",
         route(
@@ -338,8 +348,8 @@ async fn large_or_streamed_bodies_are_not_mirrored() {
 
 #[tokio::test]
 async fn compare_records_mismatches_with_both_statuses() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let text = format!(
         "{LISTENER}{}\n  [routes.mirror]\n  backend = \"green\"\n  percent = 100\n  compare = true\n",
         route(

@@ -4,14 +4,25 @@
 //! certificates, and the HTTP/1.x corner cases: `Expect: 100-continue`, HEAD,
 //! 204/304, chunked trailers, HTTP/1.0 clients and `te: trailers`.
 
-mod support;
+pub mod support;
 
 use std::process::Command;
 
 use http::header::{HOST, TE};
 use http::{Method, Request, StatusCode};
 use sluicegate::config::{Config, ConfigError, Format};
-use support::*;
+use support::admin::{FileProxy, TestDir};
+use support::body::empty;
+use support::client::{H2Client, Reply, get, get_request, send, tally};
+use support::config_text::{
+    LISTENER, backend, backend_with, dead_addr, route, single_backend_config, timeouts,
+};
+use support::eventually;
+use support::grpc::{GrpcClient, GrpcReply};
+use support::origin::{Answers, GRPC_COUNT, GRPC_SAY, GRPC_STALL, Origin, Seen};
+use support::proxy::TestProxy;
+use support::raw::{RawBody, RawConn, RawHead};
+use support::tls::{Pki, tls_connect, tls_probe};
 use tokio::task::JoinSet;
 
 /// One plain listener and route `web` (any host) over `backends`.
@@ -50,7 +61,7 @@ async fn proxy_to(endpoint: String, extra: &[String]) -> TestProxy {
 
 #[tokio::test]
 async fn h2c_backend_is_reached_over_http2_from_an_http1_client() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[protocol("h2c")]).await;
 
     let seen = Seen::of_reply(&get(proxy.addr, "shop.test", "/inspect?q=1").await);
@@ -72,7 +83,7 @@ async fn h2c_backend_is_reached_over_http2_from_an_http1_client() {
 
 #[tokio::test]
 async fn h2c_backend_is_reached_over_http2_from_an_h2c_client() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[protocol("h2c")]).await;
 
     let mut client = H2Client::connect(proxy.addr).await;
@@ -88,7 +99,7 @@ async fn h2c_backend_is_reached_over_http2_from_an_h2c_client() {
 
 #[tokio::test]
 async fn http1_and_cleartext_auto_backends_are_spoken_to_in_http1() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     for extra in [vec![], vec![protocol("http1")], vec![protocol("auto")]] {
         let proxy = proxy_to(blue.endpoint(), &extra).await;
         let mut client = H2Client::connect(proxy.addr).await;
@@ -104,7 +115,7 @@ async fn http1_and_cleartext_auto_backends_are_spoken_to_in_http1() {
 #[tokio::test]
 async fn concurrent_requests_to_an_h2c_backend_share_one_connection() {
     const CONCURRENT: usize = 20;
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[protocol("h2c")]).await;
 
     // Every request waits at the backend until all of them are there, so all
@@ -141,7 +152,11 @@ async fn concurrent_requests_to_an_h2c_backend_share_one_connection() {
 /// `tls_ca` and `extra`; what the backend saw of one GET.
 async fn through_tls_backend(alpn: &[&[u8]], extra: &[String]) -> Seen {
     let pki = Pki::new("upstream");
-    let blue = ProtocolBackend::tls_with_alpn("blue", &pki.localhost(), alpn).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls_alpn(&pki.localhost(), alpn)
+        .start()
+        .await;
     let mut lines = vec![tls_ca(&pki)];
     lines.extend_from_slice(extra);
     let proxy = proxy_to(blue.https_endpoint(), &lines).await;
@@ -189,7 +204,11 @@ async fn https_upstream_auto_follows_the_servers_alpn_choice() {
 async fn https_upstream_sends_the_endpoint_host_as_sni() {
     let seen = {
         let pki = Pki::new("sni-up");
-        let blue = ProtocolBackend::tls("blue", &pki.localhost()).await;
+        let blue = Origin::new("blue")
+            .answer(Answers::Protocols)
+            .tls(&pki.localhost())
+            .start()
+            .await;
         let proxy = proxy_to(blue.https_localhost(), &[tls_ca(&pki)]).await;
         Seen::of_reply(&get(proxy.addr, "tls.test", "/inspect").await)
     };
@@ -199,7 +218,11 @@ async fn https_upstream_sends_the_endpoint_host_as_sni() {
 #[tokio::test]
 async fn untrusted_upstream_certificate_is_a_502_until_verification_is_skipped() {
     let pki = Pki::new("untrusted");
-    let blue = ProtocolBackend::tls("blue", &pki.localhost()).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&pki.localhost())
+        .start()
+        .await;
 
     // No tls_ca: the system roots do not know this private CA.
     let proxy = proxy_to(blue.https_endpoint(), &[]).await;
@@ -226,7 +249,11 @@ async fn untrusted_upstream_certificate_is_a_502_until_verification_is_skipped()
 async fn upstream_certificate_for_another_ca_is_a_502() {
     let trusted = Pki::new("trusted");
     let other = Pki::new("other");
-    let blue = ProtocolBackend::tls("blue", &other.localhost()).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&other.localhost())
+        .start()
+        .await;
     let proxy = proxy_to(blue.https_endpoint(), &[tls_ca(&trusted)]).await;
     let reply = get(proxy.addr, "tls.test", "/").await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
@@ -237,7 +264,11 @@ async fn upstream_certificate_for_another_ca_is_a_502() {
 async fn tls_server_name_overrides_the_verified_name() {
     let pki = Pki::new("server-name");
     let leaf = pki.leaf("internal", &["backend.internal"]);
-    let blue = ProtocolBackend::tls("blue", &leaf).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&leaf)
+        .start()
+        .await;
 
     // 127.0.0.1 is not in the certificate.
     let proxy = proxy_to(blue.https_endpoint(), &[tls_ca(&pki)]).await;
@@ -265,7 +296,11 @@ async fn tls_server_name_overrides_the_verified_name() {
 #[tokio::test]
 async fn health_checks_speak_tls_and_h2_to_the_endpoint() {
     let pki = Pki::new("health");
-    let blue = ProtocolBackend::tls("blue", &pki.localhost()).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&pki.localhost())
+        .start()
+        .await;
     let text = format!(
         "{}\n    [routes.backends.health]\n    path = \"/healthz\"\n    interval = \"50ms\"\n    unhealthy_threshold = 1\n",
         config(&[backend_with(
@@ -293,7 +328,11 @@ async fn health_checks_speak_tls_and_h2_to_the_endpoint() {
 #[tokio::test]
 async fn tls_ca_path_is_relative_to_the_config_file() {
     let pki = Pki::new("relative-ca");
-    let blue = ProtocolBackend::tls("blue", &pki.localhost()).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&pki.localhost())
+        .start()
+        .await;
     let text = config(&[backend_with(
         "blue",
         None,
@@ -495,7 +534,7 @@ async fn assert_grpc_calls(client: &mut GrpcClient, backend: &str) {
 
 #[tokio::test]
 async fn grpc_unary_and_streaming_pass_through_to_an_h2c_backend() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[protocol("h2c")]).await;
     let mut client = GrpcClient::h2c(proxy.addr, "grpc.test").await;
     assert_grpc_calls(&mut client, "blue").await;
@@ -505,7 +544,11 @@ async fn grpc_unary_and_streaming_pass_through_to_an_h2c_backend() {
 async fn grpc_unary_and_streaming_pass_through_tls_end_to_end() {
     let pki = Pki::new("grpc-tls");
     let leaf = pki.localhost();
-    let blue = ProtocolBackend::tls("blue", &leaf).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&leaf)
+        .start()
+        .await;
     let text = format!(
         "{}{}",
         leaf.listener(),
@@ -530,8 +573,15 @@ async fn grpc_unary_and_streaming_pass_through_tls_end_to_end() {
 async fn grpc_crosses_between_cleartext_and_tls_either_way() {
     let pki = Pki::new("grpc-mixed");
     let leaf = pki.localhost();
-    let plain = ProtocolBackend::cleartext("plain").await;
-    let secure = ProtocolBackend::tls("secure", &leaf).await;
+    let plain = Origin::new("plain")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
+    let secure = Origin::new("secure")
+        .answer(Answers::Protocols)
+        .tls(&leaf)
+        .start()
+        .await;
     let text = format!(
         "{LISTENER}{}{}{}",
         leaf.listener_at("127.0.0.1:1"),
@@ -569,7 +619,7 @@ async fn grpc_crosses_between_cleartext_and_tls_either_way() {
 
 #[tokio::test]
 async fn grpc_status_from_the_backend_passes_through() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[protocol("h2c")]).await;
     let mut client = GrpcClient::h2c(proxy.addr, "grpc.test").await;
     let reply = client.call("/echo.Echo/Missing", &["x"]).await;
@@ -619,7 +669,7 @@ async fn grpc_call_with_every_endpoint_down_is_unavailable() {
 
 #[tokio::test]
 async fn grpc_call_with_every_endpoint_drained_is_unavailable() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = FileProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -648,7 +698,7 @@ async fn grpc_call_with_every_endpoint_drained_is_unavailable() {
 
 #[tokio::test]
 async fn grpc_call_matching_no_route_is_unimplemented() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let text = format!(
         "{LISTENER}{}",
         route(
@@ -671,7 +721,7 @@ async fn grpc_call_matching_no_route_is_unimplemented() {
 
 #[tokio::test]
 async fn grpc_call_timing_out_is_deadline_exceeded() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let text = format!(
         "{}{}",
         config(&[backend_with(
@@ -696,7 +746,7 @@ async fn sni_picks_the_certificate_valid_for_the_name() {
     let pki = Pki::new("sni");
     let default = pki.leaf("default", &["default.test"]);
     let api = pki.leaf("api", &["api.test", "*.wild.test"]);
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let text = format!(
         "[[listeners]]\naddr = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\", sni = [{}] }}\n{}",
         default.cert.display(),
@@ -739,7 +789,7 @@ async fn sni_picks_the_certificate_valid_for_the_name() {
 
 #[tokio::test]
 async fn expect_100_continue_gets_100_before_the_body_is_sent() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = TestProxy::start(&single_backend_config("blue", &[&blue])).await;
 
     let mut conn = RawConn::connect(proxy.addr).await;
@@ -763,7 +813,7 @@ async fn expect_100_continue_gets_100_before_the_body_is_sent() {
 
 #[tokio::test]
 async fn head_keeps_the_content_length_of_get_and_sends_no_body() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     for extra in [vec![], vec![protocol("h2c")]] {
         let proxy = proxy_to(blue.endpoint(), &extra).await;
         assert_head_has_no_body(&proxy).await;
@@ -801,7 +851,7 @@ async fn assert_head_has_no_body(proxy: &TestProxy) {
 
 #[tokio::test]
 async fn no_content_and_not_modified_have_no_body() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = TestProxy::start(&single_backend_config("blue", &[&blue])).await;
     let mut conn = RawConn::connect(proxy.addr).await;
 
@@ -850,7 +900,7 @@ async fn post_with_trailers(proxy: &TestProxy, trailer: Option<&str>) -> (RawHea
 /// Sends a request trailer through a proxy to a backend spoken to as
 /// `extra` says; the backend reports what it received.
 async fn assert_request_trailer_arrives(extra: &[String]) {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), extra).await;
     let (head, body) = post_with_trailers(&proxy, Some("abc123")).await;
     assert_eq!(head.status, 200);
@@ -863,7 +913,7 @@ async fn assert_request_trailer_arrives(extra: &[String]) {
 
 /// Asks a backend spoken to as `extra` says for a response with a trailer.
 async fn assert_response_trailer_arrives(extra: &[String]) {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), extra).await;
     let (head, body) = post_with_trailers(&proxy, None).await;
     assert_eq!(head.status, 200);
@@ -898,7 +948,7 @@ async fn response_trailers_from_an_h2c_backend_reach_an_http1_client() {
 
 #[tokio::test]
 async fn http10_client_gets_an_http1_answer_and_the_connection_closes() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = proxy_to(blue.endpoint(), &[]).await;
 
     let mut conn = RawConn::connect(proxy.addr).await;
@@ -929,7 +979,7 @@ async fn http10_client_gets_an_http1_answer_and_the_connection_closes() {
 
 #[tokio::test]
 async fn te_trailers_reaches_http1_and_h2_backends() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     for extra in [vec![], vec![protocol("h2c")]] {
         let proxy = proxy_to(blue.endpoint(), &extra).await;
         for (sent, expected) in [

@@ -3,7 +3,7 @@
 //! `POST /api/v1/reload` re-reads the file; file and admin changes combine as
 //! the SPEC says; and no request fails across many reloads and API changes.
 
-mod support;
+pub mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,25 +13,25 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use support::{
-    FakeBackend, FileProxy, Http1Client, LISTENER, backend, get_request, route, two_backend_config,
-    weight_map,
-};
+use support::admin::{FileProxy, weight_map};
+use support::client::{Http1Client, get_request};
+use support::config_text::{LISTENER, backend, route, two_backend_config};
+use support::origin::{Origin, RunningOrigin};
 
 /// A reload should show within this; the target is 200 ms, the slack is for
 /// loaded CI machines.
 const RELOAD_LIMIT: Duration = Duration::from_secs(2);
 
 struct Setup {
-    blue: FakeBackend,
-    green: FakeBackend,
+    blue: RunningOrigin,
+    green: RunningOrigin,
     proxy: FileProxy,
 }
 
 impl Setup {
     async fn start(blue_weight: &str, green_weight: &str) -> Setup {
-        let blue = FakeBackend::start("blue").await;
-        let green = FakeBackend::start("green").await;
+        let blue = Origin::new("blue").start().await;
+        let green = Origin::new("green").start().await;
         let proxy = FileProxy::start(&two_backend_config(
             blue_weight,
             &blue,

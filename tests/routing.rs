@@ -1,12 +1,17 @@
 //! Route matching (host, wildcard host, path prefix, first match wins) and the
 //! proxy's own error responses.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::{FakeBackend, LISTENER, Reply, TestProxy, backend, get, route, timeouts};
+use support::client::{Reply, get};
+use support::config_text::{
+    H1Path, backend, listener_on, route, single_backend_config_on, timeouts,
+};
+use support::origin::{Origin, RunningOrigin};
+use support::proxy::TestProxy;
 
 /// Four routes in this order:
 /// - `shop`:   host `shop.example.com`, any path
@@ -14,20 +19,20 @@ use support::{FakeBackend, LISTENER, Reply, TestProxy, backend, get, route, time
 /// - `wild`:   host `*.example.com`
 /// - `api`:    any host, prefix `/api`
 struct Routed {
-    shop: FakeBackend,
-    shadow: FakeBackend,
-    wild: FakeBackend,
-    api: FakeBackend,
+    shop: RunningOrigin,
+    shadow: RunningOrigin,
+    wild: RunningOrigin,
+    api: RunningOrigin,
     proxy: TestProxy,
 }
 
-async fn routed() -> Routed {
-    let shop = FakeBackend::start("shop").await;
-    let shadow = FakeBackend::start("shadow").await;
-    let wild = FakeBackend::start("wild").await;
-    let api = FakeBackend::start("api").await;
+async fn routed(path: H1Path) -> Routed {
+    let shop = Origin::new("shop").start().await;
+    let shadow = Origin::new("shadow").start().await;
+    let wild = Origin::new("wild").start().await;
+    let api = Origin::new("api").start().await;
     let config = [
-        LISTENER.to_string(),
+        listener_on(path),
         route(
             "shop",
             r#"host = "shop.example.com", path_prefix = "/""#,
@@ -90,9 +95,8 @@ fn assert_proxy_error(reply: &Reply, status: StatusCode) {
     assert_eq!(reply.backend(), None, "no backend answered this");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_host_selects_its_route() {
-    let r = routed().await;
+async fn exact_host_selects_its_route(path: H1Path) {
+    let r = routed(path).await;
     assert_routed_to(&get(r.proxy.addr, "shop.example.com", "/").await, "shop");
     assert_routed_to(
         &get(r.proxy.addr, "shop.example.com", "/cart/42").await,
@@ -101,15 +105,13 @@ async fn exact_host_selects_its_route() {
     assert_eq!(r.shop.hits(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_match_ignores_case() {
-    let r = routed().await;
+async fn host_match_ignores_case(path: H1Path) {
+    let r = routed(path).await;
     assert_routed_to(&get(r.proxy.addr, "SHOP.Example.COM", "/").await, "shop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_header_with_port_matches_the_host() {
-    let r = routed().await;
+async fn host_header_with_port_matches_the_host(path: H1Path) {
+    let r = routed(path).await;
     assert_routed_to(
         &get(r.proxy.addr, "shop.example.com:8080", "/").await,
         "shop",
@@ -121,9 +123,8 @@ async fn host_header_with_port_matches_the_host() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_host_matches_any_subdomain() {
-    let r = routed().await;
+async fn wildcard_host_matches_any_subdomain(path: H1Path) {
+    let r = routed(path).await;
     assert_routed_to(&get(r.proxy.addr, "a.example.com", "/").await, "wild");
     assert_routed_to(
         &get(r.proxy.addr, "deep.sub.example.com", "/x").await,
@@ -132,9 +133,8 @@ async fn wildcard_host_matches_any_subdomain() {
     assert_eq!(r.wild.hits(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_host_does_not_match_the_apex() {
-    let r = routed().await;
+async fn wildcard_host_does_not_match_the_apex(path: H1Path) {
+    let r = routed(path).await;
     // The apex skips `wild` and falls through to the host-less `api` route...
     assert_routed_to(&get(r.proxy.addr, "example.com", "/api/users").await, "api");
     // ...and with a path `api` does not take, nothing matches.
@@ -150,9 +150,8 @@ async fn wildcard_host_does_not_match_the_apex() {
     assert_eq!(r.wild.hits(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_prefix_is_a_plain_string_prefix() {
-    let r = routed().await;
+async fn path_prefix_is_a_plain_string_prefix(path: H1Path) {
+    let r = routed(path).await;
     assert_routed_to(&get(r.proxy.addr, "other.org", "/api").await, "api");
     assert_routed_to(&get(r.proxy.addr, "other.org", "/api/users/7").await, "api");
     // Plain string prefix, not path segments: `/api` also takes `/api-docs`.
@@ -168,9 +167,8 @@ async fn path_prefix_is_a_plain_string_prefix() {
     assert_eq!(r.api.hits(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_matching_route_wins() {
-    let r = routed().await;
+async fn first_matching_route_wins(path: H1Path) {
+    let r = routed(path).await;
     // `shop`, `shadow`, `wild` and `api` all match; `shop` comes first.
     assert_routed_to(
         &get(r.proxy.addr, "shop.example.com", "/api/orders").await,
@@ -181,20 +179,18 @@ async fn first_matching_route_wins() {
     assert_eq!(r.api.hits(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_matching_route_is_404_plain_text() {
-    let r = routed().await;
+async fn no_matching_route_is_404_plain_text(path: H1Path) {
+    let r = routed(path).await;
     let reply = get(r.proxy.addr, "unknown.org", "/").await;
     assert_proxy_error(&reply, StatusCode::NOT_FOUND);
     let hits = r.shop.hits() + r.shadow.hits() + r.wild.hits() + r.api.hits();
     assert_eq!(hits, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_connect_failure_is_502() {
-    let dead = support::dead_addr().await;
+async fn upstream_connect_failure_is_502(path: H1Path) {
+    let dead = support::config_text::dead_addr().await;
     let config = [
-        LISTENER.to_string(),
+        listener_on(path),
         route("web", "", "", &[backend("blue", None, &[dead])]),
     ]
     .concat();
@@ -205,11 +201,10 @@ async fn upstream_connect_failure_is_502() {
     assert_proxy_error(&reply, StatusCode::BAD_GATEWAY);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_response_headers_timeout_is_504() {
-    let slow = FakeBackend::start("slow").await;
+async fn upstream_response_headers_timeout_is_504(path: H1Path) {
+    let slow = Origin::new("slow").start().await;
     let config = [
-        LISTENER.to_string(),
+        listener_on(path),
         timeouts(&[("response_headers", "300ms")]),
         route("web", "", "", &[backend("slow", None, &[slow.addr])]),
     ]
@@ -227,10 +222,9 @@ async fn upstream_response_headers_timeout_is_504() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_without_endpoints_is_503() {
+async fn backend_without_endpoints_is_503(path: H1Path) {
     let config = [
-        LISTENER.to_string(),
+        listener_on(path),
         route("web", "", "", &[backend("blue", None, &[])]),
     ]
     .concat();
@@ -241,10 +235,14 @@ async fn backend_without_endpoints_is_503() {
     assert_proxy_error(&reply, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_status_codes_pass_through() {
-    let blue = FakeBackend::start("blue").await;
-    let proxy = TestProxy::start(&support::single_backend_config("blue", &[&blue])).await;
+async fn backend_status_codes_pass_through(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let proxy = TestProxy::start(&single_backend_config_on(
+        &listener_on(path),
+        "blue",
+        &[&blue],
+    ))
+    .await;
 
     for code in [201, 404, 500, 503] {
         let reply = get(proxy.addr, "app.test", &format!("/status/{code}")).await;
@@ -258,12 +256,11 @@ async fn backend_status_codes_pass_through() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_failure_is_retried_on_another_endpoint() {
-    let dead = support::dead_addr().await;
-    let blue = FakeBackend::start("blue").await;
+async fn connect_failure_is_retried_on_another_endpoint(path: H1Path) {
+    let dead = support::config_text::dead_addr().await;
+    let blue = Origin::new("blue").start().await;
     let config = [
-        LISTENER.to_string(),
+        listener_on(path),
         route("web", "", "", &[backend("blue", None, &[dead, blue.addr])]),
     ]
     .concat();
@@ -274,3 +271,19 @@ async fn connect_failure_is_retried_on_another_endpoint() {
     }
     assert_eq!(blue.hits(), 10);
 }
+
+on_both_paths!(
+    exact_host_selects_its_route,
+    host_match_ignores_case,
+    host_header_with_port_matches_the_host,
+    wildcard_host_matches_any_subdomain,
+    wildcard_host_does_not_match_the_apex,
+    path_prefix_is_a_plain_string_prefix,
+    first_matching_route_wins,
+    no_matching_route_is_404_plain_text,
+    upstream_connect_failure_is_502,
+    upstream_response_headers_timeout_is_504,
+    backend_without_endpoints_is_503,
+    backend_status_codes_pass_through,
+    connect_failure_is_retried_on_another_endpoint,
+);

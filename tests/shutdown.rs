@@ -1,15 +1,18 @@
 //! Graceful shutdown: once the shutdown future resolves the proxy stops
 //! accepting, lets in-flight requests finish (up to shutdown_grace) and returns.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::{FakeBackend, Http1Client, LISTENER, TestProxy, backend, get, route, timeouts};
+use support::client::{Http1Client, get};
+use support::config_text::{LISTENER, backend, route, timeouts};
+use support::origin::{Origin, RunningOrigin};
+use support::proxy::TestProxy;
 use tokio::net::TcpStream;
 
-async fn proxy_with(blue: &FakeBackend, timeout_entries: &[(&str, &str)]) -> TestProxy {
+async fn proxy_with(blue: &RunningOrigin, timeout_entries: &[(&str, &str)]) -> TestProxy {
     let config = [
         LISTENER.to_string(),
         timeouts(timeout_entries),
@@ -21,7 +24,7 @@ async fn proxy_with(blue: &FakeBackend, timeout_entries: &[(&str, &str)]) -> Tes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_finishes_during_graceful_shutdown() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let mut proxy = proxy_with(&blue, &[("shutdown_grace", "10s")]).await;
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move { get(addr, "app.test", "/slow/1000").await });
@@ -40,7 +43,7 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_refuses_connections_once_shutdown_starts() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let mut proxy = proxy_with(&blue, &[("shutdown_grace", "10s")]).await;
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move { get(addr, "app.test", "/slow/1000").await });
@@ -71,7 +74,7 @@ async fn listener_refuses_connections_once_shutdown_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_after_shutdown_is_refused() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = proxy_with(&blue, &[]).await;
     let addr = proxy.addr;
     assert_eq!(get(addr, "app.test", "/").await.status, StatusCode::OK);
@@ -86,7 +89,7 @@ async fn connection_after_shutdown_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_does_not_delay_shutdown() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     // Default grace (30s): returning quickly shows idle connections are closed, not waited on.
     let mut proxy = proxy_with(&blue, &[]).await;
     let mut client = Http1Client::connect(proxy.addr).await;
@@ -105,13 +108,13 @@ async fn idle_keep_alive_connection_does_not_delay_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let mut proxy = proxy_with(&blue, &[("shutdown_grace", "300ms")]).await;
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move {
         let mut client = Http1Client::connect(addr).await;
         client
-            .send_streaming(support::get_request("app.test", "/slow/5000"))
+            .send_streaming(support::client::get_request("app.test", "/slow/5000"))
             .await
     });
     support::eventually("the slow request to reach the backend", || blue.hits() == 1).await;

@@ -1,11 +1,14 @@
 //! Weighted split: smooth weighted round-robin in basis points is exact over a
 //! full cycle, and endpoints inside one backend take turns.
 
-mod support;
+pub mod support;
 
 use std::collections::HashMap;
 
-use support::{FakeBackend, Http1Client, TestProxy, tally, two_backend_config};
+use support::client::{Http1Client, tally};
+use support::config_text::{H1Path, listener_on, single_backend_config_on, two_backend_config_on};
+use support::origin::Origin;
+use support::proxy::TestProxy;
 
 /// Sends `total` GETs for `/` over `connections` keep-alive connections in
 /// parallel and counts the answers by backend.
@@ -41,11 +44,17 @@ fn count(counts: &HashMap<String, usize>, name: &str) -> usize {
     counts.get(name).copied().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_90_10() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
-    let proxy = TestProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
+async fn split_is_exact_at_90_10(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "90",
+        &blue,
+        "10",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 1).await;
 
@@ -54,11 +63,17 @@ async fn split_is_exact_at_90_10() {
     assert_eq!((blue.hits(), green.hits()), (90, 10));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_99_99_to_0_01_over_10000_requests() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
-    let proxy = TestProxy::start(&two_backend_config("99.99", &blue, "0.01", &green)).await;
+async fn split_is_exact_at_99_99_to_0_01_over_10000_requests(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "99.99",
+        &blue,
+        "0.01",
+        &green,
+    ))
+    .await;
 
     // Exactness holds for the route's total count, whatever the interleaving.
     let counts = split_counts(&proxy, 10_000, 4).await;
@@ -68,11 +83,17 @@ async fn split_is_exact_at_99_99_to_0_01_over_10000_requests() {
     assert_eq!((blue.hits(), green.hits()), (9_999, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_exact_at_50_50() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
-    let proxy = TestProxy::start(&two_backend_config("50", &blue, "50", &green)).await;
+async fn split_is_exact_at_50_50(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "50",
+        &blue,
+        "50",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 1).await;
 
@@ -80,11 +101,17 @@ async fn split_is_exact_at_50_50() {
     assert_eq!(count(&counts, "green"), 50, "{counts:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_at_100_0_never_sends_to_the_zero_weight_backend() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
-    let proxy = TestProxy::start(&two_backend_config("100", &blue, "0", &green)).await;
+async fn split_at_100_0_never_sends_to_the_zero_weight_backend(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "100",
+        &blue,
+        "0",
+        &green,
+    ))
+    .await;
 
     let counts = split_counts(&proxy, 100, 2).await;
 
@@ -93,11 +120,17 @@ async fn split_at_100_0_never_sends_to_the_zero_weight_backend() {
     assert_eq!(green.hits(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_is_smooth_not_bursty_at_90_10() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
-    let proxy = TestProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
+async fn split_is_smooth_not_bursty_at_90_10(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = TestProxy::start(&two_backend_config_on(
+        &listener_on(path),
+        "90",
+        &blue,
+        "10",
+        &green,
+    ))
+    .await;
 
     let mut client = Http1Client::connect(proxy.addr).await;
     let mut order = Vec::new();
@@ -118,11 +151,15 @@ async fn split_is_smooth_not_bursty_at_90_10() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_of_one_backend_take_turns() {
-    let first = FakeBackend::start("blue-1").await;
-    let second = FakeBackend::start("blue-2").await;
-    let proxy = TestProxy::start(&support::single_backend_config("blue", &[&first, &second])).await;
+async fn endpoints_of_one_backend_take_turns(path: H1Path) {
+    let first = Origin::new("blue-1").start().await;
+    let second = Origin::new("blue-2").start().await;
+    let proxy = TestProxy::start(&single_backend_config_on(
+        &listener_on(path),
+        "blue",
+        &[&first, &second],
+    ))
+    .await;
 
     let mut client = Http1Client::connect(proxy.addr).await;
     let mut order = Vec::new();
@@ -140,27 +177,21 @@ async fn endpoints_of_one_backend_take_turns() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_route_keeps_its_own_split_counter() {
-    let blue = FakeBackend::start("blue").await;
-    let green = FakeBackend::start("green").await;
+async fn each_route_keeps_its_own_split_counter(path: H1Path) {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
     let split = |name: &str, prefix: &str| {
-        support::route(
+        support::config_text::route(
             name,
             &format!("path_prefix = \"{prefix}\""),
             "",
             &[
-                support::backend("blue", Some("90"), &[blue.addr]),
-                support::backend("green", Some("10"), &[green.addr]),
+                support::config_text::backend("blue", Some("90"), &[blue.addr]),
+                support::config_text::backend("green", Some("10"), &[green.addr]),
             ],
         )
     };
-    let config = [
-        support::LISTENER.to_string(),
-        split("a", "/a"),
-        split("b", "/b"),
-    ]
-    .concat();
+    let config = [listener_on(path), split("a", "/a"), split("b", "/b")].concat();
     let proxy = TestProxy::start(&config).await;
 
     // Interleaved: a counter shared by the routes would skew each route's split.
@@ -177,3 +208,13 @@ async fn each_route_keeps_its_own_split_counter() {
         assert_eq!(count(&counts, "green"), 10, "route {route}: {counts:?}");
     }
 }
+
+on_both_paths!(
+    split_is_exact_at_90_10,
+    split_is_exact_at_99_99_to_0_01_over_10000_requests,
+    split_is_exact_at_50_50,
+    split_at_100_0_never_sends_to_the_zero_weight_backend,
+    split_is_smooth_not_bursty_at_90_10,
+    endpoints_of_one_backend_take_turns,
+    each_route_keeps_its_own_split_counter,
+);

@@ -1,7 +1,7 @@
 //! TLS termination: ALPN h2 and http/1.1 over real TLS, X-Forwarded-Proto
 //! https, and a garbage handshake that harms no one else.
 
-mod support;
+pub mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::{Echo, FakeBackend, TestProxy, backend, route};
+use support::config_text::{backend, route};
+use support::origin::{Echo, Origin, RunningOrigin};
+use support::proxy::TestProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
@@ -75,7 +77,7 @@ async fn tls_stream(
         .expect("TLS handshake")
 }
 
-async fn start(cert: &Certificate, blue: &FakeBackend) -> TestProxy {
+async fn start(cert: &Certificate, blue: &RunningOrigin) -> TestProxy {
     let config = format!(
         "{}{}",
         cert.listener(),
@@ -87,7 +89,7 @@ async fn start(cert: &Certificate, blue: &FakeBackend) -> TestProxy {
 #[tokio::test]
 async fn tls_client_negotiating_h2_is_served_over_h2() {
     let cert = Certificate::new("h2");
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = start(&cert, &blue).await;
 
     let stream = tls_stream(&cert, proxy.addr, &[b"h2", b"http/1.1"]).await;
@@ -111,7 +113,7 @@ async fn tls_client_negotiating_h2_is_served_over_h2() {
 #[tokio::test]
 async fn tls_client_negotiating_http1_is_served_over_http1() {
     let cert = Certificate::new("h1");
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = start(&cert, &blue).await;
 
     let stream = tls_stream(&cert, proxy.addr, &[b"http/1.1"]).await;
@@ -134,7 +136,7 @@ async fn tls_client_negotiating_http1_is_served_over_http1() {
 #[tokio::test]
 async fn garbage_handshake_is_closed_and_others_are_served() {
     let cert = Certificate::new("garbage");
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let proxy = start(&cert, &blue).await;
 
     let mut garbage = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

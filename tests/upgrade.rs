@@ -2,7 +2,7 @@
 //! one on the same listening sockets and drain; clients never see a failure.
 #![cfg(unix)]
 
-mod support;
+pub mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::FakeBackend;
+use support::origin::Origin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One GET of `path` on a new connection: `Ok` on a 200, else what went wrong.
@@ -126,7 +126,7 @@ impl Drop for Reaper {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sigusr2_upgrades_under_load_fail_no_request() {
-    let blue = FakeBackend::start("blue").await;
+    let blue = Origin::new("blue").start().await;
     let dir = std::env::temp_dir().join(format!("sg-upgrade-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("admin.token"), "upgrade-test-token\n").unwrap();

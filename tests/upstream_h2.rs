@@ -6,7 +6,7 @@
 //! health (RFC 9113 §6.8, §8.7); streams it may have processed do not go
 //! again.
 
-mod support;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +15,13 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
+use support::body::{TestBody, empty, full};
+use support::client::{Http1Client, get, send};
+use support::config_text::{LISTENER, backend_with, route};
+use support::eventually;
+use support::h2_origin::{H2Fault, H2Origin};
+use support::nginx::Nginx;
+use support::proxy::TestProxy;
 use tokio::task::JoinSet;
 
 /// Small, so nginx sends a GOAWAY every few round trips of the load.

@@ -3,7 +3,7 @@
 //! changes pinned to their backend, and the refusals: plain CONNECT (405),
 //! an h2-only backend (502).
 
-mod support;
+pub mod support;
 
 use std::net::SocketAddr;
 
@@ -11,7 +11,16 @@ use http::{Method, Request, StatusCode, Version};
 use hyper::client::conn::http2;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
+use support::admin::FileProxy;
+use support::body::{TestBody, empty};
+use support::client::get;
+use support::config_text::{LISTENER, backend_with, dead_addr, route};
+use support::eventually_async;
+use support::grpc::ws_echo;
+use support::origin::{Answers, Origin, RunningOrigin};
+use support::proxy::TestProxy;
+use support::raw::RawConn;
+use support::tls::{Pki, tls_connect};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -101,7 +110,7 @@ fn echoed_by(reply: &str) -> &str {
 
 #[tokio::test]
 async fn websocket_echoes_over_http1_upgrade() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -118,7 +127,7 @@ async fn websocket_echoes_over_http1_upgrade() {
 
 #[tokio::test]
 async fn websocket_echoes_over_h2_extended_connect() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -138,7 +147,7 @@ async fn websocket_echoes_over_h2_extended_connect() {
 async fn websocket_echoes_over_h2_on_a_tls_listener() {
     let pki = Pki::new("ws-tls");
     let leaf = pki.localhost();
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let text = format!(
         "{}{}",
         leaf.listener(),
@@ -159,7 +168,11 @@ async fn websocket_echoes_over_h2_on_a_tls_listener() {
 #[tokio::test]
 async fn websocket_to_a_tls_backend_is_tunnelled() {
     let pki = Pki::new("ws-upstream-tls");
-    let blue = ProtocolBackend::tls("blue", &pki.localhost()).await;
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&pki.localhost())
+        .start()
+        .await;
     let ca = format!("tls_ca = \"{}\"", pki.ca_path().display());
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
@@ -175,9 +188,9 @@ async fn websocket_to_a_tls_backend_is_tunnelled() {
 
 /// Blue and green WebSocket backends at these weights, from a config file.
 fn split_body(
-    blue: &ProtocolBackend,
+    blue: &RunningOrigin,
     blue_weight: &str,
-    green: &ProtocolBackend,
+    green: &RunningOrigin,
     green_weight: &str,
 ) -> String {
     config(&[
@@ -188,8 +201,11 @@ fn split_body(
 
 #[tokio::test]
 async fn websocket_survives_a_reload_and_an_admin_weight_change_on_its_backend() {
-    let blue = ProtocolBackend::cleartext("blue").await;
-    let green = ProtocolBackend::cleartext("green").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
     let proxy = FileProxy::start(&split_body(&blue, "100", &green, "0")).await;
 
     let mut first = ws_http1(proxy.addr).await;
@@ -229,9 +245,12 @@ async fn websocket_survives_a_reload_and_an_admin_weight_change_on_its_backend()
 
 #[tokio::test]
 async fn websocket_survives_its_backend_leaving_the_config() {
-    let blue = ProtocolBackend::cleartext("blue").await;
-    let green = ProtocolBackend::cleartext("green").await;
-    let only = |b: &ProtocolBackend| config(&[backend_with(&b.name, None, &[b.endpoint()], &[])]);
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
+    let only = |b: &RunningOrigin| config(&[backend_with(&b.name, None, &[b.endpoint()], &[])]);
     let proxy = FileProxy::start(&only(&blue)).await;
 
     let mut ws = ws_http1(proxy.addr).await;
@@ -252,8 +271,11 @@ async fn websocket_survives_its_backend_leaving_the_config() {
 #[tokio::test]
 async fn websocket_split_pins_each_socket_to_one_backend() {
     const SOCKETS: usize = 10;
-    let blue = ProtocolBackend::cleartext("blue").await;
-    let green = ProtocolBackend::cleartext("green").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Protocols)
+        .start()
+        .await;
     let proxy = TestProxy::start(&split_body(&blue, "50", &green, "50")).await;
 
     let mut sockets = Vec::with_capacity(SOCKETS);
@@ -288,8 +310,8 @@ async fn websocket_split_pins_each_socket_to_one_backend() {
 
 #[tokio::test]
 async fn websocket_on_a_drained_endpoint_keeps_echoing() {
-    let one = ProtocolBackend::cleartext("one").await;
-    let two = ProtocolBackend::cleartext("two").await;
+    let one = Origin::new("one").answer(Answers::Protocols).start().await;
+    let two = Origin::new("two").answer(Answers::Protocols).start().await;
     let proxy = FileProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -331,7 +353,7 @@ async fn websocket_on_a_drained_endpoint_keeps_echoing() {
 
 #[tokio::test]
 async fn websocket_skips_an_endpoint_that_refuses_connections() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let dead = dead_addr().await.to_string();
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
@@ -352,7 +374,7 @@ async fn websocket_skips_an_endpoint_that_refuses_connections() {
 
 #[tokio::test]
 async fn plain_connect_is_refused_with_405() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -379,7 +401,7 @@ async fn plain_connect_is_refused_with_405() {
 
 #[tokio::test]
 async fn upgrade_to_an_h2c_backend_is_a_502() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
         None,
@@ -409,7 +431,7 @@ async fn upgrade_to_an_h2c_backend_is_a_502() {
 
 #[tokio::test]
 async fn declined_upgrade_answer_is_passed_to_the_client() {
-    let blue = ProtocolBackend::cleartext("blue").await;
+    let blue = Origin::new("blue").answer(Answers::Protocols).start().await;
     let proxy = TestProxy::start(&config(&[backend_with(
         "blue",
         None,

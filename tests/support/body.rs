@@ -6,10 +6,18 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::sync::mpsc;
 
-use super::{CHUNK, CHUNK_SIZE, TestBody};
+/// The body type every helper sends and every fake origin answers with.
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// Streamed bodies come in pieces of this size.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// The bytes of every streamed chunk; static so streaming allocates nothing per chunk.
+static CHUNK: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 
 pub fn empty() -> TestBody {
     Empty::new().boxed()

@@ -1,6 +1,6 @@
 //! HTTP/1.1 keep-alive and h2c prior-knowledge clients.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::{Echo, TestBody, empty};
+use super::admin::FileProxy;
+use super::body::{TestBody, empty};
+use super::origin::Echo;
 
 /// A response read to its end.
 #[derive(Debug)]
@@ -165,4 +167,37 @@ pub fn tally<'a>(replies: impl IntoIterator<Item = &'a Reply>) -> HashMap<String
         *counts.entry(name).or_insert(0) += 1;
     }
     counts
+}
+
+/// Scrapes `/metrics` (a read: no token needed on loopback).
+pub async fn scrape(proxy: &FileProxy) -> String {
+    let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    body.as_str().expect("metrics are text").to_string()
+}
+
+/// The value of the sample `name` whose labels are exactly `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let found: BTreeMap<&str, &str> = label_text
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            (found == wanted).then(|| value.parse().ok()).flatten()
+        })
 }

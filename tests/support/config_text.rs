@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use super::FakeBackend;
+use super::origin::RunningOrigin;
 
 /// One data listener; the address is a placeholder, `TestProxy` binds its own.
 pub const LISTENER: &str = "[[listeners]]\naddr = \"127.0.0.1:0\"\n";
@@ -70,22 +70,38 @@ pub fn route(name: &str, matcher: &str, extra: &str, backends: &[String]) -> Str
 /// backends by the given weights, each backend named after its fake.
 pub fn two_backend_config(
     weight_a: &str,
-    a: &FakeBackend,
+    a: &RunningOrigin,
     weight_b: &str,
-    b: &FakeBackend,
+    b: &RunningOrigin,
+) -> String {
+    two_backend_config_on(LISTENER, weight_a, a, weight_b, b)
+}
+
+/// [`two_backend_config`] behind `listener` (e.g. [`listener_on`]).
+pub fn two_backend_config_on(
+    listener: &str,
+    weight_a: &str,
+    a: &RunningOrigin,
+    weight_b: &str,
+    b: &RunningOrigin,
 ) -> String {
     let backends = [
         backend(&a.name, Some(weight_a), &[a.addr]),
         backend(&b.name, Some(weight_b), &[b.addr]),
     ];
-    format!("{LISTENER}{}", route("web", "", "", &backends))
+    format!("{listener}{}", route("web", "", "", &backends))
 }
 
 /// A whole config: one listener and route `web` with one backend on these fakes.
-pub fn single_backend_config(name: &str, fakes: &[&FakeBackend]) -> String {
+pub fn single_backend_config(name: &str, fakes: &[&RunningOrigin]) -> String {
+    single_backend_config_on(LISTENER, name, fakes)
+}
+
+/// [`single_backend_config`] behind `listener` (e.g. [`listener_on`]).
+pub fn single_backend_config_on(listener: &str, name: &str, fakes: &[&RunningOrigin]) -> String {
     let addrs: Vec<SocketAddr> = fakes.iter().map(|f| f.addr).collect();
     format!(
-        "{LISTENER}{}",
+        "{listener}{}",
         route("web", "", "", &[backend(name, None, &addrs)])
     )
 }
@@ -96,4 +112,23 @@ pub async fn dead_addr() -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     addr
+}
+/// A `[[routes.backends]]` entry with endpoints written verbatim
+/// (`"https://127.0.0.1:4443"`) and extra key lines (`protocol = "h2c"`).
+pub fn backend_with(
+    name: &str,
+    weight: Option<&str>,
+    endpoints: &[String],
+    extra: &[&str],
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let mut text = format!("\n  [[routes.backends]]\n  name = \"{name}\"\n");
+    if let Some(weight) = weight {
+        text.push_str(&format!("  weight = {weight}\n"));
+    }
+    text.push_str(&format!("  endpoints = [{}]\n", endpoints.join(", ")));
+    for line in extra {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text
 }

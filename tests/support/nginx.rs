@@ -12,7 +12,9 @@ use std::time::Duration;
 use http::Method;
 use tokio::net::TcpStream;
 
-use super::{PATIENCE, TestDir, dead_addr};
+use super::PATIENCE;
+use super::admin::TestDir;
+use super::config_text::dead_addr;
 
 /// Where Debian puts nginx; `PATH` is searched too.
 const DEBIAN_NGINX: &str = "/usr/sbin/nginx";

@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::lock;
-use crate::support::{TestBody, eventually, full};
+use crate::support::body::{TestBody, full};
+use crate::support::eventually;
 
 // ---------------------------------------------------------------------------
 // Recording backend

@@ -3,11 +3,8 @@
 //! hand-written HTTP/2 frames, good clients that keep asking during an attack,
 //! and fd / RSS readings of this (the proxy's) process.
 
-mod backends;
-mod h2;
-
-pub use backends::*;
-pub use h2::*;
+pub mod backends;
+pub mod h2;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{PATIENCE, TestBody, empty};
+use super::PATIENCE;
+use super::body::{TestBody, empty};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

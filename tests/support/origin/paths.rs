@@ -1,10 +1,11 @@
-//! The fake backend: answers with its name, echoes, streams, stalls on demand.
+//! The canned answers of [`Answers::Paths`](super::Answers::Paths): the name,
+//! an echo of the request, slow and chosen-status answers, streamed uploads and
+//! downloads, a held body, hop-by-hop response headers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,116 +16,31 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{ChannelBody, GeneratedBody, TestBody, full};
+use super::Shared;
+use crate::support::body::{ChannelBody, GeneratedBody, TestBody, full};
 
-/// An HTTP/1.1 + h2c server on 127.0.0.1:0 that answers with its name.
-///
-/// Paths: `/` and anything unknown → the name; `/echo` → JSON of the request;
-/// `/slow/{ms}`; `/status/{code}`; `/upload` → byte count of the streamed body;
-/// `/download/{bytes}` → that many bytes in 64 KiB chunks; `/hold` → `first`, then
-/// `last` once the test calls [`FakeBackend::release`]; `/hop-headers` → a
-/// response carrying hop-by-hop headers the proxy must strip.
-pub struct FakeBackend {
-    pub name: String,
-    pub addr: SocketAddr,
-    /// Requests received (counted when their headers arrive).
-    pub hits: Arc<AtomicUsize>,
-    /// TCP connections accepted.
-    pub connections: Arc<AtomicUsize>,
-    state: Arc<BackendState>,
-    accept_loop: JoinHandle<()>,
-}
-
-struct BackendState {
-    name: String,
-    hits: Arc<AtomicUsize>,
-    /// Bytes of `/upload` bodies received so far, updated as each frame arrives.
-    upload_progress: AtomicU64,
-    release: Notify,
-}
-
-impl FakeBackend {
-    pub async fn start(name: &str) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake backend");
-        let addr = listener.local_addr().expect("fake backend addr");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let state = Arc::new(BackendState {
-            name: name.to_string(),
-            hits: hits.clone(),
-            upload_progress: AtomicU64::new(0),
-            release: Notify::new(),
-        });
-        let connections = Arc::new(AtomicUsize::new(0));
-        let accept_state = state.clone();
-        let accepted = connections.clone();
-        let accept_loop = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    // Clients hanging up mid-request are part of some tests.
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        FakeBackend {
-            name: name.to_string(),
-            addr,
-            hits,
-            connections,
-            state,
-            accept_loop,
-        }
+pub(super) async fn serve<S>(stream: S, state: Arc<Shared>, http1_only: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http1_only {
+        builder = builder.http1_only();
     }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    /// Bytes of `/upload` bodies that have reached this backend so far.
-    pub fn upload_progress(&self) -> u64 {
-        self.state.upload_progress.load(Ordering::SeqCst)
-    }
-
-    /// Lets one `/hold` response finish.
-    pub fn release(&self) {
-        self.state.release.notify_one();
-    }
-
-    /// `host:port` as written in a config's `endpoints`.
-    pub fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for FakeBackend {
-    fn drop(&mut self) {
-        self.accept_loop.abort();
-    }
+    // Clients hanging up mid-request are part of some tests.
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn handle(
-    state: Arc<BackendState>,
+    state: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
-    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.count(&req);
     let path = req.uri().path().to_string();
     let (status, body) = if path == "/echo" {
         (StatusCode::OK, full(echo_json(&req).to_string()))
