@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
 
 use super::origin::RunningOrigin;
 
@@ -106,11 +105,16 @@ pub fn single_backend_config_on(listener: &str, name: &str, fakes: &[&RunningOri
     )
 }
 
-/// An address on which nothing listens: bound to learn a free port, then released.
+/// An address on which nothing listens: a socket bound to a free port and
+/// never put to listening, so connects to it are refused. It stays bound
+/// for the rest of the test binary (leaked on purpose): a released port
+/// could be taken by another test's listener running in parallel, and the
+/// "dead" endpoint would then answer.
 pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    std::mem::forget(socket);
     addr
 }
 /// A `[[routes.backends]]` entry with endpoints written verbatim
