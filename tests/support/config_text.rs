@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-
 use super::origin::RunningOrigin;
 
 /// One data listener; the address is a placeholder, `TestProxy` binds its own.
@@ -112,7 +111,9 @@ pub fn single_backend_config_on(listener: &str, name: &str, fakes: &[&RunningOri
 /// "dead" endpoint would then answer.
 pub async fn dead_addr() -> SocketAddr {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
     let addr = socket.local_addr().expect("addr");
     std::mem::forget(socket);
     addr
