@@ -104,6 +104,15 @@ pub fn single_backend_config_on(listener: &str, name: &str, fakes: &[&RunningOri
     )
 }
 
+/// A free port for a server this test starts next (nginx): bound to learn
+/// it, then released for that server to bind.
+pub async fn free_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr")
+}
+
 /// An address on which nothing listens: a socket bound to a free port and
 /// never put to listening, so connects to it are refused. It stays bound
 /// for the rest of the test binary (leaked on purpose): a released port

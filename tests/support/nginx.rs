@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::PATIENCE;
 use super::admin::TestDir;
-use super::config_text::dead_addr;
+use super::config_text::free_addr;
 
 /// Where Debian puts nginx; `PATH` is searched too.
 const DEBIAN_NGINX: &str = "/usr/sbin/nginx";
@@ -37,7 +37,7 @@ impl Nginx {
         let binary = nginx_binary();
         let listen_suffix = listen_suffix(&binary);
         let dir = TestDir::new("nginx");
-        let addr = dead_addr().await;
+        let addr = free_addr().await;
         let conf = config(&dir.path, addr, listen_suffix, keepalive_requests);
         dir.write("nginx.conf", &conf);
         let mut command = Command::new(&binary);
