@@ -22,7 +22,7 @@ use support::admin::{FileProxy, weight_map};
 use support::body::full;
 use support::client::{Http1Client, get, get_request, send};
 use support::config_text::{H1Path, backend, listener_on, route, timeouts};
-use support::origin::{Answers, Origin, RunningOrigin};
+use support::origin::RunningOrigin;
 use support::proxy::TestProxy;
 use support::raw::RawConn;
 use support::{eventually, eventually_async};
@@ -310,16 +310,8 @@ async fn set_drain(proxy: &FileProxy, backend: &str, fake: &RunningOrigin, actio
 // Tests
 
 async fn cutover_zero_failures_when_green_health_fails(path: H1Path) {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let green = RunningOrigin::switchable("green").await;
     let proxy = FileProxy::start(&config(
         path,
         "",
@@ -408,16 +400,8 @@ async fn cutover_zero_failures_when_green_health_fails(path: H1Path) {
 }
 
 async fn killed_backend_under_load_has_zero_failed_get_requests(path: H1Path) {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let mut green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let mut green = RunningOrigin::switchable("green").await;
     // No active checks: only passive ejection (5 failures in a row) notices.
     // Short ejections so the restarted green comes back within the test.
     let green_outlier = outlier("    base_ejection = \"200ms\"\n    max_ejection = \"800ms\"");
@@ -468,16 +452,8 @@ async fn killed_backend_under_load_has_zero_failed_get_requests(path: H1Path) {
 }
 
 async fn post_is_never_duplicated(path: H1Path) {
-    let resetter = Origin::new("resetter")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let good = Origin::new("good")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let resetter = RunningOrigin::switchable("resetter").await;
+    let good = RunningOrigin::switchable("good").await;
     resetter.set_reset(true);
     // Ejection off, so the resetting endpoint stays in the rotation.
     let proxy = TestProxy::start(&config(
@@ -541,16 +517,8 @@ async fn post_is_never_duplicated(path: H1Path) {
 }
 
 async fn no_healthy_endpoint_anywhere_is_503_with_retry_after(path: H1Path) {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let green = RunningOrigin::switchable("green").await;
     blue.set_health(500);
     green.set_health(500);
     let proxy = TestProxy::start(&format!(
@@ -601,16 +569,8 @@ async fn no_healthy_endpoint_anywhere_is_503_with_retry_after(path: H1Path) {
 }
 
 async fn failover_false_gives_503_for_the_down_group_share(path: H1Path) {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let green = RunningOrigin::switchable("green").await;
     green.set_health(500);
     let proxy = FileProxy::start(&config(
         path,
@@ -658,16 +618,8 @@ async fn failover_false_gives_503_for_the_down_group_share(path: H1Path) {
 }
 
 async fn drain_under_load(path: H1Path) {
-    let one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let proxy =
         FileProxy::start(&config(path, "", &[group("blue", None, &[&one, &two], "")])).await;
     let load = Load::start(proxy.addr, 4);
@@ -751,11 +703,7 @@ async fn drain_under_load(path: H1Path) {
 
 async fn shutdown_delay_keeps_listening_while_readyz_is_503(path: H1Path) {
     const DELAY: Duration = Duration::from_secs(1);
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
     let mut proxy = FileProxy::start(&format!(
         "{}{}",
         timeouts(&[("shutdown_delay", "1s"), ("shutdown_grace", "5s")]),
@@ -801,11 +749,7 @@ async fn shutdown_delay_keeps_listening_while_readyz_is_503(path: H1Path) {
 }
 
 async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers(path: H1Path) {
-    let mut only = Origin::new("only")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let mut only = RunningOrigin::switchable("only").await;
     let proxy = FileProxy::start(&config(
         path,
         "",
@@ -847,16 +791,8 @@ async fn sole_endpoint_is_never_ejected_and_serves_as_soon_as_it_recovers(path: 
 }
 
 async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in(path: H1Path) {
-    let mut one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let mut one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let proxy = FileProxy::start(&config(
         path,
         "",
@@ -889,16 +825,8 @@ async fn one_of_two_endpoints_is_ejected_and_the_last_one_stays_in(path: H1Path)
 }
 
 async fn passing_health_check_ends_an_ejection(path: H1Path) {
-    let mut one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let mut one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let tables = format!("{LENIENT_HEALTH}{}", long_ejection());
     let proxy = FileProxy::start(&config(
         path,
@@ -923,16 +851,8 @@ async fn passing_health_check_ends_an_ejection(path: H1Path) {
 }
 
 async fn reload_turning_ejection_off_lifts_a_running_ejection(path: H1Path) {
-    let mut one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let mut one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let addrs = [one.addr, two.addr];
     let body = |tables: &str| {
         config(
@@ -957,16 +877,8 @@ async fn reload_turning_ejection_off_lifts_a_running_ejection(path: H1Path) {
 }
 
 async fn reload_with_a_shorter_ejection_cuts_a_running_one_short(path: H1Path) {
-    let mut one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let mut one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let addrs = [one.addr, two.addr];
     let body = |tables: &str| {
         config(
@@ -996,16 +908,8 @@ async fn reload_with_a_shorter_ejection_cuts_a_running_one_short(path: H1Path) {
 /// request reached an endpoint is the client's fault. Two endpoints, so an
 /// ejection could happen (a sole endpoint would be kept in regardless).
 async fn broken_client_bodies_eject_no_endpoint(path: H1Path) {
-    let one = Origin::new("one")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let two = Origin::new("two")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let one = RunningOrigin::switchable("one").await;
+    let two = RunningOrigin::switchable("two").await;
     let proxy = FileProxy::start(&config(
         path,
         "",

@@ -169,16 +169,8 @@ async fn weight_and_revision_gauges_follow_admin_changes(path: H1Path) {
 }
 
 async fn health_gauges_and_failovers_follow_a_dead_backend(path: H1Path) {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let green = RunningOrigin::switchable("green").await;
     let health = support::config_text::FAST_HEALTH;
     let config = format!(
         "{}{}",

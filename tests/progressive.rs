@@ -15,7 +15,7 @@ use support::body::{empty, full};
 use support::client::{Reply, get, send};
 use support::config_text::{LISTENER, backend, route};
 use support::eventually_async;
-use support::origin::{Answers, Origin};
+use support::origin::{Origin, RunningOrigin};
 
 const HOST_NAME: &str = "progressive.test";
 
@@ -135,16 +135,8 @@ async fn growing_the_canary_moves_users_only_towards_it() {
 
 #[tokio::test]
 async fn sticky_users_fail_over_and_come_back_without_a_new_cookie() {
-    let blue = Origin::new("blue")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
-    let green = Origin::new("green")
-        .http1()
-        .answer(Answers::Switchable)
-        .start()
-        .await;
+    let blue = RunningOrigin::switchable("blue").await;
+    let green = RunningOrigin::switchable("green").await;
     let health = support::config_text::FAST_HEALTH;
     let text = format!(
         "{LISTENER}{}",

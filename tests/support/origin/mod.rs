@@ -169,6 +169,16 @@ impl RunningOrigin {
         Origin::new(name).start().await
     }
 
+    /// Shorthand for an HTTP/1.1 [`Answers::Switchable`] origin: health and
+    /// answers set by the test, killed and restarted at will.
+    pub async fn switchable(name: &str) -> RunningOrigin {
+        Origin::new(name)
+            .http1()
+            .answer(Answers::Switchable)
+            .start()
+            .await
+    }
+
     /// `host:port` as written in a config's `endpoints`.
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
