@@ -226,9 +226,6 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// Shared between the accept loop and every request.
-pub type SharedState = Arc<State>;
-
 #[cfg(test)]
 mod future_size {
     use super::*;
