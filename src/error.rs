@@ -188,6 +188,8 @@ pub enum ServerError {
     Admin(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("fleet: {0}")]
+    Fleet(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

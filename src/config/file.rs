@@ -18,6 +18,31 @@ pub struct FileConfig {
     pub limits: Option<FileLimits>,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+    pub fleet: Option<FileFleet>,
+}
+
+/// `[fleet]`: share weights, history and canaries with other instances through etcd.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFleet {
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    pub prefix: Option<String>,
+    pub instance: Option<String>,
+    pub zone: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub tls: Option<FileFleetTls>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+}
+
+/// `tls = { ca, cert, key }` of `[fleet]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFleetTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// `[limits]`

@@ -78,6 +78,50 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     pub limits: Limits,
     pub routes: Vec<RouteConfig>,
+    /// `[fleet]`: weights, history and canaries shared through etcd.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: this instance's place in a fleet that shares routes' weights,
+/// history and canaries through an etcd v3 cluster (docs/FLEET.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Client URLs of the etcd members.
+    pub etcd: Vec<EtcdUrl>,
+    /// Every key of this fleet lives under it; ends without `/`.
+    pub prefix: String,
+    /// Unique in the fleet.
+    pub instance: String,
+    pub zone: Option<String>,
+    /// An instance that stops renewing its lease leaves the fleet view after this.
+    pub lease_ttl: Duration,
+    pub tls: Option<FleetTls>,
+    /// etcd user, with the password read from `password_env` at start-up.
+    pub auth: Option<FleetAuth>,
+}
+
+/// One etcd client URL: `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdUrl {
+    pub https: bool,
+    /// `host:port`.
+    pub authority: String,
+    pub host: String,
+}
+
+/// TLS to etcd: the CA that signs its certificates and an optional client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// etcd's user name and the variable that holds its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetAuth {
+    pub username: String,
+    pub password_env: String,
 }
 
 /// Bounds on what one client may use (SPEC is silent; defaults in the

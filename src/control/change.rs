@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigErrors, TOTAL_WEIGHT, Weight};
-use crate::control::history::{Persisted, Source, WeightMap};
+use crate::control::history::{Persisted, Revision, Source, WeightMap};
 use crate::control::{Control, Route, State, health};
 use crate::upstream::TlsClients;
 
@@ -34,7 +34,13 @@ pub enum Change {
         /// Empty: `set blue=75 green=25`.
         #[serde(default)]
         reason: String,
+        /// In a fleet: the weights of this zone's instances only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<String>,
     },
+    /// In a fleet: drops `route`'s weights for `zone`, whose instances go
+    /// back to the fleet-wide weights.
+    DropZone { route: String, zone: String },
     /// All of `route`'s traffic to `backend`.
     Promote {
         route: String,
@@ -68,6 +74,37 @@ pub enum Change {
     },
     /// Ends every drain (a reload of an unchanged file does this); no revision.
     UndrainAll,
+    /// The fleet's state as this instance applies it (`fleet::sync`): the
+    /// weights of each of its routes and the fleet's history, whole.
+    #[serde(skip)]
+    Fleet(FleetUpdate),
+}
+
+/// What a fleet's etcd says, for this instance: see [`Change::Fleet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetUpdate {
+    /// The fleet's latest revision.
+    pub revision: u64,
+    /// Per local route: the fleet's weights for it, or `None` to run on the
+    /// file's (none in etcd, or other backend names).
+    pub weights: Vec<(String, Option<WeightMap>)>,
+    /// The fleet's revisions, oldest first.
+    pub history: Vec<Revision>,
+}
+
+/// A weight change resolved against the routes: what a local change
+/// records, and what a fleet writes to etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightChange {
+    pub route: String,
+    /// Every backend of the route, in its order, summing to 100.
+    pub weights: WeightMap,
+    /// The route's desired weights now.
+    pub previous: Option<WeightMap>,
+    pub source: Source,
+    pub reason: String,
+    pub zone: Option<String>,
+    pub if_revision: Option<u64>,
 }
 
 /// Why a change was refused; each maps to one admin API status.
@@ -83,6 +120,9 @@ pub enum ChangeError {
     UnknownEndpoint { backend: String, endpoint: String },
     #[error("revision is {current}, not {expected}: reload the state and try again")]
     Conflict { expected: u64, current: u64 },
+    /// The change needs `[fleet]` (zone-scoped weights).
+    #[error("{0}")]
+    NeedsFleet(String),
 }
 
 /// What an applied change did.
@@ -113,6 +153,10 @@ pub fn prepare(config: Config) -> Result<PreparedConfig, ConfigErrors> {
 /// `sluicegate check`, start-up and every reload do.
 pub fn load(path: &Path) -> Result<PreparedConfig, ConfigErrors> {
     prepare(Config::load(path)?)
+}
+
+fn needs_fleet() -> ChangeError {
+    ChangeError::NeedsFleet("zone-scoped weights need [fleet] in the config".into())
 }
 
 impl State {
@@ -153,37 +197,19 @@ impl State {
         change: Change,
     ) -> Result<Vec<String>, ChangeError> {
         match change {
-            Change::SetWeights {
-                route,
-                weights,
-                if_revision,
-                source,
-                reason,
-            } => self.set_weights_locked(control, &route, &weights, if_revision, source, reason),
-            Change::Promote {
-                route,
-                backend,
-                reason,
-            } => {
-                let weights = WeightMap(vec![(backend.clone(), Weight::FULL)]);
-                let reason = if reason.is_empty() {
-                    format!("promote {backend}")
-                } else {
-                    reason
-                };
-                self.set_weights_locked(control, &route, &weights, None, Source::Admin, reason)
-            }
-            Change::Rollback { route, to_revision } => {
-                if control.config.route(&route).is_none() {
-                    return Err(ChangeError::UnknownRoute(route));
+            change @ (Change::SetWeights { .. }
+            | Change::Promote { .. }
+            | Change::Rollback { .. }) => {
+                let resolved = self.resolve_locked(control, &change)?;
+                if resolved.zone.is_some() {
+                    return Err(needs_fleet());
                 }
-                let (weights, reason) = control
-                    .history
-                    .rollback_target(&route, to_revision)
-                    .map_err(ChangeError::Invalid)?;
-                self.set_weights_locked(control, &route, &weights, None, Source::Admin, reason)
+                self.check_revision(control, resolved.if_revision)?;
+                Ok(self.commit_locked(control, resolved))
             }
+            Change::DropZone { .. } => Err(needs_fleet()),
             Change::Reset { route } => self.reset_locked(control, &route),
+            Change::Fleet(update) => Ok(self.fleet_locked(control, update)),
             Change::ApplyFile(prepared) => Ok(self.apply_file_locked(control, *prepared)),
             Change::Failover => Ok(self.failover_locked(control)),
             Change::Drain {
@@ -202,29 +228,80 @@ impl State {
         }
     }
 
-    fn set_weights_locked(
+    /// Resolves a weight change (set, promote, rollback, reset) against the
+    /// routes and history without applying it.
+    pub fn resolve(&self, change: &Change) -> Result<WeightChange, ChangeError> {
+        let control = self.lock();
+        self.resolve_locked(&control, change)
+    }
+
+    fn resolve_locked(
         &self,
-        control: &mut Control,
-        route: &str,
-        weights: &WeightMap,
-        if_revision: Option<u64>,
-        source: Source,
-        reason: String,
-    ) -> Result<Vec<String>, ChangeError> {
-        let current = control.history.latest();
-        if let Some(expected) = if_revision
-            && expected != current
-        {
-            return Err(ChangeError::Conflict { expected, current });
-        }
+        control: &Control,
+        change: &Change,
+    ) -> Result<WeightChange, ChangeError> {
+        let (route, weights, source, reason, zone, if_revision) = match change {
+            Change::SetWeights {
+                route,
+                weights,
+                if_revision,
+                source,
+                reason,
+                zone,
+            } => (
+                route.clone(),
+                weights.clone(),
+                *source,
+                reason.clone(),
+                zone.clone(),
+                *if_revision,
+            ),
+            Change::Promote {
+                route,
+                backend,
+                reason,
+            } => {
+                let reason = if reason.is_empty() {
+                    format!("promote {backend}")
+                } else {
+                    reason.clone()
+                };
+                let weights = WeightMap(vec![(backend.clone(), Weight::FULL)]);
+                (route.clone(), weights, Source::Admin, reason, None, None)
+            }
+            Change::Rollback { route, to_revision } => {
+                if control.config.route(route).is_none() {
+                    return Err(ChangeError::UnknownRoute(route.clone()));
+                }
+                let (weights, reason) = control
+                    .history
+                    .rollback_target(route, *to_revision)
+                    .map_err(ChangeError::Invalid)?;
+                (route.clone(), weights, Source::Admin, reason, None, None)
+            }
+            Change::Reset { route } => {
+                let route_config = control
+                    .config
+                    .route(route)
+                    .ok_or_else(|| ChangeError::UnknownRoute(route.clone()))?;
+                let weights = crate::control::history::file_weights(route_config);
+                let reason = "back to the file's weights".to_string();
+                (route.clone(), weights, Source::File, reason, None, None)
+            }
+            other => {
+                return Err(ChangeError::Invalid(format!(
+                    "not a weight change: {other:?}"
+                )));
+            }
+        };
         let route_config = control
             .config
-            .route(route)
-            .ok_or_else(|| ChangeError::UnknownRoute(route.to_string()))?;
+            .route(&route)
+            .ok_or_else(|| ChangeError::UnknownRoute(route.clone()))?;
         for (name, _) in &weights.0 {
             if route_config.backend_index(name).is_none() {
                 return Err(ChangeError::UnknownBackend {
-                    route: route.to_string(),
+                    route: route.clone(),
                     backend: name.clone(),
                 });
             }
@@ -243,18 +320,75 @@ impl State {
                 Weight(total)
             )));
         }
-        let previous = self.current.load().route(route).map(Route::weights);
-        control.overrides.insert(route.to_string(), full.clone());
+        let previous = self.current.load().route(&route).map(Route::weights);
         let reason = if reason.is_empty() {
             format!("set {}", full.describe())
         } else {
             reason
         };
+        Ok(WeightChange {
+            route,
+            weights: full,
+            previous,
+            source,
+            reason,
+            zone,
+            if_revision,
+        })
+    }
+
+    fn check_revision(
+        &self,
+        control: &Control,
+        if_revision: Option<u64>,
+    ) -> Result<(), ChangeError> {
+        let current = control.history.latest();
+        match if_revision {
+            Some(expected) if expected != current => {
+                Err(ChangeError::Conflict { expected, current })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records and publishes a resolved weight change of this instance.
+    fn commit_locked(&self, control: &mut Control, change: WeightChange) -> Vec<String> {
         control
-            .history
-            .record(Some(route), Some(full), previous, source, reason);
+            .overrides
+            .insert(change.route.clone(), change.weights.clone());
+        control.history.record(
+            Some(&change.route),
+            Some(change.weights),
+            change.previous,
+            change.source,
+            change.reason,
+        );
         self.publish(control);
-        Ok(vec![route.to_string()])
+        vec![change.route]
+    }
+
+    /// Takes the fleet's weights and history: one new snapshot.
+    fn fleet_locked(&self, control: &mut Control, update: FleetUpdate) -> Vec<String> {
+        let current = self.current.load_full();
+        let mut changed = Vec::new();
+        for (route, weights) in update.weights {
+            let Some(route_config) = control.config.route(&route) else {
+                continue;
+            };
+            let desired = weights
+                .clone()
+                .unwrap_or_else(|| crate::control::history::file_weights(route_config));
+            if current.route(&route).map(Route::weights).as_ref() != Some(&desired) {
+                changed.push(route.clone());
+            }
+            match weights {
+                Some(weights) => control.overrides.insert(route, weights),
+                None => control.overrides.remove(&route),
+            };
+        }
+        control.history.replace(update.history, update.revision);
+        self.publish(control);
+        changed
     }
 
     fn reset_locked(&self, control: &mut Control, route: &str) -> Result<Vec<String>, ChangeError> {
@@ -264,6 +398,7 @@ impl State {
             .ok_or_else(|| ChangeError::UnknownRoute(route.to_string()))?;
         let file = crate::control::history::file_weights(route_config);
         let previous = self.current.load().route(route).map(Route::weights);
+        // (A fleet resets through etcd: see fleet::write.)
         let reason = if control.overrides.remove(route).is_some() {
             "admin weights dropped: back to the file's weights"
         } else {
@@ -477,6 +612,7 @@ name = "web"
             if_revision: None,
             source: Source::Admin,
             reason: String::new(),
+            zone: None,
         };
         let applied = state.apply(set(75.0, 25.0)).unwrap();
         assert_eq!(applied.revision, start + 1);
@@ -551,6 +687,7 @@ name = "web"
             if_revision: Some(start - 1),
             source: Source::Admin,
             reason: String::new(),
+            zone: None,
         });
         assert_eq!(
             conflict.unwrap_err(),

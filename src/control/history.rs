@@ -98,6 +98,16 @@ pub struct Revision {
     pub previous: Option<WeightMap>,
     pub source: Source,
     pub reason: String,
+    /// In a fleet: the instance that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// In a fleet: the zone whose weights changed (none: fleet-wide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// In a fleet: the writer's id for the change, so a retried write is
+    /// recognised and never applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The numbered revisions, newest last (at most [`MAX_HISTORY`]), and the
@@ -106,6 +116,9 @@ pub struct Revision {
 pub struct History {
     revisions: VecDeque<Revision>,
     latest: u64,
+    /// In a fleet the history is the fleet's ([`History::replace`]): this
+    /// instance's own events (reloads, failovers) are logged, not numbered.
+    shared: bool,
 }
 
 impl History {
@@ -114,7 +127,25 @@ impl History {
         History {
             revisions: persisted.history.iter().cloned().collect(),
             latest: persisted.revision,
+            shared: false,
         }
+    }
+
+    /// From now on the history is the fleet's: see [`History::replace`].
+    pub fn share(&mut self) {
+        self.shared = true;
+    }
+
+    /// Whether the history is a fleet's.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Takes the fleet's history (oldest first) and latest revision whole.
+    pub fn replace(&mut self, revisions: Vec<Revision>, latest: u64) {
+        let skip = revisions.len().saturating_sub(MAX_HISTORY);
+        self.revisions = revisions.into_iter().skip(skip).collect();
+        self.latest = latest;
     }
 
     /// The latest revision number.
@@ -133,6 +164,11 @@ impl History {
         source: Source,
         reason: String,
     ) -> u64 {
+        if self.shared {
+            let route = route.unwrap_or("");
+            tracing::info!(%route, weights = %weights.as_ref().map(WeightMap::describe).unwrap_or_default(), ?source, %reason, "local change (not a fleet revision)");
+            return self.latest;
+        }
         self.latest += 1;
         if let (Some(route), Some(weights)) = (route, &weights) {
             tracing::info!(revision = self.latest, %route, weights = %weights.describe(), ?source, %reason, "weights changed");
@@ -147,6 +183,9 @@ impl History {
             previous,
             source,
             reason,
+            instance: None,
+            zone: None,
+            request_id: None,
         });
         while self.revisions.len() > MAX_HISTORY {
             self.revisions.pop_front();

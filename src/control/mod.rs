@@ -12,6 +12,7 @@ pub mod admin;
 pub mod balance;
 pub mod canary;
 mod change;
+pub mod fleet;
 pub mod gauges;
 pub mod health;
 pub mod history;
@@ -19,7 +20,9 @@ pub mod reload;
 mod router;
 mod snapshot;
 
-pub use change::{Applied, Change, ChangeError, PreparedConfig, load, prepare};
+pub use change::{
+    Applied, Change, ChangeError, FleetUpdate, PreparedConfig, WeightChange, load, prepare,
+};
 pub use snapshot::{Backend, EndpointPool, Route, Snapshot, effective_weights};
 
 use std::collections::HashMap;
@@ -89,6 +92,9 @@ impl State {
             config: Arc::new(config),
             tls: Arc::new(tls),
         };
+        if control.config.fleet.is_some() {
+            control.history.share();
+        }
         let reason = match &control.config.source {
             Some(path) => format!("started from {}", path.display()),
             None => "started".to_string(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{CtlCommand, CtlError};
 use crate::control::admin::api::{
-    EndpointView, HistoryPage, ReloadAnswer, RouteAnswer, RouteView, RoutesAnswer,
+    EndpointView, FleetAnswer, HistoryPage, ReloadAnswer, RouteAnswer, RouteView, RoutesAnswer,
 };
 use crate::control::admin::api::{Source, WeightMap};
 
@@ -28,7 +28,11 @@ pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<Strin
             let answer: RouteAnswer = decode(answer)?;
             format_status(Some(answer.revision), std::slice::from_ref(&answer.route))
         }
-        CtlCommand::Set { .. } | CtlCommand::Promote { .. } | CtlCommand::Rollback { .. } => {
+        CtlCommand::Fleet => format_fleet(&decode(answer)?),
+        CtlCommand::Set { .. }
+        | CtlCommand::Reset { .. }
+        | CtlCommand::Promote { .. }
+        | CtlCommand::Rollback { .. } => {
             let answer: RouteAnswer = decode(answer)?;
             format_confirmation(&answer)
         }
@@ -407,4 +411,55 @@ REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
         let err = format_answer(&args.command, br#"{"routes": "nope"}"#).unwrap_err();
         assert!(matches!(err, CtlError::Protocol(_)), "{err:?}");
     }
+}
+
+/// `ctl fleet`: one row per instance and route.
+fn format_fleet(answer: &FleetAnswer) -> String {
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "ZONE".to_string(),
+        "CONNECTED".to_string(),
+        "REVISION".to_string(),
+        "ROUTE".to_string(),
+        "DESIRED".to_string(),
+        "EFFECTIVE".to_string(),
+        "FROM".to_string(),
+        "CANARY".to_string(),
+    ]];
+    for instance in &answer.instances {
+        for (route, weights) in &instance.routes {
+            let controller = if instance.canary_controller.contains(route) {
+                "controller"
+            } else {
+                ""
+            };
+            rows.push([
+                instance.instance.clone(),
+                instance.zone.clone().unwrap_or_else(|| "-".into()),
+                if instance.connected { "yes" } else { "no" }.to_string(),
+                instance.applied_revision.to_string(),
+                route.clone(),
+                weights.desired.describe(),
+                weights.effective.describe(),
+                weights.weights_from.clone(),
+                controller.to_string(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", line.join("  ").trim_end());
+    }
+    for problem in &answer.problems {
+        let _ = writeln!(text, "problem: {problem}");
+    }
+    text
 }

@@ -48,7 +48,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments of `sluicegate ctl`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
+    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
 )]
 pub struct CtlArgs {
     /// Base URL of the admin API (http:// only).
@@ -87,7 +87,21 @@ enum CtlCommand {
         /// Refuse (409) unless the current revision is N.
         #[arg(long, value_name = "N")]
         if_revision: Option<u64>,
+        /// In a fleet: set the weights of this zone's instances only.
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
     },
+    /// Drop admin weights: back to the file's weights (with --zone, in a
+    /// fleet: drop that zone's weights, back to the fleet-wide ones).
+    Reset {
+        /// Route name.
+        route: String,
+        /// In a fleet: the zone whose weights to drop.
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
+    },
+    /// In a fleet: every instance, with each route's desired and effective weights.
+    Fleet,
     /// Send 100% of a route's traffic to one backend.
     Promote {
         /// Route name.
@@ -291,6 +305,7 @@ impl ApiCall {
                 weights,
                 reason,
                 if_revision,
+                zone,
             } => {
                 let mut map = WeightMap::default();
                 for weight in weights {
@@ -307,6 +322,7 @@ impl ApiCall {
                     weights: map,
                     reason: reason.clone(),
                     if_revision: *if_revision,
+                    zone: zone.clone(),
                 };
                 ApiCall {
                     method: Method::PUT,
@@ -355,6 +371,18 @@ impl ApiCall {
                 }
                 get(path)
             }
+            CtlCommand::Reset { route, zone } => {
+                let mut path = format!("{}/weights", route_path(route)?);
+                if let Some(zone) = zone {
+                    path = format!("{path}?zone={}", encode_component(non_empty(zone, "zone")?));
+                }
+                ApiCall {
+                    method: Method::DELETE,
+                    path,
+                    body: None,
+                }
+            }
+            CtlCommand::Fleet => get(format!("{API_PREFIX}/fleet")),
             CtlCommand::Reload => post(format!("{API_PREFIX}/reload"), None),
             CtlCommand::Canary { action, route } => post(
                 format!("{}/canary/{}", route_path(route)?, action.as_str()),

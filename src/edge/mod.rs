@@ -31,6 +31,7 @@ use crate::config::{Config, Limits, Timeouts};
 use crate::control::State;
 use crate::control::admin::{self, Admin, Token};
 use crate::control::canary;
+use crate::control::fleet::Fleet;
 use crate::control::health;
 use crate::control::reload::Reloader;
 use crate::edge::tls::CertStore;
@@ -58,6 +59,9 @@ impl Listeners {
         Ok(Listeners { data, admin })
     }
 }
+
+/// How long shutdown waits for the fleet tasks to withdraw this instance.
+const FLEET_GOODBYE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -132,6 +136,11 @@ pub async fn run_then(
             tracing::warn!(%error, "cannot listen for SIGHUP");
         }
     }
+    let fleet = Fleet::new(Arc::clone(&state)).map_err(ServerError::Fleet)?;
+    let fleet_tasks = fleet
+        .as_ref()
+        .map(|f| f.spawn(stop_rx.clone()))
+        .unwrap_or_default();
     let canaries = Arc::new(canary::Controller::new(Arc::clone(&state)));
     let admin = Arc::new(Admin {
         state: Arc::clone(&state),
@@ -140,6 +149,7 @@ pub async fn run_then(
         open_reads: admin_loopback,
         draining: AtomicBool::new(false),
         canary: Arc::clone(&canaries),
+        fleet,
     });
     // The admin listener stays open until the data listeners are done, so a
     // pipeline calling the API during a restart or upgrade gets its answer.
@@ -212,6 +222,10 @@ pub async fn run_then(
     cert_reload.abort();
     upkeep.abort();
     let _ = stop_tx.send(true);
+    // A stopped instance leaves the fleet view at once (its lease revoked).
+    for task in fleet_tasks {
+        let _ = tokio::time::timeout(FLEET_GOODBYE, task).await;
+    }
     if let Some(task) = admin_task {
         let _ = task.await;
         let grace = admin.state.snapshot().config.timeouts.shutdown_grace;

@@ -6,11 +6,12 @@
 //! One `Checker` collects the located errors; each section of the file has
 //! its own file: `server` (listeners, admin, timeouts, limits, access log),
 //! `routes` (matching, sticky, overrides), `backends` (weights, endpoints,
-//! transport, health, outlier), `delivery` (mirror, canary); `parse` reads
+//! transport, health, outlier), `delivery` (mirror, canary), `fleet` (`[fleet]`); `parse` reads
 //! the text into raw types.
 
 mod backends;
 mod delivery;
+mod fleet;
 mod parse;
 mod routes;
 mod server;
@@ -129,6 +130,7 @@ impl Checker<'_> {
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
         let access_log = raw.access_log.and_then(|a| self.access_log(a));
         let limits = self.limits(raw.limits.unwrap_or_default());
+        let fleet = raw.fleet.and_then(|f| self.fleet(f));
         let mut names = HashSet::new();
         let routes = raw
             .routes
@@ -154,6 +156,7 @@ impl Checker<'_> {
             access_log,
             limits,
             routes,
+            fleet,
         }
     }
 }

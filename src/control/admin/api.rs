@@ -35,6 +35,9 @@ pub struct WeightsBody {
     /// Refuse (409) unless the current revision is this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_revision: Option<u64>,
+    /// In a fleet: the weights of this zone's instances only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// `POST /api/v1/routes/{route}/promote`.
@@ -64,6 +67,57 @@ pub struct RollbackBody {
 pub struct RoutesAnswer {
     pub revision: u64,
     pub routes: Vec<RouteView>,
+    /// In fleet mode: this instance's link to the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetLinkView>,
+}
+
+/// `"fleet"` of `GET /api/v1/routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetLinkView {
+    pub connected: bool,
+    pub instance: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `GET /api/v1/fleet`: every live instance of the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetAnswer {
+    pub instances: Vec<InstanceView>,
+    /// Why some fleet values or routes are not applied on this instance.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// One instance of a fleet, as it registers itself in etcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub instance: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub version: String,
+    pub connected: bool,
+    pub applied_revision: u64,
+    #[serde(with = "rfc3339")]
+    pub last_seen: SystemTime,
+    /// Routes whose canary controller runs on this instance.
+    #[serde(default)]
+    pub canary_controller: Vec<String>,
+    /// A hash of the instance's config file.
+    #[serde(default)]
+    pub config_hash: Option<String>,
+    pub routes: BTreeMap<String, RouteWeightsView>,
+}
+
+/// One route's weights on one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteWeightsView {
+    pub desired: WeightMap,
+    pub effective: WeightMap,
+    /// `fleet` when the route runs on the fleet's weights, `file` when on
+    /// the instance's file (none in etcd yet, or other backend names).
+    pub weights_from: String,
 }
 
 /// `GET /api/v1/routes/{route}`, and the answer of every change to one
@@ -141,6 +195,12 @@ pub struct RevisionView {
     pub source: Source,
     #[serde(default)]
     pub reason: String,
+    /// In a fleet: the instance that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// In a fleet: the zone whose weights changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl From<Revision> for RevisionView {
@@ -153,6 +213,8 @@ impl From<Revision> for RevisionView {
             previous: r.previous,
             source: r.source,
             reason: r.reason,
+            instance: r.instance,
+            zone: r.zone,
         }
     }
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use super::api::{
-    BackendView, EndpointView, HistoryPage, MirrorOutcomes, MirrorView, PointView, PromoteBody,
-    ReloadAnswer, RollbackBody, RouteAnswer, RouteStats, RouteView, RoutesAnswer, SeriesView,
-    StatsView, WeightsBody,
+    BackendView, EndpointView, FleetAnswer, FleetLinkView, HistoryPage, MirrorOutcomes, MirrorView,
+    PointView, PromoteBody, ReloadAnswer, RollbackBody, RouteAnswer, RouteStats, RouteView,
+    RoutesAnswer, SeriesView, StatsView, WeightsBody,
 };
 use super::call::{Call, percent_decode};
 use super::{Admin, AdminError, AdminResponse, dashboard, json_ok, text_response};
@@ -65,6 +65,11 @@ pub(super) fn routes(admin: &Admin, _: &Call) -> Reply {
     Ok(json_ok(&RoutesAnswer {
         revision: snapshot.revision,
         routes,
+        fleet: admin.fleet.as_ref().map(|f| FleetLinkView {
+            connected: f.connected(),
+            instance: f.instance().to_string(),
+            zone: f.zone().map(str::to_string),
+        }),
     }))
 }
 
@@ -72,48 +77,85 @@ pub(super) fn route(admin: &Admin, call: &Call) -> Reply {
     route_answer(admin, call.param("route"), None)
 }
 
-pub(super) fn set_weights(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+/// What a weight-changing handler asks for: the route and the change, which
+/// `dispatch` applies (through the fleet when there is one).
+pub(super) type Asked = Result<(String, Change), AdminError>;
+
+pub(super) fn set_weights(_: &Admin, call: &Call, body: &[u8]) -> Asked {
     let body: WeightsBody = parse_json(body)?;
-    let route = call.param("route");
-    let reason = body.reason.unwrap_or_default();
-    let revision = admin
-        .state
-        .apply(Change::SetWeights {
-            route: route.to_string(),
-            weights: body.weights,
-            if_revision: body.if_revision,
-            source: Source::Admin,
-            reason,
-        })?
-        .revision;
-    route_answer(admin, route, Some(revision))
+    let route = call.param("route").to_string();
+    let change = Change::SetWeights {
+        route: route.clone(),
+        weights: body.weights,
+        if_revision: body.if_revision,
+        source: Source::Admin,
+        reason: body.reason.unwrap_or_default(),
+        zone: body.zone,
+    };
+    Ok((route, change))
 }
 
-pub(super) fn promote(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+pub(super) fn promote(_: &Admin, call: &Call, body: &[u8]) -> Asked {
     let body: PromoteBody = parse_json(body)?;
-    let route = call.param("route");
-    let revision = admin
-        .state
-        .apply(Change::Promote {
-            route: route.to_string(),
-            backend: body.backend,
-            reason: body.reason.unwrap_or_default(),
-        })?
-        .revision;
-    route_answer(admin, route, Some(revision))
+    let route = call.param("route").to_string();
+    let change = Change::Promote {
+        route: route.clone(),
+        backend: body.backend,
+        reason: body.reason.unwrap_or_default(),
+    };
+    Ok((route, change))
 }
 
-pub(super) fn rollback(admin: &Admin, call: &Call, body: &[u8]) -> Reply {
+pub(super) fn rollback(_: &Admin, call: &Call, body: &[u8]) -> Asked {
     let body: RollbackBody = parse_json(body)?;
-    let route = call.param("route");
-    let revision = admin
-        .state
-        .apply(Change::Rollback {
-            route: route.to_string(),
-            to_revision: body.to_revision,
-        })?
-        .revision;
-    route_answer(admin, route, Some(revision))
+    let route = call.param("route").to_string();
+    let change = Change::Rollback {
+        route: route.clone(),
+        to_revision: body.to_revision,
+    };
+    Ok((route, change))
+}
+
+/// `DELETE /api/v1/routes/{route}/weights[?zone=Z]`: back to the file's
+/// weights, or (in a fleet) drop zone Z's weights.
+pub(super) fn reset(_: &Admin, call: &Call, _: &[u8]) -> Asked {
+    let route = call.param("route").to_string();
+    let mut zone = None;
+    for pair in call.query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("zone", value)) if !value.is_empty() => zone = Some(percent_decode(value)),
+            _ => {
+                return Err(AdminError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("unknown query parameter `{pair}` (zone)"),
+                ));
+            }
+        }
+    }
+    let change = match zone {
+        Some(zone) => Change::DropZone {
+            route: route.clone(),
+            zone,
+        },
+        None => Change::Reset {
+            route: route.clone(),
+        },
+    };
+    Ok((route, change))
+}
+
+/// `GET /api/v1/fleet`: every live instance; 404 when not in fleet mode.
+pub(super) fn fleet(admin: &Admin, _: &Call) -> Reply {
+    let fleet = admin.fleet.as_ref().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "this instance is not in fleet mode (no [fleet] in its config)",
+        )
+    })?;
+    Ok(json_ok(&FleetAnswer {
+        instances: fleet.instances(),
+        problems: fleet.problems(),
+    }))
 }
 
 pub(super) fn drain(admin: &Admin, call: &Call) -> Reply {
@@ -272,7 +314,7 @@ pub(super) fn reload(admin: &Admin, _: &Call) -> Reply {
 }
 
 /// The route as it is now, with `revision` (the change's) or the current one.
-fn route_answer(admin: &Admin, name: &str, revision: Option<u64>) -> Reply {
+pub(super) fn route_answer(admin: &Admin, name: &str, revision: Option<u64>) -> Reply {
     let snapshot = admin.state.snapshot_full();
     let route = snapshot.route(name).ok_or_else(|| no_route(name))?;
     Ok(json_ok(&RouteAnswer {

@@ -24,8 +24,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 use crate::control::canary::{self, CanaryError};
+use crate::control::fleet::{Fleet, FleetError};
 use crate::control::reload::Reloader;
-use crate::control::{ChangeError, State};
+use crate::control::{Applied, Change, ChangeError, State};
 pub use auth::{Credentials, Token};
 use routes::{Access, Handler, Lookup};
 
@@ -44,6 +45,27 @@ pub struct Admin {
     pub draining: AtomicBool,
     /// The automated canaries.
     pub canary: Arc<canary::Controller>,
+    /// In fleet mode: weight changes go through the fleet's etcd.
+    pub fleet: Option<Arc<Fleet>>,
+}
+
+impl Admin {
+    /// Applies a change: a weight change through the fleet in fleet mode,
+    /// everything else (and everything outside a fleet) on this instance.
+    async fn apply(&self, change: Change) -> Result<Applied, AdminError> {
+        let shared = matches!(
+            change,
+            Change::SetWeights { .. }
+                | Change::Promote { .. }
+                | Change::Rollback { .. }
+                | Change::Reset { .. }
+                | Change::DropZone { .. }
+        );
+        match &self.fleet {
+            Some(fleet) if shared => Ok(fleet.write(change).await?),
+            _ => Ok(self.state.apply(change)?),
+        }
+    }
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -84,8 +106,22 @@ impl From<ChangeError> for AdminError {
             | ChangeError::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ChangeError::Conflict { .. } => StatusCode::CONFLICT,
+            ChangeError::NeedsFleet(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         AdminError::new(status, e.to_string())
+    }
+}
+
+impl From<FleetError> for AdminError {
+    fn from(e: FleetError) -> AdminError {
+        match e {
+            FleetError::Change(e) => e.into(),
+            e @ (FleetError::Unavailable(_)
+            | FleetError::Unanswered
+            | FleetError::NotApplied(_)) => {
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
     }
 }
 
@@ -170,9 +206,11 @@ where
     };
     match route.handler {
         Handler::Plain(handler) => handler(admin, &call),
-        Handler::Json(handler) => {
+        Handler::Change(handler) => {
             let body = read_body(req).await?;
-            handler(admin, &call, &body)
+            let (route, change) = handler(admin, &call, &body)?;
+            let applied = admin.apply(change).await?;
+            handlers::route_answer(admin, &route, Some(applied.revision))
         }
     }
 }

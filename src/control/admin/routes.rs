@@ -22,8 +22,9 @@ pub(super) enum Access {
 pub(super) enum Handler {
     /// Answers from the path and the query.
     Plain(fn(&Admin, &Call) -> Reply),
-    /// Also reads a JSON body (at most [`super::MAX_BODY`]).
-    Json(fn(&Admin, &Call, &[u8]) -> Reply),
+    /// Reads the body and asks for a weight change, which the dispatcher
+    /// applies (through the fleet in fleet mode) and answers with the route.
+    Change(fn(&Admin, &Call, &[u8]) -> handlers::Asked),
 }
 
 pub(super) struct Route {
@@ -52,11 +53,11 @@ const fn open(pattern: &'static str, handler: Handler) -> Route {
     }
 }
 
-use Handler::{Json, Plain};
+use Handler::{Change, Plain};
 
 /// Every path the admin listener answers (SPEC §3). HEAD takes the GET routes.
 #[rustfmt::skip]
-pub(super) static ROUTES: [Route; 17] = [
+pub(super) static ROUTES: [Route; 19] = [
     open("healthz", Plain(handlers::healthz)),
     open("readyz", Plain(handlers::readyz)),
     // The page holds nothing secret: it asks for the token the API calls need.
@@ -65,9 +66,10 @@ pub(super) static ROUTES: [Route; 17] = [
     route(Method::GET, "metrics", Plain(handlers::metrics)),
     route(Method::GET, "api/v1/routes", Plain(handlers::routes)),
     route(Method::GET, "api/v1/routes/{route}", Plain(handlers::route)),
-    route(Method::PUT, "api/v1/routes/{route}/weights", Json(handlers::set_weights)),
-    route(Method::POST, "api/v1/routes/{route}/promote", Json(handlers::promote)),
-    route(Method::POST, "api/v1/routes/{route}/rollback", Json(handlers::rollback)),
+    route(Method::PUT, "api/v1/routes/{route}/weights", Change(handlers::set_weights)),
+    route(Method::DELETE, "api/v1/routes/{route}/weights", Change(handlers::reset)),
+    route(Method::POST, "api/v1/routes/{route}/promote", Change(handlers::promote)),
+    route(Method::POST, "api/v1/routes/{route}/rollback", Change(handlers::rollback)),
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/drain", Plain(handlers::drain)),
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/undrain", Plain(handlers::undrain)),
     route(Method::GET, "api/v1/routes/{route}/mirror", Plain(handlers::mirror)),
@@ -75,6 +77,7 @@ pub(super) static ROUTES: [Route; 17] = [
     route(Method::GET, "api/v1/history", Plain(handlers::history)),
     route(Method::GET, "api/v1/stats", Plain(handlers::stats)),
     route(Method::POST, "api/v1/reload", Plain(handlers::reload)),
+    route(Method::GET, "api/v1/fleet", Plain(handlers::fleet)),
 ];
 
 /// Where a request lands in [`ROUTES`].
@@ -200,8 +203,8 @@ mod tests {
     fn a_known_path_with_another_method_says_which_methods_it_takes() {
         assert_eq!(find(Method::GET, "/api/v1/reload"), Err(vec![Method::POST]));
         assert_eq!(
-            find(Method::DELETE, "/api/v1/routes/web/weights"),
-            Err(vec![Method::PUT])
+            find(Method::POST, "/api/v1/routes/web/weights"),
+            Err(vec![Method::PUT, Method::DELETE])
         );
         assert_eq!(
             find(Method::POST, "/healthz"),

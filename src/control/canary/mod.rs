@@ -422,6 +422,7 @@ impl Controller {
                 if_revision,
                 source: Source::Canary,
                 reason,
+                zone: None,
             })
             .map(|applied| applied.revision)
     }

@@ -58,6 +58,7 @@ fn set_weights(state: &State, route: &str, weights: WeightMap, reason: &str) -> 
             if_revision: None,
             source: Source::Admin,
             reason: reason.into(),
+            zone: None,
         })
         .unwrap()
         .revision
