@@ -512,6 +512,9 @@ mod tests {
                 previous: None,
                 source: Source::Admin,
                 reason: "test".into(),
+                instance: None,
+                zone: None,
+                request_id: None,
             }],
         };
         state.save(&path).unwrap();

@@ -16,13 +16,15 @@
 //!   metrics scrape; [`raw`]: a raw HTTP/1.x connection; [`grpc`]: gRPC and
 //!   WebSocket clients; [`tls`]: a private CA and TLS clients;
 //! - [`config_text`]: config text, the two HTTP/1.1 paths; [`body`]: bodies;
-//! - [`differential`]: the two-paths comparison; [`hostile`]: the hostile kit.
+//! - [`differential`]: the two-paths comparison; [`hostile`]: the hostile kit;
+//! - [`etcd`]: a real etcd cluster (and a relay to cut one instance off) for fleet tests.
 
 pub mod admin;
 pub mod body;
 pub mod client;
 pub mod config_text;
 pub mod differential;
+pub mod etcd;
 pub mod grpc;
 pub mod h2_origin;
 pub mod hostile;

@@ -420,6 +420,7 @@ mod tests {
                     ..sample_route()
                 },
             ],
+            fleet: None,
         };
         assert_eq!(round_trip(&answer), answer);
         let one = RouteAnswer {
@@ -509,6 +510,8 @@ mod tests {
                     previous: Some(weights(&[("green", 1000), ("blue", 9000)])),
                     source: Source::Admin,
                     reason: "more green".into(),
+                    instance: None,
+                    zone: None,
                 },
                 RevisionView {
                     revision: 1,
@@ -518,6 +521,8 @@ mod tests {
                     previous: None,
                     source: Source::File,
                     reason: String::new(),
+                    instance: None,
+                    zone: None,
                 },
             ],
             next_before: Some(1),
@@ -540,6 +545,9 @@ mod tests {
             previous: None,
             source: Source::Canary,
             reason: "step 4".into(),
+            instance: None,
+            zone: None,
+            request_id: None,
         };
         let view = RevisionView::from(revision.clone());
         // The history's own JSON (state file) and the API's agree today.
@@ -633,6 +641,7 @@ mod tests {
             weights: weights(&[("blue", 7500), ("green", 1250), ("red", 1250)]),
             reason: Some("shift".into()),
             if_revision: Some(12),
+            zone: None,
         };
         let text = serde_json::to_string(&body).unwrap();
         assert_eq!(

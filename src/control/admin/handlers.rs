@@ -48,10 +48,13 @@ pub(super) fn dashboard(_: &Admin, call: &Call) -> Reply {
 /// `GET /metrics`: Prometheus text format.
 pub(super) fn metrics(admin: &Admin, _: &Call) -> Reply {
     let snapshot = admin.state.snapshot_full();
-    let text = admin
+    let mut text = admin
         .state
         .telemetry()
         .render(|out| crate::control::gauges::render_gauges(out, &snapshot));
+    if let Some(fleet) = &admin.fleet {
+        text.push_str(&crate::control::fleet::connected_metric(fleet.connected()));
+    }
     Ok(super::metrics_response(text))
 }
 

@@ -65,8 +65,9 @@ const UNAUTHENTICATED: i64 = 16;
 /// The header of every etcd answer.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct Header {
-    #[serde(default, deserialize_with = "int")]
-    pub cluster_id: i64,
+    /// etcd's cluster id is any 64-bit value.
+    #[serde(default, deserialize_with = "uint")]
+    pub cluster_id: u64,
     #[serde(default, deserialize_with = "int")]
     pub revision: i64,
 }
@@ -745,6 +746,20 @@ fn int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     }
 }
 
+/// An unsigned 64-bit number, as a JSON string or a number.
+fn uint<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Uint {
+        Text(String),
+        Number(u64),
+    }
+    match Uint::deserialize(deserializer)? {
+        Uint::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        Uint::Number(n) => Ok(n),
+    }
+}
+
 /// TLS to etcd: `tls.ca` (or the system roots) and an optional client certificate.
 fn tls_connector(config: &FleetConfig) -> Result<TlsConnector, String> {
     let mut roots = RootCertStore::empty();
@@ -800,11 +815,14 @@ mod tests {
             watch_message(created),
             Ok(Some(WatchMessage::Created))
         ));
-        let events = br#"{"result":{"header":{"cluster_id":"7","revision":"4"},"events":[{"kv":{"key":"Zm9v","mod_revision":"4","value":"cXV4"}},{"type":"DELETE","kv":{"key":"YmFy","mod_revision":"4"}}]}}"#;
+        let events = br#"{"result":{"header":{"cluster_id":"14841639068965178418","revision":"4"},"events":[{"kv":{"key":"Zm9v","mod_revision":"4","value":"cXV4"}},{"type":"DELETE","kv":{"key":"YmFy","mod_revision":"4"}}]}}"#;
         let Ok(Some(WatchMessage::Events(header, events))) = watch_message(events) else {
             panic!("events expected");
         };
-        assert_eq!((header.cluster_id, header.revision), (7, 4));
+        assert_eq!(
+            (header.cluster_id, header.revision),
+            (14841639068965178418, 4)
+        );
         assert_eq!(events[0].kv.key, "foo");
         assert_eq!(events[0].kv.value, b"qux");
         assert!(!events[0].delete && events[1].delete);

@@ -186,3 +186,11 @@ fn note_problems(view: &mut View, problems: Vec<String>) {
     let skip = problems.len().saturating_sub(MAX_PROBLEMS);
     view.problems = problems.into_iter().skip(skip).collect();
 }
+
+/// The `sluicegate_fleet_connected` gauge in Prometheus text format.
+pub fn connected_metric(connected: bool) -> String {
+    format!(
+        "# HELP sluicegate_fleet_connected Whether this instance follows its fleet's etcd (1) or serves its last applied weights without it (0).\n# TYPE sluicegate_fleet_connected gauge\nsluicegate_fleet_connected {}\n",
+        u8::from(connected)
+    )
+}

@@ -32,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub(super) struct Mirror {
     pub kvs: BTreeMap<String, Kv>,
-    pub cluster_id: i64,
+    pub cluster_id: u64,
     /// The etcd revision the mirror is at.
     pub revision: i64,
 }
