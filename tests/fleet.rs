@@ -89,8 +89,10 @@ async fn a_change_on_one_instance_reaches_the_others_traffic_with_gap_free_revis
     wait_connected(&a).await;
     wait_connected(&b).await;
     // Seeded once from whichever file came first: blue 90 / green 10.
-    b.wait_for_weights("web", &[("blue", 90.0), ("green", 10.0)])
-        .await;
+    eventually_async("both instances to apply the seeded weights", || async {
+        a.revision().await > 0 && a.revision().await == b.revision().await
+    })
+    .await;
     let start = a.revision().await;
     for i in 0..100u64 {
         let (winner, weights) = if i % 2 == 0 {
@@ -445,4 +447,37 @@ async fn an_invalid_value_in_etcd_is_refused_and_reported_not_applied() {
         support::admin::weight_map(&[("blue", 25.0), ("green", 75.0)])
     );
     assert_eq!(get(a.addr, "fleet.test", "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automated_canary_is_refused_in_fleet_mode_rather_than_run_per_instance() {
+    let etcd = EtcdCluster::start(1).await;
+    let origins = Origins::start().await;
+    let canary = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 50, 100]\ninterval = \"1s\"\n";
+    let body = format!(
+        "{}\n{canary}\n{}",
+        two_backend_config("90", &origins.blue, "10", &origins.green),
+        fleet_table(&etcd.urls(), &prefix("canary"), "a", None)
+    );
+    let a = FileProxy::start(&body).await;
+    wait_connected(&a).await;
+    let (status, answer) = a
+        .admin_send(
+            Method::POST,
+            "/api/v1/routes/web/canary/start",
+            None,
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("fleet")),
+        "{answer}"
+    );
+    assert_eq!(
+        a.weights("web").await,
+        support::admin::weight_map(&[("blue", 90.0), ("green", 10.0)])
+    );
 }

@@ -139,6 +139,13 @@ impl Controller {
         let r = snapshot
             .route(route)
             .ok_or_else(|| CanaryError::UnknownRoute(route.to_string()))?;
+        if snapshot.config.fleet.is_some() {
+            // Each instance's own controller would fight the others over the
+            // fleet's weights: in a fleet, steps are made by hand (docs/FLEET.md).
+            return Err(CanaryError::Invalid(format!(
+                "route `{route}`: the automated canary does not run in fleet mode yet; step the weights with `ctl set` (they apply fleet-wide)"
+            )));
+        }
         let config = r
             .config
             .canary

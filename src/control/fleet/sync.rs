@@ -318,6 +318,8 @@ mod tests {
 
     fn routes() -> Vec<RouteConfig> {
         let text = r#"
+[[listeners]]
+addr = "127.0.0.1:0"
 [[routes]]
 name = "web"
   [[routes.backends]]
