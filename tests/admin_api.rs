@@ -65,6 +65,35 @@ async fn assert_refused(proxy: &FileProxy, path: &str, body: Bytes, status: Stat
 // Weight changes apply to the next request.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_weights_returns_to_the_files_weights_as_a_new_revision() {
+    let (_blue, _green, proxy) = blue_green("100", "0").await;
+    let (status, _) = proxy
+        .put_weights("web", &[("blue", 0.0), ("green", 100.0)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let revision = proxy.revision().await;
+    let (status, body) = proxy
+        .admin_send(Method::DELETE, WEIGHTS, None, Some(&proxy.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revision"].as_u64(), Some(revision + 1), "{body}");
+    assert_eq!(proxy.next_backend().await, "blue");
+    let history = proxy.history_page("limit=1").await;
+    assert_eq!(history.revisions[0].source, Source::File);
+    // Zone weights need a fleet.
+    let (status, refusal) = proxy
+        .admin_refusal(
+            Method::DELETE,
+            &format!("{WEIGHTS}?zone=eu"),
+            None,
+            Some(&proxy.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refusal:?}");
+    assert!(refusal.error.contains("[fleet]"), "{refusal:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_change_via_api_moves_the_very_next_request() {
     let (_blue, _green, proxy) = blue_green("100", "0").await;
     let mut keep_alive = Http1Client::connect(proxy.addr).await;
@@ -493,7 +522,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     }
     let wrong = [
         (Method::GET, "/api/v1/reload", "POST"),
-        (Method::DELETE, WEIGHTS, "PUT"),
+        (Method::POST, WEIGHTS, "PUT, DELETE"),
         (Method::GET, "/api/v1/routes/web/promote", "POST"),
         (Method::POST, "/api/v1/routes", "GET, HEAD"),
         (Method::PUT, "/api/v1/history", "GET, HEAD"),

@@ -277,6 +277,57 @@ fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// `ctl fleet`: one row per instance and route.
+fn format_fleet(answer: &FleetAnswer) -> String {
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "ZONE".to_string(),
+        "CONNECTED".to_string(),
+        "REVISION".to_string(),
+        "ROUTE".to_string(),
+        "DESIRED".to_string(),
+        "EFFECTIVE".to_string(),
+        "FROM".to_string(),
+        "CANARY".to_string(),
+    ]];
+    for instance in &answer.instances {
+        for (route, weights) in &instance.routes {
+            let controller = if instance.canary_controller.contains(route) {
+                "controller"
+            } else {
+                ""
+            };
+            rows.push([
+                instance.instance.clone(),
+                instance.zone.clone().unwrap_or_else(|| "-".into()),
+                if instance.connected { "yes" } else { "no" }.to_string(),
+                instance.applied_revision.to_string(),
+                route.clone(),
+                weights.desired.describe(),
+                weights.effective.describe(),
+                weights.weights_from.clone(),
+                controller.to_string(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", line.join("  ").trim_end());
+    }
+    for problem in &answer.problems {
+        let _ = writeln!(text, "problem: {problem}");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,55 +462,4 @@ REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
         let err = format_answer(&args.command, br#"{"routes": "nope"}"#).unwrap_err();
         assert!(matches!(err, CtlError::Protocol(_)), "{err:?}");
     }
-}
-
-/// `ctl fleet`: one row per instance and route.
-fn format_fleet(answer: &FleetAnswer) -> String {
-    let mut rows = vec![[
-        "INSTANCE".to_string(),
-        "ZONE".to_string(),
-        "CONNECTED".to_string(),
-        "REVISION".to_string(),
-        "ROUTE".to_string(),
-        "DESIRED".to_string(),
-        "EFFECTIVE".to_string(),
-        "FROM".to_string(),
-        "CANARY".to_string(),
-    ]];
-    for instance in &answer.instances {
-        for (route, weights) in &instance.routes {
-            let controller = if instance.canary_controller.contains(route) {
-                "controller"
-            } else {
-                ""
-            };
-            rows.push([
-                instance.instance.clone(),
-                instance.zone.clone().unwrap_or_else(|| "-".into()),
-                if instance.connected { "yes" } else { "no" }.to_string(),
-                instance.applied_revision.to_string(),
-                route.clone(),
-                weights.desired.describe(),
-                weights.effective.describe(),
-                weights.weights_from.clone(),
-                controller.to_string(),
-            ]);
-        }
-    }
-    let widths: Vec<usize> = (0..9)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut text = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(text, "{}", line.join("  ").trim_end());
-    }
-    for problem in &answer.problems {
-        let _ = writeln!(text, "problem: {problem}");
-    }
-    text
 }

@@ -7,7 +7,6 @@
 //! | `P/weights/ROUTE` | the route's fleet-wide desired weights ([`WeightsRecord`]) |
 //! | `P/zones/ZONE/weights/ROUTE` | the route's weights for instances in ZONE |
 //! | `P/instances/NAME` | one instance's registration, under its lease ([`InstanceView`]) |
-//! | `P/canary/ROUTE/controller` | the instance running ROUTE's canary controller, under its lease |
 //!
 //! A route name is written with `%` and `/` escaped, so every key part is one
 //! segment.
@@ -58,10 +57,6 @@ impl Keys {
         format!("{}instances/{name}", self.root)
     }
 
-    pub fn controller(&self, route: &str) -> String {
-        format!("{}canary/{}/controller", self.root, escape(route))
-    }
-
     /// What `key` is, when it is one of the fleet's.
     pub fn parse<'k>(&self, key: &'k str) -> Option<Key<'k>> {
         let rest = key.strip_prefix(self.root.as_str())?;
@@ -78,7 +73,6 @@ impl Keys {
                 zone: Some(zone),
             },
             ["instances", name] => Key::Instance(name),
-            ["canary", route, "controller"] => Key::Controller(unescape(route)),
             _ => return None,
         })
     }
@@ -94,7 +88,6 @@ pub(super) enum Key<'k> {
         zone: Option<&'k str>,
     },
     Instance(&'k str),
-    Controller(String),
 }
 
 fn escape(route: &str) -> String {
@@ -124,7 +117,6 @@ pub(super) fn instance_record(
     snapshot: &Snapshot,
     connected: bool,
     applied_revision: u64,
-    canary_controller: Vec<String>,
     on_fleet_weights: &dyn Fn(&str) -> bool,
 ) -> InstanceView {
     let routes = snapshot
@@ -153,7 +145,8 @@ pub(super) fn instance_record(
         connected,
         applied_revision,
         last_seen: SystemTime::now(),
-        canary_controller,
+        // The automated canary does not run in fleet mode yet.
+        canary_controller: Vec::new(),
         config_hash: snapshot.config.source_hash.map(|h| format!("{h:016x}")),
         routes,
     }

@@ -1,6 +1,6 @@
 //! This instance's registration: `P/instances/NAME` under a lease of
 //! `lease_ttl`, renewed and rewritten every third of it and soon after each
-//! change this instance applies, so the fleet view shows every instance's
+//! new snapshot of this instance (weights, reload, failover), so the fleet view shows every instance's
 //! applied revision and weights. A dead instance leaves the view when its
 //! lease runs out; a stopped one revokes it and leaves at once.
 
@@ -18,7 +18,9 @@ const MIN_GAP: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
     let period = fleet.config.lease_ttl / 3;
-    let mut applied = fleet.applied.subscribe();
+    // Rewritten soon after a snapshot change (weights, reload, failover),
+    // not on every etcd revision: registrations would wake each other.
+    let mut applied = fleet.state.subscribe();
     loop {
         if let Err(error) = register(&fleet).await {
             tracing::debug!(%error, "fleet: registration failed; trying again");

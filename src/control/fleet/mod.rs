@@ -68,8 +68,6 @@ struct View {
     instances: BTreeMap<String, InstanceView>,
     /// Why some values in etcd or some routes are not applied here.
     problems: Vec<String>,
-    /// Route → the instance running its canary controller.
-    controllers: BTreeMap<String, String>,
 }
 
 impl Fleet {
@@ -137,17 +135,11 @@ impl Fleet {
     /// This instance's registration as it is now.
     fn record(&self) -> InstanceView {
         let snapshot = self.state.snapshot_full();
-        let controllers = self.view().controllers.clone();
         keys::instance_record(
             &self.config,
             &snapshot,
             self.connected(),
             self.state.revision(),
-            controllers
-                .iter()
-                .filter(|(_, who)| who.as_str() == self.instance())
-                .map(|(route, _)| route.clone())
-                .collect(),
             &|route| self.state.has_override(route),
         )
     }

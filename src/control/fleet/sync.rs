@@ -149,7 +149,6 @@ fn apply(fleet: &Fleet, mirror: &Mirror, config: &Config, last: &mut Option<Flee
     {
         let mut view = fleet.view();
         view.instances = read.instances;
-        view.controllers = read.controllers;
         note_problems(&mut view, read.problems);
     }
     {
@@ -176,7 +175,6 @@ pub(super) struct Read {
     pub update: FleetUpdate,
     pub problems: Vec<String>,
     pub instances: BTreeMap<String, InstanceView>,
-    pub controllers: BTreeMap<String, String>,
 }
 
 /// The fleet's state for an instance in `zone` with `routes`. A value that
@@ -192,7 +190,6 @@ pub(super) fn read_mirror(
     let mut problems = Vec::new();
     let mut history = Vec::new();
     let mut instances = BTreeMap::new();
-    let mut controllers = BTreeMap::new();
     let mut fleet_weights: BTreeMap<(String, Option<String>), Result<WeightMap, String>> =
         BTreeMap::new();
     for (key, kv) in &mirror.kvs {
@@ -214,9 +211,6 @@ pub(super) fn read_mirror(
                 }
                 Err(e) => problems.push(format!("{key}: not an instance record: {e}")),
             },
-            Some(Key::Controller(route)) => {
-                controllers.insert(route, String::from_utf8_lossy(&kv.value).into_owned());
-            }
             Some(Key::Revision) | None => {}
         }
     }
@@ -261,7 +255,6 @@ pub(super) fn read_mirror(
         },
         problems,
         instances,
-        controllers,
     }
 }
 
