@@ -4,6 +4,7 @@
 
 pub mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -449,35 +450,170 @@ async fn an_invalid_value_in_etcd_is_refused_and_reported_not_applied() {
     assert_eq!(get(a.addr, "fleet.test", "/").await.status, StatusCode::OK);
 }
 
+/// `[routes.canary]` for blue → green in three quick steps.
+const CANARY: &str = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 50, 100]\ninterval = \"400ms\"\nmin_requests = 5\n";
+
+/// `GET /api/v1/routes/web` on a loopback admin listener (reads need no token there).
+async fn canary_view(admin: SocketAddr) -> Value {
+    let reply = get(admin, "admin", "/api/v1/routes/web").await;
+    serde_json::from_slice::<Value>(&reply.body).unwrap_or_default()["route"]["canary"].clone()
+}
+
+async fn canary_action(admin: SocketAddr, token: &str, action: &str) -> StatusCode {
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/routes/web/canary/{action}"))
+        .header(http::header::HOST, admin.to_string())
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(support::empty())
+        .expect("request");
+    support::Http1Client::connect(admin)
+        .await
+        .send(req)
+        .await
+        .status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_automated_canary_is_refused_in_fleet_mode_rather_than_run_per_instance() {
+async fn one_canary_controller_judges_the_fleets_traffic_and_another_takes_over_when_it_is_killed()
+{
     let etcd = EtcdCluster::start(1).await;
     let origins = Origins::start().await;
-    let canary = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 50, 100]\ninterval = \"1s\"\n";
-    let body = format!(
-        "{}\n{canary}\n{}",
-        two_backend_config("90", &origins.blue, "10", &origins.green),
-        fleet_table(&etcd.urls(), &prefix("canary"), "a", None)
+    let prefix = prefix("canary");
+    // The first instance, a real process we can SIGKILL, takes the controller.
+    let dir = TestDir::new("fleet-canary");
+    let admin = support::config_text::free_addr().await;
+    let text = format!(
+        "{}\n{CANARY}\n[admin]\naddr = \"{admin}\"\ntoken_file = \"token\"\n{}",
+        two_backend_config("100", &origins.blue, "0", &origins.green),
+        fleet_table(&etcd.urls(), &prefix, "first", None)
     );
-    let a = FileProxy::start(&body).await;
-    wait_connected(&a).await;
-    let (status, answer) = a
+    dir.write("first.toml", &text);
+    dir.write("token", "first-token\n");
+    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .arg("run")
+        .arg("-c")
+        .arg(dir.file("first.toml"))
+        .current_dir(&dir.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start sluicegate");
+    eventually_async(
+        "the first instance to take the canary controller",
+        || async {
+            let Ok(Ok(stream)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(admin),
+            )
+            .await
+            else {
+                return false;
+            };
+            drop(stream);
+            let reply = get(admin, "admin", "/api/v1/fleet").await;
+            serde_json::from_slice::<FleetAnswer>(&reply.body).is_ok_and(|answer| {
+                answer
+                    .instances
+                    .iter()
+                    .any(|i| i.instance == "first" && i.canary_controller == ["web".to_string()])
+            })
+        },
+    )
+    .await;
+    let body = format!(
+        "{}\n{CANARY}\n{}",
+        two_backend_config("100", &origins.blue, "0", &origins.green),
+        fleet_table(&etcd.urls(), &prefix, "second", None)
+    );
+    let second = FileProxy::start(&body).await;
+    wait_connected(&second).await;
+    eventually_async(
+        "the first instance to run the canary controller",
+        || async {
+            fleet(&second)
+                .await
+                .instances
+                .iter()
+                .any(|i| i.instance == "first" && i.canary_controller == ["web".to_string()])
+        },
+    )
+    .await;
+    // Only the controller takes canary actions.
+    let (status, refusal) = second
         .admin_send(
             Method::POST,
             "/api/v1/routes/web/canary/start",
             None,
-            Some(&a.token),
+            Some(&second.token),
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(status, StatusCode::CONFLICT, "{refusal}");
     assert!(
-        answer["error"]
+        refusal["error"]
             .as_str()
-            .is_some_and(|e| e.contains("fleet")),
-        "{answer}"
+            .is_some_and(|e| e.contains("first")),
+        "{refusal}"
     );
     assert_eq!(
-        a.weights("web").await,
-        support::admin::weight_map(&[("blue", 90.0), ("green", 10.0)])
+        canary_action(admin, "first-token", "start").await,
+        StatusCode::OK
+    );
+    // Traffic reaches the second instance only: the controller can judge the
+    // steps only on the counts the second instance publishes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (second.addr, Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let reply = get(addr, "fleet.test", "/").await;
+                assert_eq!(reply.status, StatusCode::OK);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    eventually_async(
+        "the canary to reach step 2 on the controller's word",
+        || async { canary_view(admin).await["step"] == json!(2) },
+    )
+    .await;
+    first.kill().await.expect("SIGKILL the controller");
+    let killed = Instant::now();
+    let mut view = Value::Null;
+    while killed.elapsed() < Duration::from_secs(30) {
+        view = canary_view(second.admin_addr).await;
+        if view["state"] == json!("succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    assert_eq!(view["state"], json!("succeeded"), "{view}");
+    second
+        .wait_for_weights("web", &[("blue", 0.0), ("green", 100.0)])
+        .await;
+    let answer = fleet(&second).await;
+    let me = answer
+        .instances
+        .iter()
+        .find(|i| i.instance == "second")
+        .expect("listed");
+    assert_eq!(
+        me.canary_controller,
+        ["web"],
+        "the second instance took over"
+    );
+    let history: HistoryPage = second.admin_read("/api/v1/history?route=web").await;
+    let steps: Vec<&str> = history
+        .revisions
+        .iter()
+        .filter(|r| r.reason.starts_with("canary step"))
+        .filter_map(|r| r.instance.as_deref())
+        .collect();
+    assert!(
+        steps.contains(&"first") && steps.contains(&"second"),
+        "{steps:?}"
     );
 }

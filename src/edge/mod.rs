@@ -141,7 +141,10 @@ pub async fn run_then(
         .as_ref()
         .map(|f| f.spawn(stop_rx.clone()))
         .unwrap_or_default();
-    let canaries = Arc::new(canary::Controller::new(Arc::clone(&state)));
+    let canaries = Arc::new(canary::Controller::with_fleet(
+        Arc::clone(&state),
+        fleet.clone(),
+    ));
     let admin = Arc::new(Admin {
         state: Arc::clone(&state),
         reloader,

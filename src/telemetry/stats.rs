@@ -57,11 +57,33 @@ pub struct Point {
 }
 
 /// Counts over a window of intervals.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub requests: u64,
     pub errors: u64,
+    /// Requests per latency bucket (JSON: a list, shorter lists padded).
+    #[serde(with = "buckets")]
     latency: [u64; BUCKETS],
+}
+
+/// The latency buckets as a JSON list (fleet instances publish them).
+mod buckets {
+    use super::BUCKETS;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(latency: &[u64; BUCKETS], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(latency.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; BUCKETS], D::Error> {
+        let list = Vec::<u64>::deserialize(d)?;
+        if list.len() > BUCKETS {
+            return Err(serde::de::Error::custom("too many latency buckets"));
+        }
+        let mut latency = [0; BUCKETS];
+        latency[..list.len()].copy_from_slice(&list);
+        Ok(latency)
+    }
 }
 
 impl Summary {
@@ -77,6 +99,15 @@ impl Summary {
     /// The 99th percentile latency in milliseconds (upper edge of its bucket).
     pub fn p99_ms(&self) -> Option<f64> {
         quantile_ms(&self.latency, 0.99)
+    }
+
+    /// Adds `other`'s counts (another instance's window of the same step).
+    pub fn add(&mut self, other: &Summary) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            *mine += theirs;
+        }
     }
 
     /// What was added since `earlier`, a summary of the same window taken

@@ -180,16 +180,17 @@ fn set_draining(admin: &Admin, call: &Call, draining: bool) -> Reply {
     route_answer(admin, route, None)
 }
 
-pub(super) fn canary(admin: &Admin, call: &Call) -> Reply {
+/// `POST /api/v1/routes/{route}/canary/{action}`: the route and the action,
+/// which `dispatch` hands to the controller off the runtime's threads (in a
+/// fleet an action waits for etcd).
+pub(super) fn canary(_: &Admin, call: &Call) -> Result<(String, canary::Action), AdminError> {
     let action = canary::Action::parse(call.param("action")).ok_or_else(|| {
         AdminError::new(
             StatusCode::NOT_FOUND,
             "no such canary action (start, pause, resume, abort)",
         )
     })?;
-    let route = call.param("route");
-    admin.canary.act(route, action)?;
-    route_answer(admin, route, None)
+    Ok((call.param("route").to_string(), action))
 }
 
 /// `GET /api/v1/routes/{route}/mirror`.

@@ -116,6 +116,9 @@ impl From<FleetError> for AdminError {
     fn from(e: FleetError) -> AdminError {
         match e {
             FleetError::Change(e) => e.into(),
+            e @ FleetError::NotController(_) => {
+                AdminError::new(StatusCode::CONFLICT, e.to_string())
+            }
             e @ (FleetError::Unavailable(_)
             | FleetError::Unanswered
             | FleetError::NotApplied(_)) => {
@@ -206,6 +209,20 @@ where
     };
     match route.handler {
         Handler::Plain(handler) => handler(admin, &call),
+        Handler::Canary(handler) => {
+            let (route, action) = handler(admin, &call)?;
+            let controller = Arc::clone(&admin.canary);
+            let asked = route.clone();
+            tokio::task::spawn_blocking(move || controller.act(&asked, action))
+                .await
+                .map_err(|_| {
+                    AdminError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the canary action failed",
+                    )
+                })??;
+            handlers::route_answer(admin, &route, None)
+        }
         Handler::Change(handler) => {
             let body = read_body(req).await?;
             let (route, change) = handler(admin, &call, &body)?;

@@ -25,6 +25,10 @@ pub(super) enum Handler {
     /// Reads the body and asks for a weight change, which the dispatcher
     /// applies (through the fleet in fleet mode) and answers with the route.
     Change(fn(&Admin, &Call, &[u8]) -> handlers::Asked),
+    /// Asks for a canary action, which the dispatcher hands to the controller.
+    Canary(
+        fn(&Admin, &Call) -> Result<(String, crate::control::canary::Action), super::AdminError>,
+    ),
 }
 
 pub(super) struct Route {
@@ -53,7 +57,7 @@ const fn open(pattern: &'static str, handler: Handler) -> Route {
     }
 }
 
-use Handler::{Change, Plain};
+use Handler::{Canary, Change, Plain};
 
 /// Every path the admin listener answers (SPEC §3). HEAD takes the GET routes.
 #[rustfmt::skip]
@@ -73,7 +77,7 @@ pub(super) static ROUTES: [Route; 19] = [
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/drain", Plain(handlers::drain)),
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/undrain", Plain(handlers::undrain)),
     route(Method::GET, "api/v1/routes/{route}/mirror", Plain(handlers::mirror)),
-    route(Method::POST, "api/v1/routes/{route}/canary/{action}", Plain(handlers::canary)),
+    route(Method::POST, "api/v1/routes/{route}/canary/{action}", Canary(handlers::canary)),
     route(Method::GET, "api/v1/history", Plain(handlers::history)),
     route(Method::GET, "api/v1/stats", Plain(handlers::stats)),
     route(Method::POST, "api/v1/reload", Plain(handlers::reload)),

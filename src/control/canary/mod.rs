@@ -38,6 +38,7 @@ mod judge;
 mod plan;
 mod run;
 mod saved;
+mod shared;
 mod view;
 
 pub use judge::{P99_FLOOR_MS, StepWindow, Verdict, judge};
@@ -56,6 +57,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{CanaryConfig, Weight};
+use crate::control::fleet::Fleet;
 use crate::control::history::{Revision, Source, WeightMap};
 use crate::control::{Backend, Change, ChangeError, Route, State};
 
@@ -111,11 +113,23 @@ pub struct Controller {
     wake: Notify,
     /// Where the canary state is saved (beside the state file), if anywhere.
     saved: Option<PathBuf>,
+    /// In a fleet: the canary is shared (`shared`).
+    fleet: Option<Arc<Fleet>>,
+    /// The runtime the fleet's calls run on, from the controller's thread.
+    handle: Option<tokio::runtime::Handle>,
+    /// In a fleet: each route's latest view, answered while the runs are busy.
+    last_views: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 impl Controller {
     /// A controller for `state`, restoring canaries saved beside its state file.
     pub fn new(state: Arc<State>) -> Controller {
+        Controller::with_fleet(state, None)
+    }
+
+    /// A controller for `state`; in a fleet, one whose canaries are shared
+    /// with the fleet's other instances (and not restored from a file).
+    pub fn with_fleet(state: Arc<State>, fleet: Option<Arc<Fleet>>) -> Controller {
         let saved = state
             .snapshot()
             .config
@@ -128,8 +142,15 @@ impl Controller {
             runs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             saved,
+            handle: fleet
+                .as_ref()
+                .and_then(|_| tokio::runtime::Handle::try_current().ok()),
+            fleet,
+            last_views: Mutex::new(HashMap::new()),
         };
-        controller.restore();
+        if !controller.in_fleet() {
+            controller.restore();
+        }
         controller
     }
 
@@ -139,13 +160,7 @@ impl Controller {
         let r = snapshot
             .route(route)
             .ok_or_else(|| CanaryError::UnknownRoute(route.to_string()))?;
-        if snapshot.config.fleet.is_some() {
-            // Each instance's own controller would fight the others over the
-            // fleet's weights: in a fleet, steps are made by hand (docs/FLEET.md).
-            return Err(CanaryError::Invalid(format!(
-                "route `{route}`: the automated canary does not run in fleet mode yet; step the weights with `ctl set` (they apply fleet-wide)"
-            )));
-        }
+        self.check_controller(route)?;
         let config = r
             .config
             .canary
@@ -295,8 +310,9 @@ impl Controller {
             }
             true
         });
+        self.follow_shared(&mut runs, &snapshot);
         for (name, run) in runs.iter_mut() {
-            if run.phase != CanaryPhase::Running {
+            if run.phase != CanaryPhase::Running || !self.controls(name) {
                 continue;
             }
             // Fresh each time: a step of another route may have just changed it.
@@ -312,6 +328,7 @@ impl Controller {
         if changed {
             self.save(&runs);
         }
+        self.publish_counts(&mut runs, &self.state.snapshot_full());
         drop(runs);
         tick_period(&snapshot.routes)
     }
@@ -337,7 +354,11 @@ impl Controller {
             }
             run.seen_revision = revision;
         }
-        let window = run.measure(route, Instant::now());
+        let window = if self.in_fleet() {
+            run.window(route, &self.fleet_counts(route, run), Instant::now())
+        } else {
+            run.measure(route, Instant::now())
+        };
         let verdict = judge(config, &window);
         let figures = window.figures();
         run.last = Some(window);
@@ -371,6 +392,7 @@ impl Controller {
                     Ok(new_revision) => {
                         run.begin_step(route, next);
                         run.seen_revision = new_revision;
+                        run.step_revision = new_revision;
                         run.reason = format!("step {} began", run.plan.step_text(next));
                         true
                     }
@@ -422,16 +444,15 @@ impl Controller {
         if_revision: Option<u64>,
         reason: String,
     ) -> Result<u64, ChangeError> {
-        self.state
-            .apply(Change::SetWeights {
-                route: route.to_string(),
-                weights,
-                if_revision,
-                source: Source::Canary,
-                reason,
-                zone: None,
-            })
-            .map(|applied| applied.revision)
+        let change = Change::SetWeights {
+            route: route.to_string(),
+            weights,
+            if_revision,
+            source: Source::Canary,
+            reason,
+            zone: None,
+        };
+        self.apply_change(route, change)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Run>> {
@@ -443,6 +464,25 @@ impl Controller {
 
 /// Starts the controller's task; it runs until `stop`.
 pub fn spawn(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    if controller.in_fleet() {
+        // In a fleet a tick waits for etcd: it runs on a blocking thread.
+        let handle = tokio::runtime::Handle::current();
+        return tokio::task::spawn_blocking(move || {
+            loop {
+                let period = controller.tick();
+                let stopped = handle.block_on(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(period) => false,
+                        () = controller.wake.notified() => false,
+                        _ = stop.changed() => true,
+                    }
+                });
+                if stopped || *stop.borrow() {
+                    break;
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         loop {
             let period = controller.tick();

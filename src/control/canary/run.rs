@@ -29,6 +29,40 @@ pub(super) struct Run {
     /// Revisions up to this one are accounted for: a later weight change of
     /// the route not made by the canary pauses it.
     pub(super) seen_revision: u64,
+    /// In a fleet: the revision that began the step, which tags every
+    /// instance's published counts of it.
+    pub(super) step_revision: u64,
+    /// In a fleet: when this instance last published its counts.
+    pub(super) published: Option<Instant>,
+}
+
+/// One instance's counts of a step's window, as published to the fleet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct StepCounts {
+    /// The revision that began the step counted.
+    pub step_revision: u64,
+    pub canary_requests: u64,
+    pub canary_errors: u64,
+    pub canary_latency: Option<Summary>,
+    pub baseline_latency: Option<Summary>,
+}
+
+impl StepCounts {
+    /// Adds another instance's counts of the same step.
+    pub(super) fn add(&mut self, other: &StepCounts) {
+        self.canary_requests += other.canary_requests;
+        self.canary_errors += other.canary_errors;
+        for (mine, theirs) in [
+            (&mut self.canary_latency, &other.canary_latency),
+            (&mut self.baseline_latency, &other.baseline_latency),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(mine), Some(theirs)) => mine.add(theirs),
+                (None, Some(theirs)) => *mine = Some(theirs.clone()),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The canary's totals and both backends' latency series when a step began.
@@ -78,11 +112,13 @@ impl Run {
             last: None,
             reason: String::new(),
             seen_revision,
+            step_revision: seen_revision,
+            published: None,
         }
     }
 
-    /// The step's window now.
-    pub(super) fn measure(&self, route: &Route, now: Instant) -> StepWindow {
+    /// This instance's counts of the step's window now.
+    pub(super) fn counts(&self, route: &Route) -> StepCounts {
         let canary = route.backend(&self.plan.canary);
         let (responses, errors) = canary.map_or((0, 0), |b| b.metrics.totals());
         let requests = responses.saturating_sub(self.marks.canary_totals.0);
@@ -95,28 +131,46 @@ impl Run {
         let mark_kept = current.saturating_sub(start) < stats::SLOTS as u64;
         let latency = |backend: Option<&Backend>, mark: &Option<Summary>| {
             let total = backend?.metrics.series.summary(start, current + 1);
-            let window = match mark {
+            Some(match mark {
                 Some(mark) if mark_kept => total.since(mark),
                 _ => total,
-            };
-            window.p99_ms()
+            })
         };
-        StepWindow {
-            elapsed: now.saturating_duration_since(self.clock_started),
+        StepCounts {
+            step_revision: self.step_revision,
             canary_requests: requests,
             canary_errors: errors,
-            canary_p99_ms: latency(canary, &self.marks.canary_latency),
-            baseline_p99_ms: latency(
+            canary_latency: latency(canary, &self.marks.canary_latency),
+            baseline_latency: latency(
                 route.backend(&self.plan.baseline),
                 &self.marks.baseline_latency,
             ),
-            canary_available: canary.is_some_and(Backend::any_available),
         }
+    }
+
+    /// The step's window now, from `counts` (this instance's, or the fleet's sum).
+    pub(super) fn window(&self, route: &Route, counts: &StepCounts, now: Instant) -> StepWindow {
+        StepWindow {
+            elapsed: now.saturating_duration_since(self.clock_started),
+            canary_requests: counts.canary_requests,
+            canary_errors: counts.canary_errors.min(counts.canary_requests),
+            canary_p99_ms: counts.canary_latency.as_ref().and_then(Summary::p99_ms),
+            baseline_p99_ms: counts.baseline_latency.as_ref().and_then(Summary::p99_ms),
+            canary_available: route
+                .backend(&self.plan.canary)
+                .is_some_and(Backend::any_available),
+        }
+    }
+
+    /// The step's window now, on this instance's counts.
+    pub(super) fn measure(&self, route: &Route, now: Instant) -> StepWindow {
+        self.window(route, &self.counts(route), now)
     }
 
     /// Starts step `index` now.
     pub(super) fn begin_step(&mut self, route: &Route, index: usize) {
         self.step = index;
+        self.published = None;
         self.step_started = SystemTime::now();
         self.clock_started = Instant::now();
         self.marks = Marks::take(route, &self.plan);

@@ -71,18 +71,13 @@ impl Controller {
 
     /// Saves every run beside the state file (temp file, then rename).
     pub(super) fn save(&self, runs: &HashMap<String, Run>) {
+        self.save_shared(runs);
         let Some(path) = self.saved.as_deref() else {
             return;
         };
         let mut saved: Vec<SavedRun> = runs
             .iter()
-            .map(|(route, run)| SavedRun {
-                route: route.clone(),
-                plan: run.plan.clone(),
-                phase: run.phase,
-                step: run.step,
-                reason: run.reason.clone(),
-            })
+            .map(|(route, run)| SavedRun::of(route, run))
             .collect();
         saved.sort_by(|a, b| a.route.cmp(&b.route));
         if let Err(error) = write_atomically(path, &saved) {
@@ -91,15 +86,31 @@ impl Controller {
     }
 }
 
-/// One run as saved beside the state file.
+/// One run as saved beside the state file (and, in a fleet, in etcd).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SavedRun {
-    route: String,
-    plan: StepPlan,
-    phase: CanaryPhase,
-    step: usize,
-    reason: String,
+pub(super) struct SavedRun {
+    pub(super) route: String,
+    pub(super) plan: StepPlan,
+    pub(super) phase: CanaryPhase,
+    pub(super) step: usize,
+    pub(super) reason: String,
+    /// The revision that began the step (tags the fleet's step counts).
+    #[serde(default)]
+    pub(super) step_revision: u64,
+}
+
+impl SavedRun {
+    pub(super) fn of(route: &str, run: &Run) -> SavedRun {
+        SavedRun {
+            route: route.to_string(),
+            plan: run.plan.clone(),
+            phase: run.phase,
+            step: run.step,
+            reason: run.reason.clone(),
+            step_revision: run.step_revision,
+        }
+    }
 }
 
 /// `sluicegate.state.json` → `sluicegate.state.canary.json`.

@@ -16,12 +16,25 @@ impl Controller {
         let plan = StepPlan::of(config);
         let steps: Vec<f64> = config.steps.iter().map(|w| w.percent()).collect();
         let weight = route.backend(&config.canary).map(|b| b.weight.percent());
-        let runs = self.lock();
+        // In a fleet, an action or a tick holds the runs while it waits for
+        // etcd: answer with the last view then rather than block a runtime
+        // thread (the wait itself needs those threads).
+        let runs = if self.in_fleet() {
+            match self.runs.try_lock() {
+                Ok(runs) => runs,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return self.last_view(route.name());
+                }
+            }
+        } else {
+            self.lock()
+        };
         let run = runs.get(route.name()).filter(|run| run.plan == plan);
         let phase = run.map_or(CanaryPhase::Idle, |run| run.phase);
         let started = run.filter(|_| phase != CanaryPhase::Idle);
         let last = started.and_then(|run| run.last.as_ref());
-        json!({
+        let mut view = json!({
             "state": phase.as_str(),
             "step": started.map(|run| run.step + 1),
             "steps": steps,
@@ -34,7 +47,18 @@ impl Controller {
             "p99_ms": last.and_then(|w| w.canary_p99_ms).map(round_ms),
             "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms).map(round_ms),
             "reason": run.map(|run| run.reason.as_str()).filter(|r| !r.is_empty()),
-        })
+        });
+        drop(runs);
+        if let Some(fleet) = &self.fleet
+            && let Value::Object(map) = &mut view
+        {
+            map.insert(
+                "controller".to_string(),
+                fleet.canary_controller(route.name()).into(),
+            );
+            self.remember_view(route.name(), &view);
+        }
+        view
     }
 }
 

@@ -129,6 +129,25 @@ pub enum Compare {
     Value(String, Vec<u8>),
 }
 
+impl Compare {
+    /// The key compared.
+    pub fn key(&self) -> &str {
+        match self {
+            Compare::ModRevision(key, _) | Compare::Value(key, _) => key,
+        }
+    }
+
+    /// Whether `kv` (the key as read; `None`: absent) satisfies this.
+    pub fn holds(&self, kv: Option<&Kv>) -> bool {
+        match (self, kv) {
+            (Compare::ModRevision(_, 0), None) => true,
+            (Compare::ModRevision(_, revision), Some(kv)) => kv.mod_revision == *revision,
+            (Compare::Value(_, value), Some(kv)) => kv.value == *value,
+            _ => false,
+        }
+    }
+}
+
 /// An operation of a transaction.
 #[derive(Debug, Clone)]
 pub enum Op {

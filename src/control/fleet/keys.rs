@@ -7,6 +7,9 @@
 //! | `P/weights/ROUTE` | the route's fleet-wide desired weights ([`WeightsRecord`]) |
 //! | `P/zones/ZONE/weights/ROUTE` | the route's weights for instances in ZONE |
 //! | `P/instances/NAME` | one instance's registration, under its lease ([`InstanceView`]) |
+//! | `P/canary/ROUTE/controller` | the instance running ROUTE's canary controller, under its lease |
+//! | `P/canary/ROUTE/state` | ROUTE's canary (plan, phase, step), written by its controller |
+//! | `P/canary/ROUTE/stats/NAME` | instance NAME's counts of the step in force, under its lease |
 //!
 //! A route name is written with `%` and `/` escaped, so every key part is one
 //! segment.
@@ -57,6 +60,21 @@ impl Keys {
         format!("{}instances/{name}", self.root)
     }
 
+    /// The instance running `route`'s canary controller (under its lease).
+    pub fn controller(&self, route: &str) -> String {
+        format!("{}canary/{}/controller", self.root, escape(route))
+    }
+
+    /// `route`'s canary state, written by its controller.
+    pub fn canary_state(&self, route: &str) -> String {
+        format!("{}canary/{}/state", self.root, escape(route))
+    }
+
+    /// One instance's counts of `route`'s canary step (under its lease).
+    pub fn canary_stats(&self, route: &str, instance: &str) -> String {
+        format!("{}canary/{}/stats/{instance}", self.root, escape(route))
+    }
+
     /// What `key` is, when it is one of the fleet's.
     pub fn parse<'k>(&self, key: &'k str) -> Option<Key<'k>> {
         let rest = key.strip_prefix(self.root.as_str())?;
@@ -73,6 +91,9 @@ impl Keys {
                 zone: Some(zone),
             },
             ["instances", name] => Key::Instance(name),
+            ["canary", route, "controller"] => Key::Controller(unescape(route)),
+            ["canary", route, "state"] => Key::CanaryState(unescape(route)),
+            ["canary", route, "stats", instance] => Key::CanaryStats(unescape(route), instance),
             _ => return None,
         })
     }
@@ -88,6 +109,9 @@ pub(super) enum Key<'k> {
         zone: Option<&'k str>,
     },
     Instance(&'k str),
+    Controller(String),
+    CanaryState(String),
+    CanaryStats(String, &'k str),
 }
 
 fn escape(route: &str) -> String {
@@ -117,6 +141,7 @@ pub(super) fn instance_record(
     snapshot: &Snapshot,
     connected: bool,
     applied_revision: u64,
+    canary_controller: Vec<String>,
     on_fleet_weights: &dyn Fn(&str) -> bool,
 ) -> InstanceView {
     let routes = snapshot
@@ -145,8 +170,7 @@ pub(super) fn instance_record(
         connected,
         applied_revision,
         last_seen: SystemTime::now(),
-        // The automated canary does not run in fleet mode yet.
-        canary_controller: Vec::new(),
+        canary_controller,
         config_hash: snapshot.config.source_hash.map(|h| format!("{h:016x}")),
         routes,
     }

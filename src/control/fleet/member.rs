@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Fleet;
 use super::etcd::{CALL_TIMEOUT, Op};
@@ -21,18 +22,28 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
     // Rewritten soon after a snapshot change (weights, reload, failover),
     // not on every etcd revision: registrations would wake each other.
     let mut applied = fleet.state.subscribe();
+    let mut next = Instant::now();
     loop {
-        if let Err(error) = register(&fleet).await {
-            tracing::debug!(%error, "fleet: registration failed; trying again");
+        if Instant::now() >= next {
+            next = Instant::now() + period;
+            if let Err(error) = register(&fleet).await {
+                tracing::debug!(%error, "fleet: registration failed; trying again");
+            }
+        }
+        if let Err(error) = fleet.contest().await {
+            tracing::debug!(%error, "fleet: bidding for canary controllers failed");
         }
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep_until(next) => {}
+            // A canary route without a controller: bid now.
+            _ = fleet.contest.notified() => {}
             _ = applied.changed() => {
                 // Let a burst of changes settle into one write.
                 tokio::select! {
                     _ = tokio::time::sleep(MIN_GAP) => {}
                     _ = stop.changed() => break,
                 }
+                next = Instant::now();
             }
             _ = stop.changed() => break,
         }

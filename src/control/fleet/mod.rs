@@ -12,12 +12,17 @@
 //!   has no weights for from this instance's file.
 //! - `write`: an admin change as one etcd transaction guarded by the
 //!   fleet's revision counter, answered once this instance has applied it.
-//! - `member`: this instance's registration under a lease.
+//! - `member`: this instance's registration under a lease, and its bid for
+//!   the canary controller of each canary route.
+//! - `canary`: what the canary controller asks of the fleet: who controls a
+//!   route, the shared canary state, every instance's step counts, and
+//!   writes fenced by the controller's key.
 //!
 //! Traffic never waits for etcd: requests read the snapshot, which only the
 //! sync task replaces; with etcd gone the last applied weights stay (and come
 //! back from the state file after a restart).
 
+mod canary;
 pub mod etcd;
 mod keys;
 mod member;
@@ -58,6 +63,9 @@ pub struct Fleet {
     lease: AtomicI64,
     /// The fleet's revision counter as last read: number, key's mod revision.
     counter: Mutex<(u64, i64)>,
+    /// Woken when a canary route has no controller: the member task runs
+    /// for it at once.
+    contest: tokio::sync::Notify,
     view: Mutex<View>,
 }
 
@@ -68,6 +76,23 @@ struct View {
     instances: BTreeMap<String, InstanceView>,
     /// Why some values in etcd or some routes are not applied here.
     problems: Vec<String>,
+    /// Route → the instance running its canary controller, and the
+    /// controller key's mod revision (the fence of its writes).
+    controllers: BTreeMap<String, (String, i64)>,
+    /// Route → its canary state as the controller saved it.
+    canary_states: BTreeMap<String, Vec<u8>>,
+    /// Route → instance → that instance's counts of the step in force.
+    canary_stats: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+impl View {
+    fn controlled_by(&self, instance: &str) -> Vec<String> {
+        self.controllers
+            .iter()
+            .filter(|(_, (who, _))| who == instance)
+            .map(|(route, _)| route.clone())
+            .collect()
+    }
 }
 
 impl Fleet {
@@ -87,6 +112,7 @@ impl Fleet {
             applied: watch::Sender::new(0),
             lease: AtomicI64::new(0),
             counter: Mutex::new((0, 0)),
+            contest: tokio::sync::Notify::new(),
             view: Mutex::new(View::default()),
         })))
     }
@@ -140,8 +166,13 @@ impl Fleet {
             &snapshot,
             self.connected(),
             self.state.revision(),
+            self.view().controlled_by(self.instance()),
             &|route| self.state.has_override(route),
         )
+    }
+
+    fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
     }
 
     fn counter_lock(&self) -> MutexGuard<'_, (u64, i64)> {

@@ -146,10 +146,20 @@ fn apply(fleet: &Fleet, mirror: &Mirror, config: &Config, last: &mut Option<Flee
         &config.routes,
         last.as_ref(),
     );
+    let uncontrolled = config
+        .routes
+        .iter()
+        .any(|r| r.canary.is_some() && !read.controllers.contains_key(&r.name));
     {
         let mut view = fleet.view();
         view.instances = read.instances;
+        view.controllers = read.controllers;
+        view.canary_states = read.canary_states;
+        view.canary_stats = read.canary_stats;
         note_problems(&mut view, read.problems);
+    }
+    if uncontrolled {
+        fleet.contest.notify_one();
     }
     {
         // A write of this instance may have moved the counter past the watch.
@@ -175,6 +185,9 @@ pub(super) struct Read {
     pub update: FleetUpdate,
     pub problems: Vec<String>,
     pub instances: BTreeMap<String, InstanceView>,
+    pub controllers: BTreeMap<String, (String, i64)>,
+    pub canary_states: BTreeMap<String, Vec<u8>>,
+    pub canary_stats: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 /// The fleet's state for an instance in `zone` with `routes`. A value that
@@ -190,6 +203,9 @@ pub(super) fn read_mirror(
     let mut problems = Vec::new();
     let mut history = Vec::new();
     let mut instances = BTreeMap::new();
+    let mut controllers = BTreeMap::new();
+    let mut canary_states = BTreeMap::new();
+    let mut canary_stats: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
     let mut fleet_weights: BTreeMap<(String, Option<String>), Result<WeightMap, String>> =
         BTreeMap::new();
     for (key, kv) in &mirror.kvs {
@@ -211,6 +227,19 @@ pub(super) fn read_mirror(
                 }
                 Err(e) => problems.push(format!("{key}: not an instance record: {e}")),
             },
+            Some(Key::Controller(route)) => {
+                let who = String::from_utf8_lossy(&kv.value).into_owned();
+                controllers.insert(route, (who, kv.mod_revision));
+            }
+            Some(Key::CanaryState(route)) => {
+                canary_states.insert(route, kv.value.clone());
+            }
+            Some(Key::CanaryStats(route, instance)) => {
+                canary_stats
+                    .entry(route)
+                    .or_default()
+                    .insert(instance.to_string(), kv.value.clone());
+            }
             Some(Key::Revision) | None => {}
         }
     }
@@ -255,6 +284,9 @@ pub(super) fn read_mirror(
         },
         problems,
         instances,
+        controllers,
+        canary_states,
+        canary_stats,
     }
 }
 

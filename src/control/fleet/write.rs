@@ -39,6 +39,10 @@ pub enum FleetError {
         "the fleet's etcd did not answer in time: the change may or may not be made; see the history before trying again"
     )]
     Unanswered,
+    /// This instance no longer runs the route's canary controller: another
+    /// instance took over (its lease ran out meanwhile).
+    #[error("this instance no longer runs the canary controller of route `{0}`")]
+    NotController(String),
     /// 503: written, but this instance has not applied it in time.
     #[error("written to the fleet as revision {0}, not applied on this instance yet")]
     NotApplied(u64),
@@ -66,17 +70,33 @@ impl Fleet {
     /// Makes a weight change (set, promote, rollback, reset, drop a zone)
     /// for the whole fleet; answers once applied here.
     pub async fn write(&self, change: Change) -> Result<Applied, FleetError> {
+        self.write_fenced(change, None).await
+    }
+
+    /// [`Fleet::write`], made only while this instance holds `fence`'s
+    /// controller key as it last saw it (a canary controller's writes).
+    pub(super) async fn write_fenced(
+        &self,
+        change: Change,
+        fence: Option<Compare>,
+    ) -> Result<Applied, FleetError> {
         if !self.connected() {
             return Err(FleetError::Unavailable("not connected".into()));
         }
         let deadline = Instant::now() + WRITE_DEADLINE;
-        match tokio::time::timeout_at(deadline, self.write_until(change, deadline)).await {
+        let write = self.write_until(change, fence, deadline);
+        match tokio::time::timeout_at(deadline, write).await {
             Ok(result) => result,
             Err(_) => Err(FleetError::Unanswered),
         }
     }
 
-    async fn write_until(&self, change: Change, deadline: Instant) -> Result<Applied, FleetError> {
+    async fn write_until(
+        &self,
+        change: Change,
+        fence: Option<Compare>,
+        deadline: Instant,
+    ) -> Result<Applied, FleetError> {
         let request_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let mut answer_lost = false;
         for _ in 0..MAX_ATTEMPTS {
@@ -125,8 +145,12 @@ impl Fleet {
             if next > MAX_HISTORY as u64 {
                 ops.push(Op::Delete(self.keys.history(next - MAX_HISTORY as u64)));
             }
-            let compare = [Compare::ModRevision(self.keys.revision(), counter_mod)];
-            let failure = [Op::Get(self.keys.revision())];
+            let mut compare = vec![Compare::ModRevision(self.keys.revision(), counter_mod)];
+            let mut failure = vec![Op::Get(self.keys.revision())];
+            if let Some(fence) = &fence {
+                compare.push(fence.clone());
+                failure.push(Op::Get(fence.key().to_string()));
+            }
             match self.etcd.txn(&compare, &ops, &failure).await {
                 Ok(answer) if answer.succeeded => {
                     *self.counter_lock() = (next, answer.header.revision);
@@ -135,6 +159,11 @@ impl Fleet {
                         .await;
                 }
                 Ok(answer) => {
+                    if let Some(fence) = &fence
+                        && !fence.holds(answer.ranges.get(1).and_then(|r| r.first()))
+                    {
+                        return Err(FleetError::NotController(plan.route));
+                    }
                     // Another write won: read the counter it left and go again.
                     if let Some(kv) = answer.ranges.first().and_then(|r| r.first()) {
                         *self.counter_lock() = (counter_value(kv), kv.mod_revision);
