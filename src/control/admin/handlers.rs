@@ -84,6 +84,9 @@ pub(super) fn route(admin: &Admin, call: &Call) -> Reply {
 /// `dispatch` applies (through the fleet when there is one).
 pub(super) type Asked = Result<(String, Change), AdminError>;
 
+/// What the canary handler asks for: the route and the action.
+pub(super) type AskedAction = Result<(String, canary::Action), AdminError>;
+
 pub(super) fn set_weights(_: &Admin, call: &Call, body: &[u8]) -> Asked {
     let body: WeightsBody = parse_json(body)?;
     let route = call.param("route").to_string();
@@ -183,7 +186,7 @@ fn set_draining(admin: &Admin, call: &Call, draining: bool) -> Reply {
 /// `POST /api/v1/routes/{route}/canary/{action}`: the route and the action,
 /// which `dispatch` hands to the controller off the runtime's threads (in a
 /// fleet an action waits for etcd).
-pub(super) fn canary(_: &Admin, call: &Call) -> Result<(String, canary::Action), AdminError> {
+pub(super) fn canary(_: &Admin, call: &Call) -> AskedAction {
     let action = canary::Action::parse(call.param("action")).ok_or_else(|| {
         AdminError::new(
             StatusCode::NOT_FOUND,

@@ -26,9 +26,7 @@ pub(super) enum Handler {
     /// applies (through the fleet in fleet mode) and answers with the route.
     Change(fn(&Admin, &Call, &[u8]) -> handlers::Asked),
     /// Asks for a canary action, which the dispatcher hands to the controller.
-    Canary(
-        fn(&Admin, &Call) -> Result<(String, crate::control::canary::Action), super::AdminError>,
-    ),
+    Canary(fn(&Admin, &Call) -> handlers::AskedAction),
 }
 
 pub(super) struct Route {
