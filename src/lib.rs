@@ -7,7 +7,8 @@
 //! - [`demo`], [`ctl`] (and `main.rs`): the built-in demo; `sluicegate ctl`,
 //!   the admin API client, which shares only the admin API's wire types.
 //! - [`edge`]: listeners and the accept loop (data and admin), one client
-//!   connection's lifecycle, TLS termination, binary upgrade.
+//!   connection's lifecycle, TLS termination, binary upgrade, the service
+//!   manager's notifications (sd_notify).
 //! - [`adapters`]: hyper's path (HTTP/1.1 and HTTP/2), the HTTP/1.1 fast path
 //!   and tunnels; each moves bytes for its protocol and nothing else.
 //! - [`exchange`]: the protocol-neutral core: forwarding rules, the backend

@@ -491,6 +491,131 @@ async fn open_tunnels_are_counted_until_they_close() {
     assert_eq!(tunnels_open(&scrape(&proxy).await, "green"), Some(0.0));
 }
 
+/// The series (sample lines) of `text` for which `keep` holds.
+fn series_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && keep(l))
+        .map(str::to_string)
+        .collect()
+}
+
+// One path only: which series exist does not depend on the path traffic took.
+#[tokio::test]
+async fn no_placeholder_series_for_unmatched_requests_until_one_comes() {
+    let (blue, green) = (
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
+    );
+    let config = format!(
+        "{LISTENER}{}",
+        route(
+            "web",
+            &format!("host = \"{HOST_NAME}\""),
+            "",
+            &[
+                backend("blue", Some("90"), &[blue.addr]),
+                backend("green", Some("10"), &[green.addr]),
+            ],
+        )
+    );
+    let proxy = FileProxy::start(&config).await;
+    for _ in 0..10 {
+        assert_eq!(get(proxy.addr, HOST_NAME, "/").await.status, StatusCode::OK);
+    }
+    let text = scrape(&proxy).await;
+    let placeholders = series_where(&text, |l| l.contains("backend=\"\""));
+    assert!(
+        placeholders.is_empty(),
+        "series without a backend before any unmatched request: {placeholders:?}"
+    );
+
+    assert_eq!(
+        get(proxy.addr, "elsewhere.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let text = scrape(&proxy).await;
+    let unmatched = series_where(&text, |l| l.contains("route=\"\""));
+    let names: Vec<&str> = unmatched
+        .iter()
+        .filter_map(|l| l.split('{').next())
+        .collect();
+    // The 4xx it got and its latency: no other class, no retries, failovers,
+    // mirror outcomes or tunnels for a request that reached no backend.
+    assert!(
+        names.iter().all(|n| [
+            "sluicegate_requests_total",
+            "sluicegate_request_duration_seconds_bucket",
+            "sluicegate_request_duration_seconds_sum",
+            "sluicegate_request_duration_seconds_count",
+        ]
+        .contains(n)),
+        "{unmatched:?}"
+    );
+    assert_eq!(
+        series_where(&text, |l| l
+            .starts_with("sluicegate_requests_total{route=\"\"")),
+        vec!["sluicegate_requests_total{route=\"\",backend=\"\",code=\"4xx\"} 1".to_string()]
+    );
+}
+
+// One path only: mirroring always takes the hyper path.
+#[tokio::test]
+async fn mirror_series_exist_only_for_the_mirror_backend_of_a_mirrored_route() {
+    let (blue, green) = (
+        Origin::new("blue").start().await,
+        Origin::new("green").start().await,
+    );
+    let echo = Origin::new("echo").start().await;
+    let plain = route(
+        "plain",
+        "path_prefix = \"/plain\"",
+        "",
+        &[backend("echo", None, &[echo.addr])],
+    );
+    let mirror = "\n  [routes.mirror]\n  backend = \"green\"\n  percent = 100\n";
+    let web = two_backends(LISTENER, &blue, &green, "").replacen(LISTENER, "", 1);
+    let proxy = FileProxy::start(&format!("{LISTENER}{plain}{web}{mirror}")).await;
+
+    let text = scrape(&proxy).await;
+    let mirror_series =
+        |text: &str| series_where(text, |l| l.starts_with("sluicegate_mirror_total{"));
+    let at_start = mirror_series(&text);
+    assert_eq!(
+        at_start.len(),
+        4,
+        "four outcomes of web's green: {at_start:?}"
+    );
+    assert!(
+        at_start
+            .iter()
+            .all(|l| l.contains("route=\"web\",backend=\"green\"") && l.ends_with(" 0")),
+        "{at_start:?}"
+    );
+
+    for _ in 0..10 {
+        get(proxy.addr, HOST_NAME, "/").await;
+        get(proxy.addr, HOST_NAME, "/plain").await;
+    }
+    let mirrored = |text: &str| {
+        ["match", "mismatch", "error", "skipped"]
+            .iter()
+            .filter_map(|outcome| {
+                sample(
+                    text,
+                    "sluicegate_mirror_total",
+                    &[("route", "web"), ("backend", "green"), ("outcome", outcome)],
+                )
+            })
+            .sum::<f64>()
+    };
+    eventually_async("the ten mirrored copies to be counted", || async {
+        mirrored(&scrape(&proxy).await) == 10.0
+    })
+    .await;
+    let after = mirror_series(&scrape(&proxy).await);
+    assert_eq!(after.len(), 4, "still only web's green: {after:?}");
+}
+
 /// Runs the real `promtool check metrics` on `text`; its complaints, if any.
 async fn promtool_complaints(text: &str) -> Option<String> {
     let spawned = tokio::process::Command::new("promtool")
@@ -553,6 +678,7 @@ async fn metrics_pass_promtool_check_after_traffic() {
             get(proxy.addr, HOST_NAME, path).await;
         }
     }
+
     let (status, _) = proxy
         .put_weights("web", &[("blue", 80.0), ("green", 20.0)])
         .await;

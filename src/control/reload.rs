@@ -24,6 +24,35 @@ pub struct Reloader {
     /// Hashes of the bytes last read and last applied: file events that did
     /// not change the file are ignored, and reloading the running file is a no-op.
     seen: Mutex<Seen>,
+    announce: Option<Announce>,
+}
+
+/// Called as a reload starts and once it is over (applied or refused): the
+/// service manager's `RELOADING=1` … `READY=1` (`edge::notify`).
+#[derive(Debug, Clone, Copy)]
+pub struct Announce {
+    pub start: fn(),
+    pub done: fn(),
+}
+
+/// Calls `done` when dropped, however the reload ended.
+struct Announced(Option<Announce>);
+
+impl Announced {
+    fn start(announce: Option<Announce>) -> Announced {
+        if let Some(announce) = announce {
+            (announce.start)();
+        }
+        Announced(announce)
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if let Some(announce) = self.0 {
+            (announce.done)();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +79,14 @@ impl Reloader {
                 read: loaded,
                 applied: loaded,
             }),
+            announce: None,
         }
+    }
+
+    /// Announces every reload that reads the file with `announce`.
+    pub fn announcing(mut self, announce: Announce) -> Reloader {
+        self.announce = Some(announce);
+        self
     }
 
     /// The file being watched.
@@ -60,6 +96,7 @@ impl Reloader {
 
     /// Reads the file now and applies it unless it is the running one.
     pub fn reload(&self) -> Result<Applied, ConfigErrors> {
+        let _announced = Announced::start(self.announce);
         let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
         let running = self.seen.lock().map(|s| s.applied).unwrap_or(None);
         if hash.is_some() && hash == running {
@@ -92,6 +129,7 @@ impl Reloader {
                 return Ok(Outcome::Unchanged);
             }
         }
+        let _announced = Announced::start(self.announce);
         self.apply(hash).map(Outcome::Applied)
     }
 

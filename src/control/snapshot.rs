@@ -27,8 +27,6 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Vec<Route>,
     router: Router,
-    /// Metrics of requests no route matched (labels `route=""`, `backend=""`).
-    pub unrouted: Arc<BackendMetrics>,
 }
 
 /// A route ready to serve: its backends and the weighted picker over them.
@@ -220,7 +218,11 @@ impl Snapshot {
                             endpoints,
                             health: bc.health.clone(),
                             outlier: bc.outlier,
-                            metrics: telemetry.backend(&rc.name, &bc.name),
+                            metrics: if rc.mirror.as_ref().is_some_and(|m| m.backend == bc.name) {
+                                telemetry.mirror_target(&rc.name, &bc.name)
+                            } else {
+                                telemetry.backend(&rc.name, &bc.name)
+                            },
                             next_endpoint: AtomicUsize::new(0),
                         }
                     })
@@ -256,7 +258,6 @@ impl Snapshot {
             config,
             routes,
             router,
-            unrouted: telemetry.backend("", ""),
         }
     }
 

@@ -6,6 +6,7 @@
 //! `timeouts.shutdown_grace`.
 
 pub mod connection;
+pub mod notify;
 pub mod tls;
 #[cfg(unix)]
 pub mod upgrade;
@@ -33,7 +34,7 @@ use crate::control::admin::{self, Admin, Token};
 use crate::control::canary;
 use crate::control::fleet::Fleet;
 use crate::control::health;
-use crate::control::reload::Reloader;
+use crate::control::reload::{Announce, Reloader};
 use crate::edge::tls::CertStore;
 use crate::error::ServerError;
 use crate::exchange::decide::ClientInfo;
@@ -126,7 +127,13 @@ pub async fn run_then(
     }
     let state = Arc::new(state);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reloader = source.map(|path| Arc::new(Reloader::new(path, Arc::clone(&state), loaded)));
+    let reloader = source.map(|path| {
+        let reloader = Reloader::new(path, Arc::clone(&state), loaded).announcing(Announce {
+            start: notify::reloading,
+            done: notify::reloaded,
+        });
+        Arc::new(reloader)
+    });
     if let Some(reloader) = &reloader {
         if let Err(error) = reloader.watch(stop_rx.clone()) {
             tracing::warn!(path = %reloader.path().display(), %error, "cannot watch the config file; reload with SIGHUP or the admin API");
@@ -201,12 +208,17 @@ pub async fn run_then(
         .map_err(ServerError::Tls)?;
     let draining = Arc::clone(&admin);
     let delay = state.snapshot().config.timeouts.shutdown_delay;
+    #[cfg(unix)]
+    notify::ready(upgrade::is_successor());
+    #[cfg(not(unix))]
+    notify::ready(false);
     ready();
     let result = serve(
         state,
         listeners.data.into_iter().zip(acceptors).collect(),
         async move {
             shutdown.await;
+            notify::stopping();
             // Readiness fails first so an outer balancer stops sending, then the
             // listeners close after `shutdown_delay`.
             draining.draining.store(true, Ordering::Relaxed);

@@ -120,7 +120,10 @@ pub fn start_successor(sockets: &[OwnedFd]) -> io::Result<u32> {
         let _ = ready_tx.send(ready);
     });
     match ready_rx.recv_timeout(READY_TIMEOUT) {
-        Ok(true) => Ok(pid),
+        Ok(true) => {
+            super::notify::hand_over(pid);
+            Ok(pid)
+        }
         Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             let status = child.wait()?;
             Err(io::Error::other(format!(

@@ -70,7 +70,7 @@ impl<'s> Ledger<'s> {
     pub fn settle(&mut self, status: StatusCode) {
         self.settled = true;
         self.served
-            .record(self.state, self.snapshot, status, self.started.elapsed());
+            .record(self.state, status, self.started.elapsed());
         if let Some(entry) = self.entry.as_mut() {
             self.served.fill(entry, status, self.snapshot.revision);
         }
@@ -116,13 +116,7 @@ pub struct Served<'s> {
 impl Served<'_> {
     /// Counts the response for the backend that answered it (or the one
     /// picked, when sluicegate answered itself).
-    pub fn record(
-        &self,
-        state: &State,
-        snapshot: &Snapshot,
-        status: StatusCode,
-        elapsed: Duration,
-    ) {
+    pub fn record(&self, state: &State, status: StatusCode, elapsed: Duration) {
         match (self.backend, self.route) {
             (Some(backend), _) => backend.metrics.record(status, elapsed),
             // A route whose every backend has no traffic: counted for the
@@ -131,10 +125,9 @@ impl Served<'_> {
                 Some(backend) => backend.metrics.record(status, elapsed),
                 None => state
                     .telemetry()
-                    .backend(route.name(), "")
-                    .record(status, elapsed),
+                    .record_unrouted(Some(route.name()), status, elapsed),
             },
-            (None, None) => snapshot.unrouted.record(status, elapsed),
+            (None, None) => state.telemetry().record_unrouted(None, status, elapsed),
         }
     }
 

@@ -17,7 +17,7 @@ pub mod stats;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -55,12 +55,63 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Status classes counted, `1xx` to `5xx`.
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The `outcome` label of `sluicegate_mirror_total`, in [`MirrorOutcome`] order.
+const MIRROR_OUTCOMES: [&str; 4] = ["match", "mismatch", "error", "skipped"];
+
+fn route_labels(route: &str, backend: &str) -> Vec<Label> {
+    vec![
+        Label::new("route", route.to_string()),
+        Label::new("backend", backend.to_string()),
+    ]
+}
+
+/// The requests and latency of responses no backend is counted for, under
+/// `backend=""`. Unlike a backend's, these series appear with their first
+/// response: a config whose every request finds a backend shows none.
+#[derive(Debug)]
+struct Unrouted {
+    route: String,
+    requests: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+}
+
+impl Unrouted {
+    fn new(route: &str) -> Unrouted {
+        Unrouted {
+            route: route.to_string(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+        }
+    }
+
+    fn record(&self, recorder: &PrometheusRecorder, status: StatusCode, elapsed: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        let labels = || route_labels(&self.route, "");
+        self.requests[class]
+            .get_or_init(|| {
+                let mut labels = labels();
+                labels.push(Label::new("code", CODE_CLASSES[class]));
+                recorder.register_counter(&Key::from_parts(REQUESTS_TOTAL, labels), &METADATA)
+            })
+            .increment(1);
+        self.duration
+            .get_or_init(|| {
+                recorder.register_histogram(&Key::from_parts(REQUEST_DURATION, labels()), &METADATA)
+            })
+            .record(elapsed.as_secs_f64());
+    }
+}
+
 /// The metrics of one proxy.
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     backends: Mutex<HashMap<(String, String), Weak<BackendMetrics>>>,
     mirrors: Mutex<HashMap<String, Arc<MirrorState>>>,
+    /// Responses no route took (`route=""`), and those of routes with no
+    /// backend to count them for (`backend=""`).
+    no_route: Unrouted,
+    no_backend: Mutex<HashMap<String, Arc<Unrouted>>>,
     reloads_ok: Counter,
     reloads_error: Counter,
     connections_refused: Counter,
@@ -91,7 +142,8 @@ pub struct BackendMetrics {
     duration: Histogram,
     retries: Counter,
     failovers: Counter,
-    mirror: [Counter; 4],
+    /// Only for the mirror backend of a route with `[routes.mirror]`.
+    mirror: OnceLock<[Counter; 4]>,
     tunnels: Gauge,
     /// Requests, errors and latency over the last 15 minutes.
     pub series: Series,
@@ -146,7 +198,9 @@ impl BackendMetrics {
 
     /// A mirrored copy ended with `outcome`.
     pub fn record_mirror(&self, outcome: MirrorOutcome) {
-        self.mirror[outcome as usize].increment(1);
+        if let Some(counters) = self.mirror.get() {
+            counters[outcome as usize].increment(1);
+        }
     }
 
     /// Counts one open tunnel to this backend until the slot is dropped.
@@ -234,7 +288,28 @@ impl Telemetry {
             handle,
             backends: Mutex::new(HashMap::new()),
             mirrors: Mutex::new(HashMap::new()),
+            no_route: Unrouted::new(""),
+            no_backend: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a response that no backend of `route` (`None`: no route
+    /// matched) is counted for.
+    pub fn record_unrouted(&self, route: Option<&str>, status: StatusCode, elapsed: Duration) {
+        let Some(route) = route else {
+            return self.no_route.record(&self.recorder, status, elapsed);
+        };
+        let unrouted = {
+            let mut map = match self.no_backend.lock() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            Arc::clone(
+                map.entry(route.to_string())
+                    .or_insert_with(|| Arc::new(Unrouted::new(route))),
+            )
+        };
+        unrouted.record(&self.recorder, status, elapsed);
     }
 
     /// The metrics of `route`'s `backend`, shared by every snapshot that has
@@ -254,18 +329,35 @@ impl Telemetry {
         metrics
     }
 
+    /// [`Telemetry::backend`] for the backend a route mirrors to: its
+    /// `sluicegate_mirror_total` series exist from now on.
+    pub fn mirror_target(&self, route: &str, backend: &str) -> Arc<BackendMetrics> {
+        let metrics = self.backend(route, backend);
+        metrics.mirror.get_or_init(|| {
+            MIRROR_OUTCOMES.map(|outcome| {
+                self.labelled_counter(MIRROR_TOTAL, route, backend, ("outcome", outcome))
+            })
+        });
+        metrics
+    }
+
+    fn labelled_counter(
+        &self,
+        name: &'static str,
+        route: &str,
+        backend: &str,
+        (key, value): (&'static str, &'static str),
+    ) -> Counter {
+        let mut labels = route_labels(route, backend);
+        labels.push(Label::new(key, value));
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
     fn new_backend(&self, route: &str, backend: &str) -> BackendMetrics {
-        let labels = || {
-            vec![
-                Label::new("route", route.to_string()),
-                Label::new("backend", backend.to_string()),
-            ]
-        };
+        let labels = || route_labels(route, backend);
         let with = |name: &'static str, key: &'static str, value: &'static str| {
-            let mut labels = labels();
-            labels.push(Label::new(key, value));
-            self.recorder
-                .register_counter(&Key::from_parts(name, labels), &METADATA)
+            self.labelled_counter(name, route, backend, (key, value))
         };
         BackendMetrics {
             requests: CODE_CLASSES.map(|class| with(REQUESTS_TOTAL, "code", class)),
@@ -278,8 +370,7 @@ impl Telemetry {
             failovers: self
                 .recorder
                 .register_counter(&Key::from_parts(FAILOVERS, labels()), &METADATA),
-            mirror: ["match", "mismatch", "error", "skipped"]
-                .map(|outcome| with(MIRROR_TOTAL, "outcome", outcome)),
+            mirror: OnceLock::new(),
             tunnels: self
                 .recorder
                 .register_gauge(&Key::from_parts(TUNNELS_OPEN, labels()), &METADATA),
