@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub(super) use parse::deserialize;
-pub use parse::parse_duration;
+pub use parse::{DURATION_PATTERN, parse_duration};
 
 use super::source::SourceMap;
 use super::*;
