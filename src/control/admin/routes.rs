@@ -56,13 +56,15 @@ use Handler::{Json, Plain};
 
 /// Every path the admin listener answers (SPEC §3). HEAD takes the GET routes.
 #[rustfmt::skip]
-pub(super) static ROUTES: [Route; 17] = [
+/// Each is described in `openapi::OPERATIONS` too (a test checks).
+pub(super) static ROUTES: [Route; 18] = [
     open("healthz", Plain(handlers::healthz)),
     open("readyz", Plain(handlers::readyz)),
     // The page holds nothing secret: it asks for the token the API calls need.
     open("", Plain(handlers::dashboard)),
     open("assets/{file}", Plain(handlers::dashboard)),
     route(Method::GET, "metrics", Plain(handlers::metrics)),
+    route(Method::GET, "api/v1/openapi.json", Plain(handlers::openapi)),
     route(Method::GET, "api/v1/routes", Plain(handlers::routes)),
     route(Method::GET, "api/v1/routes/{route}", Plain(handlers::route)),
     route(Method::PUT, "api/v1/routes/{route}/weights", Json(handlers::set_weights)),
