@@ -28,6 +28,7 @@ pub const PREFIX: &str = "/api/v1";
 /// `PUT /api/v1/routes/{route}/weights`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"weights": {"blue": 50, "green": 50}, "reason": "half and half"}))]
 pub struct WeightsBody {
     #[serde(serialize_with = "whole_percents_as_integers")]
     #[schemars(schema_with = "schema::weights")]
@@ -42,6 +43,7 @@ pub struct WeightsBody {
 /// `POST /api/v1/routes/{route}/promote`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"backend": "green"}))]
 pub struct PromoteBody {
     pub backend: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -261,11 +261,25 @@ fn operation(
 
     let mut parameters: Vec<Value> = path_parameters(op.pattern)
         .map(|name| {
-            let mut schema = json!({ "type": "string", "minLength": 1 });
-            if name == "action" {
-                schema = json!({ "type": "string", "enum": ["start", "pause", "resume", "abort"] });
-            }
-            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+            let (schema, example) = match name {
+                "action" => (
+                    json!({ "type": "string", "enum": ["start", "pause", "resume", "abort"] }),
+                    "start",
+                ),
+                "backend" => (json!({ "type": "string", "minLength": 1 }), "green"),
+                "endpoint" => (
+                    json!({ "type": "string", "minLength": 1 }),
+                    "127.0.0.1:8082",
+                ),
+                _ => (json!({ "type": "string", "minLength": 1 }), "web"),
+            };
+            json!({
+                "name": name,
+                "in": "path",
+                "required": true,
+                "schema": schema,
+                "example": example
+            })
         })
         .collect();
     parameters.extend(op.query.iter().map(|q| {
