@@ -9,7 +9,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::schema;
+use super::duration;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -90,25 +90,25 @@ pub struct FileAdmin {
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub connect: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub response_headers: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub client_idle: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub client_headers: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub shutdown_grace: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub shutdown_delay: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub upstream_idle: Option<String>,
 }
 
@@ -148,7 +148,7 @@ pub struct FileSticky {
     pub header: Option<String>,
     /// Lifetime of the cookie sluicegate sets.
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub max_age: Option<String>,
 }
 
@@ -180,10 +180,10 @@ pub struct FileBackend {
 pub struct FileOutlier {
     pub consecutive_failures: Option<u32>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub base_ejection: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub max_ejection: Option<String>,
 }
 
@@ -193,10 +193,10 @@ pub struct FileOutlier {
 pub struct FileHealth {
     pub path: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub interval: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub timeout: Option<String>,
     pub unhealthy_threshold: Option<u32>,
     pub healthy_threshold: Option<u32>,
@@ -225,12 +225,21 @@ pub struct FileCanary {
     pub baseline: String,
     pub canary: String,
     /// The canary's weights, strictly increasing, ending at 100.
-    #[schemars(schema_with = "schema::steps")]
+    #[schemars(schema_with = "steps_schema")]
     pub steps: Vec<f64>,
     #[serde(default)]
-    #[schemars(schema_with = "schema::duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub interval: Option<String>,
     pub min_requests: Option<u64>,
     pub max_error_rate: Option<f64>,
     pub max_p99_ratio: Option<f64>,
+}
+
+/// The canary's steps: percents, the last one 100.
+fn steps_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": { "type": "number", "exclusiveMinimum": 0, "maximum": 100 },
+        "minItems": 1
+    })
 }

@@ -5,6 +5,7 @@
 //! column and field, so `sluicegate check` shows all problems in one run and a
 //! reload with a bad file changes nothing.
 
+mod duration;
 pub mod file;
 pub mod schema;
 mod source;
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use duration::{DURATION_PATTERN, parse_duration};
 pub use source::{Format, Position};
-pub use validate::{DURATION_PATTERN, parse_duration};
 
 /// Weights are kept in basis points: 10,000 is 100 %, 1 is 0.01 %.
 pub const TOTAL_WEIGHT: u32 = 10_000;

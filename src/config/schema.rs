@@ -5,10 +5,9 @@
 
 use std::sync::OnceLock;
 
-use schemars::{Schema, SchemaGenerator, json_schema};
+use schemars::Schema;
 use serde_json::{Map, Value};
 
-use super::DURATION_PATTERN;
 use super::file::FileConfig;
 
 /// The schema of the whole file (draft 2020-12).
@@ -30,25 +29,6 @@ pub fn text() -> String {
     let mut text = serde_json::to_string_pretty(schema()).unwrap_or_else(|_| "{}".to_string());
     text.push('\n');
     text
-}
-
-/// A duration string: `"250ms"`, `"2s"`, `"1m30s"`, `"1h"`.
-pub(super) fn duration(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "pattern": DURATION_PATTERN,
-        "description": "A duration: numbers with units ms, s, m, h, e.g. \"250ms\", \"2s\", \"1m30s\", \"1h\".",
-        "examples": ["250ms", "2s", "1m30s"]
-    })
-}
-
-/// The canary's steps: percents, the last one 100.
-pub(super) fn steps(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "array",
-        "items": { "type": "number", "exclusiveMinimum": 0, "maximum": 100 },
-        "minItems": 1
-    })
 }
 
 /// An unknown key: its path (`routes[0].backends[1].weigth`) and the known

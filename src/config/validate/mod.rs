@@ -24,7 +24,6 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub(super) use parse::deserialize;
-pub use parse::{DURATION_PATTERN, parse_duration};
 
 use super::source::SourceMap;
 use super::*;

@@ -167,6 +167,44 @@ mod tests {
         }
     }
 
+    /// The dashboard's files are HTML and assets, not API.
+    fn documented(pattern: &str) -> bool {
+        !(pattern.is_empty() || pattern.starts_with("assets/"))
+    }
+
+    #[test]
+    fn every_route_is_described_in_the_openapi_document_with_its_access() {
+        use crate::control::admin::openapi::OPERATIONS;
+        for route in ROUTES.iter().filter(|r| documented(r.pattern)) {
+            let op = OPERATIONS
+                .iter()
+                .find(|op| op.method == route.method && op.pattern == route.pattern);
+            let Some(op) = op else {
+                panic!(
+                    "{} /{} is in ROUTES but not in openapi::OPERATIONS",
+                    route.method, route.pattern
+                );
+            };
+            assert_eq!(
+                op.open,
+                route.access == Access::Open,
+                "{} /{}: the document and the route table disagree on the token",
+                route.method,
+                route.pattern
+            );
+        }
+        for op in &OPERATIONS {
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|r| r.method == op.method && r.pattern == op.pattern),
+                "{} /{} is described but not in ROUTES",
+                op.method,
+                op.pattern
+            );
+        }
+    }
+
     #[test]
     fn percent_escapes_decode() {
         assert_eq!(percent_decode("127.0.0.1%3A8081"), "127.0.0.1:8081");
