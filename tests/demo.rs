@@ -14,10 +14,13 @@ use support::admin::TestDir;
 
 const TOKEN_FILE: &str = "sluicegate-admin.token";
 
-/// A port nobody listens on right now (bound to :0, then released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+/// Two different ports nobody listens on right now (bound to :0 together,
+/// then released).
+fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
+    (port(&a), port(&b))
 }
 
 /// A running `sluicegate demo`, killed on drop.
@@ -73,7 +76,8 @@ impl Drop for Demo {
 fn printed_ctl_commands_work_from_another_directory() {
     let dir = TestDir::new("demo-ctl");
     let elsewhere = TestDir::new("demo-elsewhere");
-    let demo = Demo::start(&dir, free_port(), free_port());
+    let (port, admin_port) = free_ports();
+    let demo = Demo::start(&dir, port, admin_port);
     let banner = demo.banner();
     let status = banner
         .iter()
@@ -105,7 +109,7 @@ fn printed_ctl_commands_work_from_another_directory() {
 #[test]
 fn second_demo_on_taken_ports_fails_and_keeps_the_token_file() {
     let dir = TestDir::new("demo-twice");
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = free_ports();
     let first = Demo::start(&dir, port, admin_port);
     first.banner();
     let token = std::fs::read_to_string(dir.file(TOKEN_FILE)).expect("first demo's token");
