@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -104,16 +105,22 @@ pub async fn run(
     let text = demo_config(port, admin_port, blue_addr, green_addr);
     let mut config = Config::parse(&text, "demo.toml", Format::Toml)
         .map_err(|e| ServerError::Unsupported(format!("demo config is invalid: {e}")))?;
+    // Bind before writing the token: a second demo whose ports are taken
+    // must fail without replacing the running demo's token file.
+    let listeners = Listeners::bind(&config).await?;
     // Generate the token here so it can be printed; the server then reads the file.
     let (token, token_file) = Token::resolve(&config.admin).map_err(ServerError::Admin)?;
+    let token_file = token_file.map(|p| std::path::absolute(&p).unwrap_or(p));
     if let Some(path) = &token_file {
         config.admin.token = TokenSource::File(path.clone());
     }
-    let token_note = token_file.map_or_else(String::new, |p| format!(" (also in {})", p.display()));
+    let token_note = token_file
+        .as_ref()
+        .map_or_else(String::new, |p| format!(" (also in {})", p.display()));
     let admin_url = format!("http://127.0.0.1:{admin_port}");
-    let listeners = Listeners::bind(&config).await?;
     let proxy_addr = listeners.data.first().and_then(|l| l.local_addr().ok());
     let proxy = proxy_addr.map_or_else(|| format!("127.0.0.1:{port}"), |a| a.to_string());
+    let ctl = ctl_prefix(&admin_url, token_file.as_deref());
     println!(
         "sluicegate demo\n\
          \n  blue  (v1) backend  http://{blue_addr}\
@@ -125,15 +132,50 @@ pub async fn run(
          \n  admin token  {token}{token_note}\
          \n\nTry it:\
          \n  for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\
-         \n\nShift traffic (ctl finds the token file in this directory):\
-         \n  sluicegate ctl --admin {admin_url} status\
-         \n  sluicegate ctl --admin {admin_url} set web blue=50 green=50\
-         \n  sluicegate ctl --admin {admin_url} promote web green\
-         \n  sluicegate ctl --admin {admin_url} rollback web\
-         \n  sluicegate ctl --admin {admin_url} history\
-         \n  sluicegate ctl --admin {admin_url} canary start web   (with traffic flowing)\
+         \n\nShift traffic (from any terminal and directory):\
+         \n  {ctl} status\
+         \n  {ctl} set web blue=50 green=50\
+         \n  {ctl} promote web green\
+         \n  {ctl} rollback web\
+         \n  {ctl} history\
+         \n  {ctl} canary start web   (with traffic flowing)\
          \n\nThe demo config:\n\n{text}\nPress Ctrl-C to stop.",
         token = token.reveal()
     );
     edge::run(config, listeners, shutdown).await
+}
+
+/// `sluicegate ctl --admin URL --token-file FILE` with this binary's absolute
+/// path, so the printed commands work pasted anywhere.
+fn ctl_prefix(admin_url: &str, token_file: Option<&Path>) -> String {
+    let binary = std::env::current_exe()
+        .map(|p| shell_quote(&p.display().to_string()))
+        .unwrap_or_else(|_| "sluicegate".to_string());
+    let token = token_file.map_or_else(String::new, |p| {
+        format!(" --token-file {}", shell_quote(&p.display().to_string()))
+    });
+    format!("{binary} ctl --admin {admin_url}{token}")
+}
+
+/// `text` as one shell word: as is when it holds only safe characters, else
+/// in single quotes.
+fn shell_quote(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_keeps_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/usr/bin/sluicegate"), "/usr/bin/sluicegate");
+        assert_eq!(shell_quote("/tmp/my dir/x"), "'/tmp/my dir/x'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+    }
 }

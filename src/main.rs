@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sluicegate::config::Config;
 use sluicegate::edge::{self, Listeners};
 
@@ -60,6 +60,26 @@ enum Command {
     },
     /// Client for the admin API: status, set, promote, rollback, history, reload, canary, drain.
     Ctl(sluicegate::ctl::CtlArgs),
+    /// GET a URL; exit 0 on 2xx, 1 otherwise (container health checks without curl).
+    Probe(sluicegate::ctl::probe::ProbeArgs),
+    /// Print the JSON Schema of the config file (for editors and CI linters).
+    #[command(
+        after_help = "Examples:\n  sluicegate schema > sluicegate.schema.json\n  # TOML (taplo, Even Better TOML): first line of the file\n  #:schema ./sluicegate.schema.json"
+    )]
+    Schema,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  sluicegate completions bash > /etc/bash_completion.d/sluicegate\n  sluicegate completions zsh > \"${fpath[1]}/_sluicegate\"\n  sluicegate completions fish > ~/.config/fish/completions/sluicegate.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(
+        after_help = "Examples:\n  sluicegate man > /usr/local/share/man/man1/sluicegate.1\n  sluicegate man | man -l -"
+    )]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -69,11 +89,41 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => block_on(run(config)),
         Command::Ctl(args) => sluicegate::ctl::main(args),
+        Command::Probe(args) => sluicegate::ctl::probe::main(args),
+        Command::Schema => print(&sluicegate::config::schema::text()),
+        Command::Completions { shell } => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "sluicegate", &mut stdout);
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print(&String::from_utf8_lossy(&page)),
+                Err(e) => {
+                    eprintln!("sluicegate: cannot render the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { port, admin_port } => block_on(async move {
             sluicegate::demo::run(port, admin_port, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }),
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluicegate: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

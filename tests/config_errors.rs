@@ -398,3 +398,95 @@ fn check_reads_yaml_by_extension() {
         "expected {expected:?} in:\n{output}"
     );
 }
+
+// --- unknown keys and durations -------------------------------------------------
+
+#[test]
+fn every_unknown_key_is_reported_with_a_suggestion() {
+    let src = toml_with(
+        &[(2, "adr = \"127.0.0.1:8080\""), (9, "  weigth = 90")],
+        &["", "[timeouts]", "conect = \"2s\""],
+    );
+    let errors = errors_of(&src, Format::Toml);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        2,
+        1,
+        "listeners[0]",
+        &["`adr`", "did you mean `addr`?"],
+    );
+    assert_error(
+        &errors[1],
+        9,
+        3,
+        "routes[0].backends[0]",
+        &["`weigth`", "did you mean `weight`?"],
+    );
+    assert_error(
+        &errors[2],
+        18,
+        1,
+        "timeouts",
+        &["`conect`", "did you mean `connect`?"],
+    );
+}
+
+#[test]
+fn an_unknown_key_far_from_any_lists_the_known_ones() {
+    let src = toml_with(&[], &["", "[admin]", "colour = \"blue\""]);
+    assert_one_error(
+        &src,
+        Format::Toml,
+        18,
+        1,
+        "admin",
+        &["`colour`", "`addr`", "`token_file`"],
+    );
+}
+
+#[test]
+fn yaml_unknown_keys_are_all_reported_at_the_key() {
+    let src = BAD_YAML
+        .join("\n")
+        .replace("weight: 95", "weight: 90")
+        .replace("- name: web", "- nme: web")
+        .replace("weight: 10", "wieght: 10")
+        + "\n";
+    let errors = errors_of(&src, Format::Yaml);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        4,
+        5,
+        "routes[0]",
+        &["`nme`", "did you mean `name`?"],
+    );
+    assert_error(
+        &errors[1],
+        10,
+        9,
+        "routes[0].backends[1]",
+        &["`wieght`", "did you mean `weight`?"],
+    );
+}
+
+#[test]
+fn compound_durations_parse_and_a_missing_unit_says_what_to_write() {
+    let ok = toml_with(&[], &["", "[timeouts]", "client_idle = \"1m30s\""]);
+    let config = Config::parse(&ok, "test.toml", Format::Toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.timeouts.client_idle,
+        std::time::Duration::from_secs(90)
+    );
+
+    let bad = toml_with(&[], &["", "[timeouts]", "client_idle = \"1m30\""]);
+    assert_one_error(
+        &bad,
+        Format::Toml,
+        18,
+        15,
+        "timeouts.client_idle",
+        &["lacks a unit", "write 1m30s"],
+    );
+}

@@ -3,11 +3,16 @@
 //! These types only describe the *shape* of the file; every value is checked
 //! and converted in [`crate::config`] so that all errors are reported at once.
 //! `deny_unknown_fields` makes a misspelt key an error with its position.
+//! The JSON Schema of the file (`sluicegate schema`) is derived from these
+//! types, so the two cannot drift; durations and weights get a hand schema.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::duration;
+
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -22,7 +27,7 @@ pub struct FileConfig {
 }
 
 /// `[fleet]`: share weights, history and canaries with other instances through etcd.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileFleet {
     #[serde(default)]
@@ -30,6 +35,8 @@ pub struct FileFleet {
     pub prefix: Option<String>,
     pub instance: Option<String>,
     pub zone: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub lease_ttl: Option<String>,
     pub tls: Option<FileFleetTls>,
     pub username: Option<String>,
@@ -37,7 +44,7 @@ pub struct FileFleet {
 }
 
 /// `tls = { ca, cert, key }` of `[fleet]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileFleetTls {
     pub ca: Option<String>,
@@ -46,7 +53,7 @@ pub struct FileFleetTls {
 }
 
 /// `[limits]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_connections: Option<usize>,
@@ -56,16 +63,18 @@ pub struct FileLimits {
 }
 
 /// `[access_log]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAccessLog {
     pub enabled: Option<bool>,
+    /// `json` (default) or `common`.
+    #[schemars(extend("enum" = ["json", "common", null]))]
     pub format: Option<String>,
     pub path: Option<String>,
 }
 
 /// `[[listeners]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub addr: String,
@@ -75,7 +84,7 @@ pub struct FileListener {
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, …] }` on a listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
     pub cert: String,
@@ -86,7 +95,7 @@ pub struct FileTls {
 }
 
 /// One `{ cert, key }` pair in `sni`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCertPair {
     pub cert: String,
@@ -94,7 +103,7 @@ pub struct FileCertPair {
 }
 
 /// `[admin]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub addr: Option<String>,
@@ -104,20 +113,34 @@ pub struct FileAdmin {
 }
 
 /// `[timeouts]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub connect: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub response_headers: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub client_idle: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub client_headers: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub shutdown_delay: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub upstream_idle: Option<String>,
 }
 
 /// `[[routes]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     pub name: String,
@@ -137,7 +160,7 @@ pub struct FileRoute {
 }
 
 /// `match = { host, path_prefix }`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMatch {
     pub host: Option<String>,
@@ -145,26 +168,31 @@ pub struct FileMatch {
 }
 
 /// `sticky = { cookie = NAME }` or `{ header = NAME }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSticky {
     pub cookie: Option<String>,
     pub header: Option<String>,
     /// Lifetime of the cookie sluicegate sets.
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub max_age: Option<String>,
 }
 
 /// `[[routes.backends]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackend {
     pub name: String,
+    /// Percent of the route, up to two decimals; a route's weights sum to 100.
+    #[schemars(range(min = 0, max = 100))]
     pub weight: Option<f64>,
     #[serde(default)]
     pub endpoints: Vec<String>,
     pub health: Option<FileHealth>,
     pub outlier: Option<FileOutlier>,
     /// `http1` (default), `h2c`, `h2` or `auto`.
+    #[schemars(extend("enum" = ["http1", "h2c", "h2", "auto", null]))]
     pub protocol: Option<String>,
     /// PEM file of the CA(s) that sign the `https://` endpoints' certificates.
     pub tls_ca: Option<String>,
@@ -174,30 +202,40 @@ pub struct FileBackend {
 }
 
 /// `[routes.backends.outlier]`: passive ejection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileOutlier {
     pub consecutive_failures: Option<u32>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub base_ejection: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub max_ejection: Option<String>,
 }
 
 /// `[routes.backends.health]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealth {
     pub path: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub interval: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub timeout: Option<String>,
     pub unhealthy_threshold: Option<u32>,
     pub healthy_threshold: Option<u32>,
 }
 
 /// `[routes.mirror]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMirror {
     pub backend: String,
+    /// Percent of the route's requests copied to the mirror.
+    #[schemars(range(min = 0, max = 100))]
     pub percent: f64,
     /// Largest request body copied, in bytes; larger ones are not mirrored.
     pub max_body: Option<u64>,
@@ -208,14 +246,27 @@ pub struct FileMirror {
 }
 
 /// `[routes.canary]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCanary {
     pub baseline: String,
     pub canary: String,
+    /// The canary's weights, strictly increasing, ending at 100.
+    #[schemars(schema_with = "steps_schema")]
     pub steps: Vec<f64>,
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
     pub interval: Option<String>,
     pub min_requests: Option<u64>,
     pub max_error_rate: Option<f64>,
     pub max_p99_ratio: Option<f64>,
+}
+
+/// The canary's steps: percents, the last one 100.
+fn steps_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": { "type": "number", "exclusiveMinimum": 0, "maximum": 100 },
+        "minItems": 1
+    })
 }

@@ -5,7 +5,9 @@
 //! column and field, so `sluicegate check` shows all problems in one run and a
 //! reload with a bad file changes nothing.
 
+mod duration;
 pub mod file;
+pub mod schema;
 mod source;
 mod validate;
 
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use duration::{DURATION_PATTERN, parse_duration};
 pub use source::{Format, Position};
-pub use validate::parse_duration;
 
 /// Weights are kept in basis points: 10,000 is 100 %, 1 is 0.01 %.
 pub const TOTAL_WEIGHT: u32 = 10_000;
@@ -637,13 +639,14 @@ impl Config {
         format: Format,
         dir: &Path,
     ) -> Result<Config, ConfigErrors> {
-        let raw = validate::deserialize(src, format).map_err(|(pos, message)| {
-            ConfigErrors(vec![ConfigError {
+        let raw = validate::deserialize(src, format).map_err(|errors| {
+            let located = errors.into_iter().map(|(pos, message)| ConfigError {
                 file: file.to_string(),
                 line: pos.line,
                 column: pos.column,
                 message,
-            }])
+            });
+            ConfigErrors(located.collect())
         })?;
         validate::validate(raw, file, src, format, dir)
     }
@@ -709,6 +712,29 @@ mod tests {
         assert!(parse_duration("2x").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn duration_errors_say_what_to_write() {
+        let message = |text| parse_duration(text).unwrap_err();
+        assert!(
+            message("1m30").contains("write 1m30s"),
+            "{}",
+            message("1m30")
+        );
+        assert!(
+            message("1h30").contains("write 1h30m"),
+            "{}",
+            message("1h30")
+        );
+        assert!(message("30").contains("write 30s"), "{}", message("30"));
+        assert!(message("5us").contains("below a millisecond"));
+        assert!(message("2x").contains("unknown unit `x`"));
+        assert!(message("1..5s").contains("not a duration"));
     }
 
     #[test]

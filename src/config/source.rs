@@ -69,7 +69,8 @@ enum Place {
 
 #[derive(Debug)]
 enum Node {
-    Map(Vec<(String, Located)>),
+    /// Entries: the key, where the key stands, the value.
+    Map(Vec<(String, Place, Located)>),
     Seq(Vec<Located>),
     Leaf,
 }
@@ -93,23 +94,49 @@ impl<'a> SourceMap<'a> {
     /// The position of the deepest part of `path` that exists in the file
     /// (`routes[0].backends[1].weight`; a missing field points at its table).
     pub fn locate(&self, path: &str) -> Position {
+        self.position(self.find(path).1)
+    }
+
+    /// The position of the last key of `path` itself (`weigth` in
+    /// `routes[0].backends[0].weigth`), or of its value when the path ends in
+    /// an index or does not exist.
+    pub fn locate_key(&self, path: &str) -> Position {
+        let (key, value) = self.find(path);
+        self.position(key.unwrap_or(value))
+    }
+
+    /// Where the deepest existing part of `path` stands: its key (when the
+    /// last step was a key) and its value.
+    fn find(&self, path: &str) -> (Option<Place>, Place) {
         let Some(mut here) = self.root.as_ref() else {
-            return Position { line: 1, column: 1 };
+            return (None, Place::LineColumn(Position { line: 1, column: 1 }));
         };
+        let mut key_place = None;
         for seg in split_path(path) {
             let next = match (&here.node, seg) {
-                (Node::Map(entries), Segment::Key(key)) => {
-                    entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-                }
-                (Node::Seq(items), Segment::Index(i)) => items.get(i),
+                (Node::Map(entries), Segment::Key(key)) => entries
+                    .iter()
+                    .find(|(k, _, _)| k == key)
+                    .map(|(_, at, v)| (Some(*at), v)),
+                (Node::Seq(items), Segment::Index(i)) => items.get(i).map(|v| (None, v)),
                 _ => None,
             };
             match next {
-                Some(next) => here = next,
-                None => break,
+                Some((at, next)) => {
+                    key_place = at;
+                    here = next;
+                }
+                None => {
+                    key_place = None;
+                    break;
+                }
             }
         }
-        match here.pos {
+        (key_place, here.pos)
+    }
+
+    fn position(&self, place: Place) -> Position {
+        match place {
             Place::Offset(offset) => Position::of_offset(self.src, offset),
             Place::LineColumn(pos) => pos,
         }
@@ -136,7 +163,10 @@ fn toml_table(table: &toml::de::DeTable<'_>) -> Node {
     Node::Map(
         table
             .iter()
-            .map(|(k, v)| (k.get_ref().to_string(), toml_located(v)))
+            .map(|(k, v)| {
+                let key_at = Place::Offset(k.span().start);
+                (k.get_ref().to_string(), key_at, toml_located(v))
+            })
             .collect(),
     )
 }
@@ -155,21 +185,33 @@ fn toml_located(value: &toml::Spanned<toml::de::DeValue<'_>>) -> Located {
 
 /// A YAML node with positions, read through serde-saphyr's `Spanned`.
 enum YamlNode {
-    Map(Vec<(String, serde_saphyr::Spanned<YamlNode>)>),
+    Map(
+        Vec<(
+            serde_saphyr::Spanned<KeyText>,
+            serde_saphyr::Spanned<YamlNode>,
+        )>,
+    ),
     Seq(Vec<serde_saphyr::Spanned<YamlNode>>),
     Leaf,
 }
 
-fn yaml_located(spanned: serde_saphyr::Spanned<YamlNode>) -> Located {
-    let pos = Place::LineColumn(Position {
+fn yaml_place<T>(spanned: &serde_saphyr::Spanned<T>) -> Place {
+    Place::LineColumn(Position {
         line: usize::try_from(spanned.referenced.line()).unwrap_or(1),
         column: usize::try_from(spanned.referenced.column()).unwrap_or(1),
-    });
+    })
+}
+
+fn yaml_located(spanned: serde_saphyr::Spanned<YamlNode>) -> Located {
+    let pos = yaml_place(&spanned);
     let node = match spanned.value {
         YamlNode::Map(entries) => Node::Map(
             entries
                 .into_iter()
-                .map(|(k, v)| (k, yaml_located(v)))
+                .map(|(k, v)| {
+                    let key_at = yaml_place(&k);
+                    (k.value.0, key_at, yaml_located(v))
+                })
                 .collect(),
         ),
         YamlNode::Seq(items) => Node::Seq(items.into_iter().map(yaml_located).collect()),
@@ -223,8 +265,8 @@ impl<'de> Visitor<'de> for YamlNodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<YamlNode, A::Error> {
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<KeyText>()? {
-            entries.push((key.0, map.next_value()?));
+        while let Some(key) = map.next_key::<serde_saphyr::Spanned<KeyText>>()? {
+            entries.push((key, map.next_value()?));
         }
         Ok(YamlNode::Map(entries))
     }
@@ -300,6 +342,16 @@ mod tests {
         let map = SourceMap::parse(TOML, Format::Toml);
         let parent = map.locate("routes[0].backends[0]");
         assert_eq!(map.locate("routes[0].backends[0].health.path"), parent);
+    }
+
+    #[test]
+    fn keys_are_located_at_the_key() {
+        let map = SourceMap::parse(TOML, Format::Toml);
+        let key = Position { line: 6, column: 3 };
+        assert_eq!(map.locate_key("routes[0].backends[0].weight"), key);
+        let map = SourceMap::parse(YAML, Format::Yaml);
+        let key = Position { line: 5, column: 9 };
+        assert_eq!(map.locate_key("routes[0].backends[0].weight"), key);
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //! - `client`: the admin URL, the token, the HTTP/1.1 exchange and [`CtlError`].
 //! - `format`: how the answers print (tables, one-line confirmations); their
 //!   shapes are the server's own wire types, [`crate::control::admin::api`].
+//! - [`probe`]: `sluicegate probe URL`, a plain GET for container health
+//!   checks (not the admin API: any HTTP server).
 //! - `tests` (tests.rs): argument parsing, the command → request mapping, and
 //!   end-to-end runs against a fake admin server.
 
 mod client;
 mod format;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 

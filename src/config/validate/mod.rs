@@ -25,7 +25,6 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub(super) use parse::deserialize;
-pub use parse::parse_duration;
 
 use super::source::SourceMap;
 use super::*;

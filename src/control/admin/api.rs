@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use schemars::JsonSchema;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -25,10 +26,12 @@ pub const PREFIX: &str = "/api/v1";
 // ---- request bodies ----
 
 /// `PUT /api/v1/routes/{route}/weights`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"weights": {"blue": 50, "green": 50}, "reason": "half and half"}))]
 pub struct WeightsBody {
     #[serde(serialize_with = "whole_percents_as_integers")]
+    #[schemars(schema_with = "schema::weights")]
     pub weights: WeightMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -41,8 +44,9 @@ pub struct WeightsBody {
 }
 
 /// `POST /api/v1/routes/{route}/promote`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"backend": "green"}))]
 pub struct PromoteBody {
     pub backend: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,7 +54,7 @@ pub struct PromoteBody {
 }
 
 /// `POST /api/v1/routes/{route}/rollback`; `{}` goes back one revision of the route.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,7 +67,7 @@ pub struct RollbackBody {
 // ---- answers ----
 
 /// `GET /api/v1/routes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RoutesAnswer {
     pub revision: u64,
     pub routes: Vec<RouteView>,
@@ -73,7 +77,7 @@ pub struct RoutesAnswer {
 }
 
 /// `"fleet"` of `GET /api/v1/routes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FleetLinkView {
     pub connected: bool,
     pub instance: String,
@@ -82,7 +86,7 @@ pub struct FleetLinkView {
 }
 
 /// `GET /api/v1/fleet`: every live instance of the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FleetAnswer {
     pub instances: Vec<InstanceView>,
     /// Why some fleet values or routes are not applied on this instance.
@@ -91,7 +95,7 @@ pub struct FleetAnswer {
 }
 
 /// One instance of a fleet, as it registers itself in etcd.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InstanceView {
     pub instance: String,
     #[serde(default)]
@@ -100,6 +104,7 @@ pub struct InstanceView {
     pub connected: bool,
     pub applied_revision: u64,
     #[serde(with = "rfc3339")]
+    #[schemars(schema_with = "schema::time")]
     pub last_seen: SystemTime,
     /// Routes whose canary controller runs on this instance.
     #[serde(default)]
@@ -111,9 +116,11 @@ pub struct InstanceView {
 }
 
 /// One route's weights on one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteWeightsView {
+    #[schemars(schema_with = "schema::weights")]
     pub desired: WeightMap,
+    #[schemars(schema_with = "schema::weights")]
     pub effective: WeightMap,
     /// `fleet` when the route runs on the fleet's weights, `file` when on
     /// the instance's file (none in etcd yet, or other backend names).
@@ -122,7 +129,7 @@ pub struct RouteWeightsView {
 
 /// `GET /api/v1/routes/{route}`, and the answer of every change to one
 /// route (weights, promote, rollback, canary, drain): the route as it is now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteAnswer {
     /// The revision the change made, or the current one.
     pub revision: u64,
@@ -131,7 +138,7 @@ pub struct RouteAnswer {
 
 /// One route: its match, backends with desired and effective weight,
 /// endpoint health, and canary state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteView {
     pub name: String,
     /// `shop.example.com`, or `*.example.com` for a suffix; `null` for any host.
@@ -147,10 +154,11 @@ pub struct RouteView {
     /// The canary's own view (its shape belongs to the canary module);
     /// `null` without `[routes.canary]`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::canary")]
     pub canary: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BackendView {
     pub name: String,
     /// Percent asked for (file or admin).
@@ -161,7 +169,7 @@ pub struct BackendView {
     pub endpoints: Vec<EndpointView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointView {
     /// As in the config: `host:port` or `https://host:port`.
     pub address: String,
@@ -174,7 +182,7 @@ pub struct EndpointView {
 }
 
 /// `GET /api/v1/history`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryPage {
     pub revisions: Vec<RevisionView>,
     /// Pass as `?before=` for the next, older page; `null` on the last page.
@@ -183,15 +191,19 @@ pub struct HistoryPage {
 }
 
 /// One numbered change, as the history shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RevisionView {
     pub revision: u64,
     #[serde(with = "rfc3339")]
+    #[schemars(schema_with = "schema::time")]
     pub time: SystemTime,
     /// `null` for a change of the whole config.
     pub route: Option<String>,
+    #[schemars(schema_with = "schema::optional_weights")]
     pub weights: Option<WeightMap>,
+    #[schemars(schema_with = "schema::optional_weights")]
     pub previous: Option<WeightMap>,
+    #[schemars(schema_with = "schema::source")]
     pub source: Source,
     #[serde(default)]
     pub reason: String,
@@ -220,7 +232,7 @@ impl From<Revision> for RevisionView {
 }
 
 /// `POST /api/v1/reload` when the file was valid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReloadAnswer {
     pub revision: u64,
     pub changed: bool,
@@ -231,7 +243,7 @@ pub struct ReloadAnswer {
 
 /// `GET /api/v1/routes/{route}/mirror`: settings, outcome counts and the
 /// last mismatches (newest first).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MirrorView {
     pub route: String,
     pub backend: String,
@@ -244,7 +256,7 @@ pub struct MirrorView {
 }
 
 /// Mirrored requests by outcome, as counted since start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MirrorOutcomes {
     #[serde(rename = "match")]
     pub matched: u64,
@@ -254,9 +266,10 @@ pub struct MirrorOutcomes {
 }
 
 /// One copy whose answer differed from the primary's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MismatchView {
     #[serde(with = "rfc3339")]
+    #[schemars(schema_with = "schema::time")]
     pub time: SystemTime,
     pub method: String,
     pub path: String,
@@ -280,25 +293,25 @@ impl From<Mismatch> for MismatchView {
 
 /// `GET /api/v1/stats`: per route and backend, the finished intervals of
 /// the last 15 minutes and the one in progress (the dashboard's charts).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatsView {
     pub interval_seconds: u64,
     pub routes: BTreeMap<String, RouteStats>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteStats {
     pub backends: BTreeMap<String, SeriesView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SeriesView {
     /// Finished intervals, oldest first.
     pub points: Vec<PointView>,
     pub current: PointView,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PointView {
     /// Unix seconds at the end of the interval.
     pub t: u64,
@@ -321,7 +334,7 @@ impl From<Point> for PointView {
 
 /// Every refusal: `{"error": "message"}`, plus `"errors"` (one line each)
 /// when there are several, e.g. an invalid config on reload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -344,6 +357,59 @@ fn whole_percents_as_integers<S: Serializer>(
         }
     }
     map.end()
+}
+
+/// Hand schemas for the fields whose Rust type says less than the wire
+/// (weights in basis points travel as percents, times as RFC 3339).
+mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    pub(super) fn weights(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "Backend name → percent (up to two decimals).",
+            "additionalProperties": { "type": "number", "minimum": 0, "maximum": 100 }
+        })
+    }
+
+    pub(super) fn optional_weights(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["object", "null"],
+            "description": "Backend name → percent; `null` for a change of the whole config.",
+            "additionalProperties": { "type": "number", "minimum": 0, "maximum": 100 }
+        })
+    }
+
+    pub(super) fn time(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "date-time" })
+    }
+
+    pub(super) fn source(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "enum": ["file", "admin", "canary", "failover"]
+        })
+    }
+
+    pub(super) fn canary(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["object", "null"],
+            "description": "The canary's state, step, weight and figures; `null` without [routes.canary].",
+            "properties": {
+                "state": { "type": "string" },
+                "step": { "type": ["integer", "null"], "minimum": 1 },
+                "steps": { "type": "array", "items": { "type": "number" } },
+                "weight": { "type": ["number", "null"] },
+                "step_started": { "type": ["string", "null"], "format": "date-time" },
+                "step_requests": { "type": ["integer", "null"], "minimum": 0 },
+                "min_requests": { "type": "integer", "minimum": 0 },
+                "error_rate": { "type": ["number", "null"] },
+                "p99_ms": { "type": ["number", "null"] },
+                "baseline_p99_ms": { "type": ["number", "null"] },
+                "reason": { "type": ["string", "null"] }
+            }
+        })
+    }
 }
 
 #[cfg(test)]

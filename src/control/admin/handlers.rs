@@ -58,6 +58,10 @@ pub(super) fn metrics(admin: &Admin, _: &Call) -> Reply {
     Ok(super::metrics_response(text))
 }
 
+pub(super) fn openapi(_: &Admin, _: &Call) -> Reply {
+    Ok(json_ok(super::openapi::document()))
+}
+
 pub(super) fn routes(admin: &Admin, _: &Call) -> Reply {
     let snapshot = admin.state.snapshot_full();
     let routes = snapshot

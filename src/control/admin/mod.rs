@@ -12,6 +12,7 @@ pub mod auth;
 mod call;
 mod dashboard;
 mod handlers;
+pub mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

@@ -59,13 +59,15 @@ use Handler::{Canary, Change, Plain};
 
 /// Every path the admin listener answers (SPEC §3). HEAD takes the GET routes.
 #[rustfmt::skip]
-pub(super) static ROUTES: [Route; 19] = [
+/// Each is described in `openapi::OPERATIONS` too (a test checks).
+pub(super) static ROUTES: [Route; 20] = [
     open("healthz", Plain(handlers::healthz)),
     open("readyz", Plain(handlers::readyz)),
     // The page holds nothing secret: it asks for the token the API calls need.
     open("", Plain(handlers::dashboard)),
     open("assets/{file}", Plain(handlers::dashboard)),
     route(Method::GET, "metrics", Plain(handlers::metrics)),
+    route(Method::GET, "api/v1/openapi.json", Plain(handlers::openapi)),
     route(Method::GET, "api/v1/routes", Plain(handlers::routes)),
     route(Method::GET, "api/v1/routes/{route}", Plain(handlers::route)),
     route(Method::PUT, "api/v1/routes/{route}/weights", Change(handlers::set_weights)),
@@ -167,6 +169,44 @@ mod tests {
             }
             Lookup::WrongMethod(allowed) => Err(allowed),
             Lookup::NotFound => Err(Vec::new()),
+        }
+    }
+
+    /// The dashboard's files are HTML and assets, not API.
+    fn documented(pattern: &str) -> bool {
+        !(pattern.is_empty() || pattern.starts_with("assets/"))
+    }
+
+    #[test]
+    fn every_route_is_described_in_the_openapi_document_with_its_access() {
+        use crate::control::admin::openapi::OPERATIONS;
+        for route in ROUTES.iter().filter(|r| documented(r.pattern)) {
+            let op = OPERATIONS
+                .iter()
+                .find(|op| op.method == route.method && op.pattern == route.pattern);
+            let Some(op) = op else {
+                panic!(
+                    "{} /{} is in ROUTES but not in openapi::OPERATIONS",
+                    route.method, route.pattern
+                );
+            };
+            assert_eq!(
+                op.open,
+                route.access == Access::Open,
+                "{} /{}: the document and the route table disagree on the token",
+                route.method,
+                route.pattern
+            );
+        }
+        for op in &OPERATIONS {
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|r| r.method == op.method && r.pattern == op.pattern),
+                "{} /{} is described but not in ROUTES",
+                op.method,
+                op.pattern
+            );
         }
     }
 
