@@ -1,7 +1,8 @@
 //! The dashboard on a real admin listener: the page and its assets are served
 //! without a token under a strict CSP, and a person's path through it — open
 //! the page, enter the token, move green to 50 % with the slider, apply —
-//! driven in Debian's headless Chromium by `tests/browser/dashboard.mjs`.
+//! driven in Debian's headless Chromium by `tests/browser/dashboard.mjs`; and
+//! in fleet mode, the fleet panel listing every instance (`fleet.mjs`).
 
 pub mod support;
 
@@ -178,5 +179,50 @@ async fn operator_moves_green_to_half_in_the_browser() {
         screenshot.is_file(),
         "no screenshot at {}",
         screenshot.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_panel_lists_every_instance_in_fleet_mode() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    require_browser_tools(&browser_dir);
+    let etcd = support::etcd::EtcdCluster::start(1).await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let prefix = format!("/sg-test/dashboard-{}", std::process::id());
+    let canary = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 100]\n";
+    let mut instances = Vec::new();
+    for name in ["a", "b"] {
+        let body = format!(
+            "{}\n{canary}\n{}",
+            two_backend_config("90", &blue, "10", &green),
+            support::etcd::fleet_table(&etcd.urls(), &prefix, name, None)
+        );
+        instances.push(FileProxy::start(&body).await);
+    }
+    let screenshot = screenshot_path().with_file_name("dashboard-fleet.png");
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir.join("fleet.mjs"))
+        .current_dir(&browser_dir)
+        .env(
+            "SLUICEGATE_ADMIN_URL",
+            format!("http://{}", instances[1].admin_addr),
+        )
+        .env("SLUICEGATE_ADMIN_TOKEN", &instances[1].token)
+        .env("SLUICEGATE_INSTANCES", "a,b")
+        .env("SCREENSHOT", &screenshot)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(BROWSER_LIMIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("fleet.mjs did not finish within {BROWSER_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run node tests/browser/fleet.mjs: {e}"));
+    assert!(
+        output.status.success(),
+        "fleet.mjs failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
     );
 }

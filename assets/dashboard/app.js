@@ -290,6 +290,16 @@
         if (!cards.size) ui.routes.replaceChildren(el('p', 'empty', 'Enter the admin token to see the routes.'));
       }
     }
+    const link = routes.status === 'fulfilled' && routes.value ? routes.value.fleet : null;
+    if (link && typeof link === 'object') {
+      try {
+        renderFleet(link, await api('GET', '/fleet'));
+      } catch (e) {
+        renderFleet(link, null);
+      }
+    } else {
+      ui.fleet.hidden = true;
+    }
     if (history.status === 'fulfilled') {
       renderHistory(history.value && Array.isArray(history.value.revisions) ? history.value.revisions : []);
     }
@@ -846,6 +856,52 @@
 
   let historyShown = null;
 
+  // ---------------------------------------------------------------------------
+  // Fleet: every instance × route, shown only in fleet mode.
+
+  function weightsText(weights) {
+    return weights && typeof weights === 'object'
+      ? Object.entries(weights).map(([name, w]) => name + ' ' + fmtNumber(num(w))).join(' · ')
+      : '—';
+  }
+
+  function renderFleet(link, answer) {
+    ui.fleet.hidden = false;
+    ui.fleetLink.textContent =
+      'this instance: ' + String(link.instance || '?') + (link.zone ? ' (' + link.zone + ')' : '') +
+      (link.connected ? ' · following etcd' : ' · etcd unreachable: serving the last applied weights');
+    ui.fleetLink.className = 'fleet-link ' + (link.connected ? 'live' : 'stale');
+    const rows = [];
+    const instances = answer && Array.isArray(answer.instances) ? answer.instances : [];
+    for (const instance of instances) {
+      const controls = Array.isArray(instance.canary_controller) ? instance.canary_controller : [];
+      for (const [route, w] of Object.entries(instance.routes || {})) {
+        const tr = el('tr');
+        tr.dataset.instance = String(instance.instance);
+        tr.append(el('td', null, instance.instance));
+        tr.append(el('td', null, instance.zone || '—'));
+        tr.append(el('td', instance.connected ? 'ok' : 'bad', instance.connected ? 'connected' : 'cut off'));
+        tr.append(el('td', 'num', instance.applied_revision));
+        tr.append(el('td', null, route));
+        tr.append(el('td', 'weights', weightsText(w.desired)));
+        tr.append(el('td', 'weights', weightsText(w.effective)));
+        tr.append(el('td', null, w.weights_from || ''));
+        tr.append(el('td', null, controls.includes(route) ? 'controller' : ''));
+        rows.push(tr);
+      }
+    }
+    if (!rows.length) {
+      const tr = el('tr');
+      const td = el('td', 'empty', answer ? 'No instance registered yet.' : 'The fleet view is not available.');
+      td.colSpan = 9;
+      tr.append(td);
+      rows.push(tr);
+    }
+    ui.fleetRows.replaceChildren(...rows);
+    const problems = answer && Array.isArray(answer.problems) ? answer.problems : [];
+    ui.fleetProblems.replaceChildren(...problems.map((p) => el('li', null, p)));
+  }
+
   function renderHistory(revisions) {
     // Unchanged rows stay, so a Restore button is not replaced under the pointer.
     const signature = JSON.stringify(revisions);
@@ -901,6 +957,10 @@
     ui.message = document.getElementById('message');
     ui.routes = document.getElementById('routes');
     ui.historyRows = document.getElementById('history-rows');
+    ui.fleet = document.getElementById('fleet');
+    ui.fleetRows = document.getElementById('fleet-rows');
+    ui.fleetLink = document.getElementById('fleet-link');
+    ui.fleetProblems = document.getElementById('fleet-problems');
     ui.tokenForm = document.getElementById('token-form');
     ui.tokenInput = document.getElementById('token-input');
     ui.tokenState = document.getElementById('token-state');
