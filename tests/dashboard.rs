@@ -129,6 +129,31 @@ fn require_browser_tools(browser_dir: &Path) {
     );
 }
 
+/// Runs `node tests/browser/SCRIPT` with `env`, within [`BROWSER_LIMIT`], and
+/// fails with its output unless it exits 0.
+async fn run_browser_script(browser_dir: &Path, script: &str, env: &[(&str, String)]) {
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(browser_dir.join(script))
+        .current_dir(browser_dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(BROWSER_LIMIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {BROWSER_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run node tests/browser/{script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_moves_green_to_half_in_the_browser() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -147,30 +172,19 @@ async fn operator_moves_green_to_half_in_the_browser() {
     let screenshot = screenshot_path();
     let _ = std::fs::remove_file(&screenshot);
 
-    let run = tokio::process::Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .current_dir(&browser_dir)
-        .env(
-            "SLUICEGATE_ADMIN_URL",
-            format!("http://{}", proxy.admin_addr),
-        )
-        .env("SLUICEGATE_ADMIN_TOKEN", &proxy.token)
-        .env("SCREENSHOT", &screenshot)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(BROWSER_LIMIT, run)
-        .await
-        .unwrap_or_else(|_| panic!("dashboard.mjs did not finish within {BROWSER_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run node tests/browser/dashboard.mjs: {e}"));
-
-    assert!(
-        output.status.success(),
-        "dashboard.mjs failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    run_browser_script(
+        &browser_dir,
+        "dashboard.mjs",
+        &[
+            (
+                "SLUICEGATE_ADMIN_URL",
+                format!("http://{}", proxy.admin_addr),
+            ),
+            ("SLUICEGATE_ADMIN_TOKEN", proxy.token.clone()),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    )
+    .await;
     assert_eq!(
         proxy.weights("web").await,
         weight_map(&[("blue", 50.0), ("green", 50.0)])
@@ -201,28 +215,18 @@ async fn the_fleet_panel_lists_every_instance_in_fleet_mode() {
         instances.push(FileProxy::start(&body).await);
     }
     let screenshot = screenshot_path().with_file_name("dashboard-fleet.png");
-    let run = tokio::process::Command::new("node")
-        .arg(browser_dir.join("fleet.mjs"))
-        .current_dir(&browser_dir)
-        .env(
-            "SLUICEGATE_ADMIN_URL",
-            format!("http://{}", instances[1].admin_addr),
-        )
-        .env("SLUICEGATE_ADMIN_TOKEN", &instances[1].token)
-        .env("SLUICEGATE_INSTANCES", "a,b")
-        .env("SCREENSHOT", &screenshot)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(BROWSER_LIMIT, run)
-        .await
-        .unwrap_or_else(|_| panic!("fleet.mjs did not finish within {BROWSER_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run node tests/browser/fleet.mjs: {e}"));
-    assert!(
-        output.status.success(),
-        "fleet.mjs failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    run_browser_script(
+        &browser_dir,
+        "fleet.mjs",
+        &[
+            (
+                "SLUICEGATE_ADMIN_URL",
+                format!("http://{}", instances[1].admin_addr),
+            ),
+            ("SLUICEGATE_ADMIN_TOKEN", instances[1].token.clone()),
+            ("SLUICEGATE_INSTANCES", "a,b".to_string()),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    )
+    .await;
 }

@@ -47,6 +47,20 @@ fn prefix(test: &str) -> String {
     format!("/sg-test/{test}-{}", std::process::id())
 }
 
+/// `sluicegate run -c FILE` as a real process in `dir` (one a test can SIGKILL).
+fn run_process(dir: &TestDir, file: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .arg("run")
+        .arg("-c")
+        .arg(dir.file(file))
+        .current_dir(&dir.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start sluicegate")
+}
+
 async fn start_instance(
     origins: &Origins,
     urls: &[String],
@@ -375,16 +389,7 @@ async fn instances_register_and_a_stopped_or_dead_one_leaves_the_view() {
     );
     dir.write("dead.toml", &text);
     dir.write("token", "dead-instance-token\n");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .arg("run")
-        .arg("-c")
-        .arg(dir.file("dead.toml"))
-        .current_dir(&dir.path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start sluicegate");
+    let mut child = run_process(&dir, "dead.toml");
     eventually_async("a to see the third instance", || async {
         fleet(&a)
             .await
@@ -451,7 +456,8 @@ async fn an_invalid_value_in_etcd_is_refused_and_reported_not_applied() {
 }
 
 /// `[routes.canary]` for blue → green in three quick steps.
-const CANARY: &str = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 50, 100]\ninterval = \"400ms\"\nmin_requests = 5\n";
+/// Latency is not what these tests judge: a loaded machine must not fail them.
+const CANARY: &str = "[routes.canary]\nbaseline = \"blue\"\ncanary = \"green\"\nsteps = [10, 50, 100]\ninterval = \"400ms\"\nmin_requests = 5\nmax_p99_ratio = 1000\n";
 
 /// `GET /api/v1/routes/web` on a loopback admin listener (reads need no token there).
 async fn canary_view(admin: SocketAddr) -> Value {
@@ -490,16 +496,7 @@ async fn one_canary_controller_judges_the_fleets_traffic_and_another_takes_over_
     );
     dir.write("first.toml", &text);
     dir.write("token", "first-token\n");
-    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .arg("run")
-        .arg("-c")
-        .arg(dir.file("first.toml"))
-        .current_dir(&dir.path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start sluicegate");
+    let mut first = run_process(&dir, "first.toml");
     eventually_async(
         "the first instance to take the canary controller",
         || async {

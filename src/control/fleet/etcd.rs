@@ -753,29 +753,29 @@ fn int_field(value: &Value, name: &str) -> Result<i64, EtcdError> {
 
 /// A 64-bit number written as a JSON string (protobuf's JSON mapping) or a number.
 fn int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Int {
-        Text(String),
-        Number(i64),
-    }
-    match Int::deserialize(deserializer)? {
-        Int::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        Int::Number(n) => Ok(n),
-    }
+    number(deserializer)
 }
 
-/// An unsigned 64-bit number, as a JSON string or a number.
+/// An unsigned 64-bit number (etcd's cluster id), the same way.
 fn uint<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    number(deserializer)
+}
+
+fn number<'de, D, N>(deserializer: D) -> Result<N, D::Error>
+where
+    D: Deserializer<'de>,
+    N: Deserialize<'de> + std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Uint {
+    enum Number<N> {
         Text(String),
-        Number(u64),
+        Number(N),
     }
-    match Uint::deserialize(deserializer)? {
-        Uint::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        Uint::Number(n) => Ok(n),
+    match Number::<N>::deserialize(deserializer)? {
+        Number::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        Number::Number(n) => Ok(n),
     }
 }
 
