@@ -372,7 +372,7 @@ async fn instances_register_and_a_stopped_or_dead_one_leaves_the_view() {
         .find(|i| i.instance == "b")
         .expect("b listed");
     assert_eq!(b_view.version, env!("CARGO_PKG_VERSION"));
-    assert!(b_view.routes.contains_key("web"));
+    assert_eq!(b_view.routes["web"].healthy["blue"], "1/1", "{b_view:?}");
     // A stopped instance revokes its lease: gone at once.
     b.proxy.shutdown().await.expect("b stops");
     let gone = eventually_async("a to drop b", || async {

@@ -886,6 +886,8 @@
         tr.append(el('td', 'weights', weightsText(w.desired)));
         tr.append(el('td', 'weights', weightsText(w.effective)));
         tr.append(el('td', null, w.weights_from || ''));
+        const healthy = w.healthy && typeof w.healthy === 'object' ? w.healthy : {};
+        tr.append(el('td', 'weights', Object.entries(healthy).map(([b, up]) => b + ' ' + up).join(' · ')));
         tr.append(el('td', null, controls.includes(route) ? 'controller' : ''));
         rows.push(tr);
       }
@@ -893,7 +895,7 @@
     if (!rows.length) {
       const tr = el('tr');
       const td = el('td', 'empty', answer ? 'No instance registered yet.' : 'The fleet view is not available.');
-      td.colSpan = 9;
+      td.colSpan = 10;
       tr.append(td);
       rows.push(tr);
     }

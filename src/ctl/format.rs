@@ -279,7 +279,7 @@ fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `ctl fleet`: one row per instance and route.
 fn format_fleet(answer: &FleetAnswer) -> String {
-    let mut rows = vec![[
+    let mut rows: Vec<[String; 10]> = vec![[
         "INSTANCE".to_string(),
         "ZONE".to_string(),
         "CONNECTED".to_string(),
@@ -288,6 +288,7 @@ fn format_fleet(answer: &FleetAnswer) -> String {
         "DESIRED".to_string(),
         "EFFECTIVE".to_string(),
         "FROM".to_string(),
+        "HEALTHY".to_string(),
         "CANARY".to_string(),
     ]];
     for instance in &answer.instances {
@@ -306,11 +307,17 @@ fn format_fleet(answer: &FleetAnswer) -> String {
                 weights.desired.describe(),
                 weights.effective.describe(),
                 weights.weights_from.clone(),
+                weights
+                    .healthy
+                    .iter()
+                    .map(|(b, up)| format!("{b}={up}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 controller.to_string(),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut text = String::new();

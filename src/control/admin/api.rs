@@ -125,6 +125,9 @@ pub struct RouteWeightsView {
     /// `fleet` when the route runs on the fleet's weights, `file` when on
     /// the instance's file (none in etcd yet, or other backend names).
     pub weights_from: String,
+    /// Per backend: endpoints available on that instance, `up/all`.
+    #[serde(default)]
+    pub healthy: BTreeMap<String, String>,
 }
 
 /// `GET /api/v1/routes/{route}`, and the answer of every change to one

@@ -159,6 +159,14 @@ pub(super) fn instance_record(
                     desired: route.weights(),
                     effective: route.effective_weights(),
                     weights_from: weights_from.to_string(),
+                    healthy: route
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let up = b.endpoints.iter().filter(|e| e.available()).count();
+                            (b.name.clone(), format!("{up}/{}", b.endpoints.len()))
+                        })
+                        .collect(),
                 },
             )
         })
