@@ -480,9 +480,27 @@ async fn canary_action(admin: SocketAddr, token: &str, action: &str) -> StatusCo
         .status
 }
 
+/// How the test stops the first canary controller.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL: it is gone.
+    Kill,
+    /// SIGSTOP past its lease, then SIGCONT: it wakes up an old controller.
+    Freeze,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_canary_controller_judges_the_fleets_traffic_and_another_takes_over_when_it_is_killed()
 {
+    canary_takeover(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_controller_paused_past_its_lease_cannot_write_when_it_wakes_up() {
+    canary_takeover(Stop::Freeze).await;
+}
+
+async fn canary_takeover(how: Stop) {
     let etcd = EtcdCluster::start(1).await;
     let origins = Origins::start().await;
     let prefix = prefix("canary");
@@ -575,7 +593,18 @@ async fn one_canary_controller_judges_the_fleets_traffic_and_another_takes_over_
         || async { canary_view(admin).await["step"] == json!(2) },
     )
     .await;
-    first.kill().await.expect("SIGKILL the controller");
+    let pid = first.id().expect("the first instance's pid").to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    match how {
+        Stop::Kill => first.kill().await.expect("SIGKILL the controller"),
+        Stop::Freeze => signal("-STOP"),
+    }
     let killed = Instant::now();
     let mut view = Value::Null;
     while killed.elapsed() < Duration::from_secs(30) {
@@ -584,6 +613,23 @@ async fn one_canary_controller_judges_the_fleets_traffic_and_another_takes_over_
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if how == Stop::Freeze {
+        // The old controller wakes up believing it still runs the canary at
+        // step 2: its writes must be refused by their fence.
+        let before = second.revision().await;
+        signal("-CONT");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let history: HistoryPage = second.admin_read("/api/v1/history?route=web").await;
+        let after: Vec<_> = history
+            .revisions
+            .iter()
+            .filter(|r| r.revision > before)
+            .map(|r| (r.revision, r.instance.clone(), r.reason.clone()))
+            .collect();
+        assert!(after.is_empty(), "the woken controller wrote: {after:?}");
+        let woken = canary_view(admin).await;
+        assert_eq!(woken["controller"], json!("second"), "{woken}");
     }
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load");
