@@ -168,6 +168,10 @@ impl State {
             let before = control.history.latest();
             let routes_changed = self.apply_locked(&mut control, change)?;
             let revision = control.history.latest();
+            if revision < before {
+                // Only a fleet's history goes back: its etcd was restored.
+                self.persister.numbering_restarted();
+            }
             let save = (revision != before)
                 .then(|| {
                     let path = control.config.admin.state_file.clone()?;

@@ -422,6 +422,14 @@ pub struct Persister {
 }
 
 impl Persister {
+    /// Forgets the revision written last: the numbers started again (a
+    /// fleet whose etcd was restored from an older backup), so the next save
+    /// writes even with a lower revision.
+    pub fn numbering_restarted(&self) {
+        *lock(&self.pending) = None;
+        *lock(&self.written) = None;
+    }
+
     /// Saves `state` to `path` unless a newer revision is (or is being)
     /// written there; returns once the newest offered state is on disk.
     pub fn save(&self, path: PathBuf, state: Persisted) {
@@ -548,6 +556,18 @@ mod tests {
         assert_eq!(Persisted::load(&path).revision, 5);
         persister.save(path.clone(), at_revision(6));
         assert_eq!(Persisted::load(&path).revision, 6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn after_the_numbering_restarts_a_lower_revision_is_written() {
+        let dir = temp_dir("restarted");
+        let path = dir.join("state.json");
+        let persister = Persister::default();
+        persister.save(path.clone(), at_revision(9));
+        persister.numbering_restarted();
+        persister.save(path.clone(), at_revision(2));
+        assert_eq!(Persisted::load(&path).revision, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
