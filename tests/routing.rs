@@ -6,7 +6,7 @@ pub mod support;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::client::{Reply, get};
+use support::client::{Reply, get, get_request, send};
 use support::config_text::{
     H1Path, backend, listener_on, route, single_backend_config_on, timeouts,
 };
@@ -93,6 +93,53 @@ fn assert_proxy_error(reply: &Reply, status: StatusCode) {
         reply.text()
     );
     assert_eq!(reply.backend(), None, "no backend answered this");
+}
+
+/// `GET /` on `web.test` with `headers`.
+async fn get_with(proxy: &TestProxy, headers: &[(&str, &str)]) -> Reply {
+    let mut req = get_request("web.test", "/");
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    send(proxy.addr, req).await
+}
+
+async fn header_routes_take_the_requests_that_carry_their_headers(path: H1Path) {
+    let beta = Origin::new("beta").start().await;
+    let tester = Origin::new("tester").start().await;
+    let stable = Origin::new("stable").start().await;
+    let config = [
+        listener_on(path),
+        route(
+            "beta",
+            r#"path_prefix = "/", headers = { "X-Beta" = "1", "x-team" = "web" }"#,
+            "",
+            &[backend("beta", None, &[beta.addr])],
+        ),
+        route(
+            "testers",
+            r#"headers = { "x-tester" = "*" }"#,
+            "",
+            &[backend("tester", None, &[tester.addr])],
+        ),
+        route("stable", "", "", &[backend("stable", None, &[stable.addr])]),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&config).await;
+    let both = [("x-beta", "1"), ("X-Team", "web")];
+    assert_routed_to(&get_with(&proxy, &both).await, "beta");
+    // Every header of the match must be there, with its exact value.
+    assert_routed_to(&get_with(&proxy, &[("x-beta", "1")]).await, "stable");
+    let wrong = [("x-beta", "2"), ("x-team", "web")];
+    assert_routed_to(&get_with(&proxy, &wrong).await, "stable");
+    // `"*"`: present with any value, even an empty one.
+    assert_routed_to(&get_with(&proxy, &[("x-tester", "")]).await, "tester");
+    assert_routed_to(&get_with(&proxy, &[("x-tester", "ana")]).await, "tester");
+    assert_routed_to(&get_with(&proxy, &[]).await, "stable");
+    assert_eq!((beta.hits(), tester.hits(), stable.hits()), (1, 2, 3));
 }
 
 async fn exact_host_selects_its_route(path: H1Path) {
@@ -273,6 +320,7 @@ async fn connect_failure_is_retried_on_another_endpoint(path: H1Path) {
 }
 
 on_both_paths!(
+    header_routes_take_the_requests_that_carry_their_headers,
     exact_host_selects_its_route,
     host_match_ignores_case,
     host_header_with_port_matches_the_host,

@@ -103,7 +103,7 @@ async fn forward<'s>(
         return Err(ProxyError::Connect);
     }
     let route = snapshot
-        .find_route(host.as_deref(), req.uri().path())
+        .find_route(host.as_deref(), req.uri().path(), req.headers())
         .ok_or(ProxyError::NoRoute)?;
     served.route = Some(route);
     let choice = decide::choose(route, req.headers(), client)?;

@@ -159,12 +159,14 @@ pub struct FileRoute {
     pub canary: Option<FileCanary>,
 }
 
-/// `match = { host, path_prefix }`
+/// `match = { host, path_prefix, headers }`
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMatch {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
+    /// Header name → the exact value it must have, or `"*"`: present.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `sticky = { cookie = NAME }` or `{ header = NAME }`

@@ -84,6 +84,15 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
 }
 
+/// One header a route's `match.headers` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Lowercase.
+    pub name: HeaderName,
+    /// The exact value; `None` (`"*"` in the file): any value, present.
+    pub value: Option<Vec<u8>>,
+}
+
 /// `[fleet]`: this instance's place in a fleet that shares routes' weights,
 /// history and canaries through an etcd v3 cluster (docs/FLEET.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +272,8 @@ pub struct RouteConfig {
     pub host: Option<HostMatch>,
     /// Plain string prefix of the path, `/` matches everything.
     pub path_prefix: String,
+    /// Headers the request must carry (all of them) to match.
+    pub headers: Vec<HeaderMatch>,
     pub sticky: Option<Sticky>,
     pub override_header: Option<HeaderName>,
     pub override_cookie: Option<String>,
@@ -716,6 +727,32 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn header_matches_are_lowercase_names_with_exact_values_or_any() {
+        let text = r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "beta"
+match = { headers = { "X-Beta" = "1", "x-tester" = "*" } }
+backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
+"#;
+        let config = Config::parse(text, "t.toml", Format::Toml).unwrap();
+        let headers = &config.routes[0].headers;
+        assert_eq!(headers[0].name.as_str(), "x-beta");
+        assert_eq!(headers[0].value.as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            (headers[1].name.as_str(), headers[1].value.as_deref()),
+            ("x-tester", None)
+        );
+        let bad = text.replace("X-Beta", "x beta");
+        let errors = Config::parse(&bad, "t.toml", Format::Toml)
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("match.headers"), "{errors}");
+        assert!(errors.contains("not a valid header name"), "{errors}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod snapshot;
 pub use change::{
     Applied, Change, ChangeError, FleetUpdate, PreparedConfig, WeightChange, load, prepare,
 };
+pub use router::HeaderLookup;
 pub use snapshot::{Backend, EndpointPool, Route, Snapshot, effective_weights};
 
 use std::collections::HashMap;

@@ -1,14 +1,48 @@
 //! Route lookup: exact hosts and wildcard suffixes by hash, first match in
-//! file order.
+//! file order; a route's path prefix and headers are checked on the way.
 
 use std::collections::HashMap;
 
-use crate::config::HostMatch;
+use http::header::{HeaderMap, HeaderValue};
+
+use crate::config::{HeaderMatch, HostMatch};
 
 /// What the router needs of a route.
 pub(super) trait Matchable {
     fn host(&self) -> Option<&HostMatch>;
     fn path_prefix(&self) -> &str;
+    /// Headers the request must carry; empty: any request.
+    fn headers(&self) -> &[HeaderMatch];
+}
+
+/// Header lookups over hyper's [`HeaderMap`] or the HTTP/1.1 fast path's
+/// parsed head: what route matching and the backend choice read.
+pub trait HeaderLookup {
+    /// Every value of header `name` (lowercase), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+
+    /// The first value of header `name`.
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl HeaderLookup for HeaderMap {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
+    }
+}
+
+/// Whether `headers` carry every header `wanted` asks for (any of a
+/// repeated header's values may match).
+fn carries(headers: &(impl HeaderLookup + ?Sized), wanted: &[HeaderMatch]) -> bool {
+    wanted.iter().all(|m| {
+        let mut values = headers.values(m.name.as_str());
+        match &m.value {
+            None => values.next().is_some(),
+            Some(value) => values.any(|v| v == value.as_slice()),
+        }
+    })
 }
 
 /// Route lookup by hash: exact hosts, wildcard suffixes, and host-less routes.
@@ -45,6 +79,7 @@ impl Router {
         routes: &'a [R],
         host: Option<&str>,
         path: &str,
+        headers: &(impl HeaderLookup + ?Sized),
     ) -> Option<&'a R> {
         let mut best: Option<usize> = None;
         // Each list holds routes whose host already matches: find its first
@@ -54,10 +89,9 @@ impl Router {
                 if best.is_some_and(|b| b <= i) {
                     return;
                 }
-                if routes
-                    .get(i)
-                    .is_some_and(|r| path.starts_with(r.path_prefix()))
-                {
+                if routes.get(i).is_some_and(|r| {
+                    path.starts_with(r.path_prefix()) && carries(headers, r.headers())
+                }) {
                     best = Some(i);
                     return;
                 }

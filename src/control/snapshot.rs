@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::router::{Matchable, Router};
+use super::router::{HeaderLookup, Matchable, Router};
 use crate::config::{
     BackendConfig, Config, EndpointAddr, HealthConfig, OutlierConfig, RouteConfig, TOTAL_WEIGHT,
     Weight,
@@ -261,10 +261,16 @@ impl Snapshot {
         }
     }
 
-    /// The first route matching `host` (any case, port allowed) and `path`.
+    /// The first route matching `host` (any case, port allowed), `path` and
+    /// the route's `match.headers`.
     #[inline]
-    pub fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.router.find(&self.routes, host, path)
+    pub fn find_route(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        headers: &(impl HeaderLookup + ?Sized),
+    ) -> Option<&Route> {
+        self.router.find(&self.routes, host, path, headers)
     }
 
     /// The route called `name`.
@@ -397,6 +403,10 @@ impl Matchable for Route {
     fn path_prefix(&self) -> &str {
         &self.config.path_prefix
     }
+
+    fn headers(&self) -> &[crate::config::HeaderMatch] {
+        &self.config.headers
+    }
 }
 
 #[cfg(test)]
@@ -440,7 +450,8 @@ backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
     #[test]
     fn first_match_in_file_order_wins() {
         let s = snapshot(ROUTES);
-        let find = |host, path| s.find_route(host, path).map(Route::name);
+        let none = http::HeaderMap::new();
+        let find = |host, path| s.find_route(host, path, &none).map(Route::name);
         assert_eq!(find(Some("shop.example.com"), "/api/x"), Some("api"));
         // The wildcard comes before the exact `shop` route in the file.
         assert_eq!(find(Some("SHOP.example.com:8080"), "/"), Some("wild"));

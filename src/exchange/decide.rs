@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderValue};
-
 use crate::config::Sticky;
 use crate::control::balance;
 use crate::control::{Backend, Route};
@@ -41,23 +39,7 @@ impl Choice<'_> {
     }
 }
 
-/// Header lookups the backend choice needs, over hyper's [`HeaderMap`] or
-/// the HTTP/1.1 fast path's parsed head.
-pub trait HeaderLookup {
-    /// Every value of header `name` (lowercase), in order.
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
-
-    /// The first value of header `name`.
-    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
-        self.values(name).next()
-    }
-}
-
-impl HeaderLookup for HeaderMap {
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
-    }
-}
+pub use crate::control::HeaderLookup;
 
 /// The backend for this request, and a sticky bucket to hand the client in
 /// a cookie when it had none.

@@ -326,7 +326,7 @@ impl Conn<'_> {
         let Ok(method) = Method::from_bytes(req.method.as_bytes()) else {
             return Prep::Unfit;
         };
-        let route = snapshot.find_route(Some(req.host), req.path());
+        let route = snapshot.find_route(Some(req.host), req.path(), req.headers);
         if route.is_some_and(|r| !r.fast_h1) {
             return Prep::Unfit;
         }

@@ -28,6 +28,17 @@ impl Checker<'_> {
                 format!("`{path_prefix}` must start with '/'"),
             );
         }
+        let headers = matcher
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let field = format!("{path}.match.headers.{name}");
+                let name = self.header_name(&field, &name.to_ascii_lowercase())?;
+                let value = (value != "*").then(|| value.into_bytes());
+                Some(HeaderMatch { name, value })
+            })
+            .collect();
         let sticky = raw
             .sticky
             .and_then(|s| self.sticky(&format!("{path}.sticky"), s));
@@ -68,6 +79,7 @@ impl Checker<'_> {
             name: raw.name,
             host,
             path_prefix,
+            headers,
             sticky,
             override_header,
             override_cookie,
