@@ -696,6 +696,30 @@ impl Config {
     }
 }
 
+/// A config for unit tests across the crate: route `web`, blue 90 / green 10
+/// on loopback ports nothing listens on.
+#[cfg(test)]
+pub(crate) fn blue_green_90_10() -> Config {
+    const TEXT: &str = r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+  [[routes.backends]]
+  name = "blue"
+  weight = 90
+  endpoints = ["127.0.0.1:1"]
+  [[routes.backends]]
+  name = "green"
+  weight = 10
+  endpoints = ["127.0.0.1:2"]
+"#;
+    match Config::parse(TEXT, "test.toml", Format::Toml) {
+        Ok(config) => config,
+        Err(e) => panic!("the test config is invalid: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -556,25 +556,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Format;
-
-    const TWO: &str = r#"
-[[listeners]]
-addr = "127.0.0.1:0"
-[[routes]]
-name = "web"
-  [[routes.backends]]
-  name = "blue"
-  weight = 90
-  endpoints = ["127.0.0.1:1"]
-  [[routes.backends]]
-  name = "green"
-  weight = 10
-  endpoints = ["127.0.0.1:2"]
-"#;
 
     fn state() -> State {
-        State::new(Config::parse(TWO, "test.toml", Format::Toml).unwrap())
+        State::new(crate::config::blue_green_90_10())
     }
 
     fn weights(state: &State) -> String {
@@ -599,7 +583,7 @@ name = "web"
                 ..
             }
         ));
-        let prepared = prepare(Config::parse(TWO, "test.toml", Format::Toml).unwrap()).unwrap();
+        let prepared = prepare(crate::config::blue_green_90_10()).unwrap();
         assert!(serde_json::to_string(&Change::ApplyFile(Box::new(prepared))).is_err());
     }
 

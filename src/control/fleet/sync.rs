@@ -339,24 +339,9 @@ async fn seed(fleet: &Fleet, mirror: &Mirror, config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Format;
 
     fn routes() -> Vec<RouteConfig> {
-        let text = r#"
-[[listeners]]
-addr = "127.0.0.1:0"
-[[routes]]
-name = "web"
-  [[routes.backends]]
-  name = "blue"
-  weight = 90
-  endpoints = ["127.0.0.1:1"]
-  [[routes.backends]]
-  name = "green"
-  weight = 10
-  endpoints = ["127.0.0.1:2"]
-"#;
-        Config::parse(text, "t.toml", Format::Toml).unwrap().routes
+        crate::config::blue_green_90_10().routes
     }
 
     fn kv(key: &str, value: &str) -> (String, Kv) {
