@@ -250,13 +250,6 @@ impl Etcd {
         Ok((header(&answer)?, kvs(&answer)?))
     }
 
-    /// The one key `key`, if present (a linearizable read: it needs quorum).
-    pub async fn get(&self, key: &str) -> Result<(Header, Option<Kv>), EtcdError> {
-        let body = json!({"key": b64(key.as_bytes())});
-        let answer = self.call("/v3/kv/range", &body).await?;
-        Ok((header(&answer)?, kvs(&answer)?.into_iter().next()))
-    }
-
     /// Applies `success` if every comparison holds, else `failure`, atomically.
     pub async fn txn(
         &self,

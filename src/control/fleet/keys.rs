@@ -130,6 +130,14 @@ pub(super) struct WeightsRecord {
     pub revision: u64,
 }
 
+/// The number the revision counter key holds (0 when absent or unreadable).
+pub(super) fn counter_number(value: &[u8]) -> u64 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// One history entry, checked as it is read from etcd.
 pub(super) fn parse_revision(bytes: &[u8]) -> Result<Revision, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())

@@ -141,11 +141,6 @@ impl Fleet {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// The etcd revision applied here.
-    pub fn applied_revision(&self) -> i64 {
-        *self.applied.borrow()
-    }
-
     /// Every instance of the fleet as last seen (this one as it is now).
     pub fn instances(&self) -> Vec<InstanceView> {
         let mut instances = self.view().instances.clone();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::etcd::{CALL_TIMEOUT, EtcdError, Kv, WatchMessage};
-use super::keys::{Key, Keys, WeightsRecord, parse_revision};
+use super::keys::{Key, Keys, WeightsRecord, counter_number, parse_revision};
 use super::{Fleet, InstanceView, note_problems};
 use crate::config::{Config, RouteConfig};
 use crate::control::history::{WeightMap, file_weights};
@@ -40,13 +40,9 @@ pub(super) struct Mirror {
 impl Mirror {
     /// The fleet's revision counter: its number and the key's mod revision.
     pub fn counter(&self, keys: &Keys) -> (u64, i64) {
-        self.kvs.get(&keys.revision()).map_or((0, 0), |kv| {
-            let number = std::str::from_utf8(&kv.value)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-                .unwrap_or(0);
-            (number, kv.mod_revision)
-        })
+        self.kvs
+            .get(&keys.revision())
+            .map_or((0, 0), |kv| (counter_number(&kv.value), kv.mod_revision))
     }
 }
 

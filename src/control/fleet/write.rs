@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::Fleet;
-use super::etcd::{Compare, EtcdError, Kv, Op};
-use super::keys::{WeightsRecord, parse_revision};
+use super::etcd::{Compare, EtcdError, Op};
+use super::keys::{WeightsRecord, counter_number, parse_revision};
 use crate::control::history::{MAX_HISTORY, Revision, Source, WeightMap};
 use crate::control::{Applied, Change, ChangeError};
 
@@ -166,7 +166,7 @@ impl Fleet {
                     }
                     // Another write won: read the counter it left and go again.
                     if let Some(kv) = answer.ranges.first().and_then(|r| r.first()) {
-                        *self.counter_lock() = (counter_value(kv), kv.mod_revision);
+                        *self.counter_lock() = (counter_number(&kv.value), kv.mod_revision);
                     }
                 }
                 Err(EtcdError::Unreachable(_)) => answer_lost = true,
@@ -288,7 +288,7 @@ impl Fleet {
                     break;
                 }
                 if let Some(kv) = answer.ranges.first().and_then(|r| r.first()) {
-                    *self.counter_lock() = (counter_value(kv), kv.mod_revision);
+                    *self.counter_lock() = (counter_number(&kv.value), kv.mod_revision);
                 }
                 // Drop the routes another instance seeded meanwhile.
                 let present: Vec<bool> = answer
@@ -323,11 +323,4 @@ fn put(key: String, value: Vec<u8>) -> Op {
 
 fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, FleetError> {
     serde_json::to_vec(value).map_err(|e| FleetError::Unavailable(e.to_string()))
-}
-
-fn counter_value(kv: &Kv) -> u64 {
-    std::str::from_utf8(&kv.value)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
 }
