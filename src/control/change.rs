@@ -7,6 +7,7 @@
 //! remote source (a fleet's etcd watch) can feed the same pipeline; only a
 //! file change, which carries a prepared config, is local.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -439,12 +440,15 @@ impl State {
             );
         }
         let current = self.current.load_full();
+        // By name, so that a reload stays linear in the number of routes.
+        let old_routes: HashMap<&str, &crate::config::RouteConfig> =
+            old.routes.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut changes = Vec::new();
         for route in &config.routes {
             let file_weights = crate::control::history::file_weights(route);
-            let old_file_weights = old
-                .route(&route.name)
-                .map(crate::control::history::file_weights);
+            let old_file_weights = old_routes
+                .get(route.name.as_str())
+                .map(|r| crate::control::history::file_weights(r));
             if let Some(kept) = control.overrides.get(&route.name) {
                 let file_changed = old_file_weights.as_ref() != Some(&file_weights);
                 let names: Vec<&str> = route.backends.iter().map(|b| b.name.as_str()).collect();
@@ -462,9 +466,10 @@ impl State {
                 changes.push((route.name.clone(), desired, before));
             }
         }
+        let names: HashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         control
             .overrides
-            .retain(|name, _| config.route(name).is_some());
+            .retain(|name, _| names.contains(name.as_str()));
         control.config = Arc::new(config);
         control.tls = Arc::new(tls);
         let routes_changed: Vec<String> = changes.iter().map(|(n, _, _)| n.clone()).collect();

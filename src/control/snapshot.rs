@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Vec<Route>,
     router: Router,
+    /// Route positions by name, for the admin API and the change pipeline.
+    by_name: HashMap<String, usize>,
 }
 
 /// A route ready to serve: its backends and the weighted picker over them.
@@ -253,11 +255,17 @@ impl Snapshot {
             })
             .collect();
         let router = Router::new(&routes);
+        let by_name = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.config.name.clone(), i))
+            .collect();
         Snapshot {
             revision,
             config,
             routes,
             router,
+            by_name,
         }
     }
 
@@ -275,7 +283,7 @@ impl Snapshot {
 
     /// The route called `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.name() == name)
+        self.by_name.get(name).and_then(|&i| self.routes.get(i))
     }
 }
 
@@ -388,7 +396,12 @@ impl EndpointPool {
             existing.set_idle_limit(idle_limit);
             return existing;
         }
-        map.retain(|_, weak| weak.strong_count() > 0);
+        // Dead entries are dropped only when the map would grow: amortised
+        // O(1) per insert (a sweep on every insert made building N new
+        // entries quadratic).
+        if map.len() == map.capacity() {
+            map.retain(|_, weak| weak.strong_count() > 0);
+        }
         let endpoint = new();
         map.insert(key, Arc::downgrade(&endpoint));
         endpoint

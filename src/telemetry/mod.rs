@@ -323,7 +323,12 @@ impl Telemetry {
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
             return existing;
         }
-        map.retain(|_, weak| weak.strong_count() > 0);
+        // Dead entries are dropped only when the map would grow: amortised
+        // O(1) per insert (a sweep on every insert made building N new
+        // entries quadratic).
+        if map.len() == map.capacity() {
+            map.retain(|_, weak| weak.strong_count() > 0);
+        }
         let metrics = Arc::new(self.new_backend(route, backend));
         map.insert(key, Arc::downgrade(&metrics));
         metrics

@@ -123,9 +123,12 @@ impl EjectionRules {
         });
     }
 
-    /// The endpoint is in `guard`'s set.
+    /// The endpoint is in `guard`'s set. Guards are added route by route,
+    /// so a repeat (an endpoint listed twice in one guard) can only be the
+    /// last one added: checking that one keeps a snapshot with an endpoint
+    /// shared by N routes linear in N, not quadratic.
     pub fn add_guard(&mut self, guard: &Arc<EjectionGuard>) {
-        if !self.guards.iter().any(|g| Arc::ptr_eq(g, guard)) {
+        if !self.guards.last().is_some_and(|g| Arc::ptr_eq(g, guard)) {
             self.guards.push(Arc::clone(guard));
         }
     }
