@@ -132,6 +132,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match sluicegate::control::load(path) {
         Ok(prepared) => {
             let routes = prepared.config.routes.len();
+            for warning in prepared.config.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok ({routes} routes)", path.display());
             ExitCode::SUCCESS
         }
