@@ -422,7 +422,10 @@ mod tests {
             ..TlsFiles::default()
         };
         let plain = Client::new("http://127.0.0.1:9901", None).unwrap();
-        assert!(plain.with_tls(&files).is_err(), "--ca on http:// was accepted");
+        assert!(
+            plain.with_tls(&files).is_err(),
+            "--ca on http:// was accepted"
+        );
         for bad in [
             "ftp://127.0.0.1:9901",
             "http://",

@@ -1,7 +1,7 @@
 //! The admin bearer tokens: one configured (env or file) or generated at
 //! start-up, or several named ones with roles (`[[admin.tokens]]`). Token
 //! files are re-read when they change: polled every [`ROTATION_POLL`], and
-//! at once (when their size or mtime moved) before a token is refused, so a
+//! at once (when their size, mtime or inode moved) before a token is refused, so a
 //! client that switches to the new token right after writing it is never
 //! refused.
 
@@ -159,8 +159,8 @@ struct Key {
     secret: ArcSwap<Token>,
     /// A token file, re-read when it changes.
     file: Option<PathBuf>,
-    /// The file's size and mtime when last read.
-    seen: Mutex<Option<(u64, SystemTime)>>,
+    /// The file's stamp when last read.
+    seen: Mutex<Option<Stamp>>,
 }
 
 impl std::fmt::Debug for Key {
@@ -222,12 +222,10 @@ impl Keyring {
         if let Some(found) = self.find(given) {
             return found;
         }
-        if self.refresh(false).await {
-            if let Some(found) = self.find(given) {
-                return found;
-            }
-        }
-        Credentials::Wrong
+        // Found again even when this refresh changed nothing: the poll may
+        // have taken the new token a moment ago.
+        self.refresh(false).await;
+        self.find(given).unwrap_or(Credentials::Wrong)
     }
 
     fn find(&self, given: &[u8]) -> Option<Credentials> {
@@ -253,10 +251,7 @@ impl Keyring {
             let Ok(meta) = tokio::fs::metadata(path).await else {
                 continue;
             };
-            let stamp = (
-                meta.len(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            );
+            let stamp = stamp(&meta);
             let moved = key.seen.lock().map_or(true, |seen| *seen != Some(stamp));
             if !moved && !always {
                 continue;
@@ -269,13 +264,15 @@ impl Keyring {
             if text.is_empty() {
                 continue;
             }
-            if let Ok(mut seen) = key.seen.lock() {
-                *seen = Some(stamp);
-            }
+            // The token first, then the stamp: whoever sees the new stamp
+            // finds the new token.
             if !constant_time_eq(text.as_bytes(), key.secret.load().0.as_bytes()) {
                 key.secret.store(Arc::new(Token(text.to_string())));
                 tracing::info!(name = %key.name, path = %path.display(), "admin token rotated");
                 changed = true;
+            }
+            if let Ok(mut seen) = key.seen.lock() {
+                *seen = Some(stamp);
             }
         }
         changed
@@ -305,7 +302,7 @@ impl Key {
         let seen = file
             .as_deref()
             .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            .map(|m| stamp(&m));
         Key {
             name,
             role,
@@ -314,6 +311,23 @@ impl Key {
             seen: Mutex::new(seen),
         }
     }
+}
+
+/// Size, mtime and (on unix) inode: what tells a changed token file, a
+/// renamed-over one included, without reading it. Timestamps are coarse, so
+/// an in-place rewrite of the same length may wait for the next poll.
+type Stamp = (u64, SystemTime, u64);
+
+fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        inode,
+    )
 }
 
 fn read_env(var: &str, name: &str) -> Result<Token, String> {
