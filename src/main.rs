@@ -59,7 +59,7 @@ enum Command {
         admin_port: u16,
     },
     /// Client for the admin API: status, set, promote, rollback, history, reload, canary, drain.
-    Ctl(sluicegate::ctl::CtlArgs),
+    Ctl(Box<sluicegate::ctl::CtlArgs>),
     /// GET a URL; exit 0 on 2xx, 1 otherwise (container health checks without curl).
     Probe(sluicegate::ctl::probe::ProbeArgs),
     /// Print the JSON Schema of the config file (for editors and CI linters).
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => block_on(run(config)),
-        Command::Ctl(args) => sluicegate::ctl::main(args),
+        Command::Ctl(args) => sluicegate::ctl::main(*args),
         Command::Probe(args) => sluicegate::ctl::probe::main(args),
         Command::Schema => print(&sluicegate::config::schema::text()),
         Command::Completions { shell } => {
@@ -132,6 +132,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match sluicegate::control::load(path) {
         Ok(prepared) => {
             let routes = prepared.config.routes.len();
+            for warning in prepared.config.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok ({routes} routes)", path.display());
             ExitCode::SUCCESS
         }

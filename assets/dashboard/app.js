@@ -920,6 +920,9 @@
       const source = el('td');
       source.append(el('span', 'pill source ' + String(r.source || ''), r.source || '—'));
       tr.append(source);
+      const actor = el('td', 'actor', r.actor || r.source || '—');
+      if (r.client) actor.title = 'from ' + String(r.client);
+      tr.append(actor);
       const weights =
         r.weights && typeof r.weights === 'object'
           ? Object.entries(r.weights).map(([name, w]) => name + ' ' + fmtNumber(num(w))).join(' · ')
@@ -944,7 +947,7 @@
     if (!rows.length) {
       const tr = el('tr');
       const td = el('td', 'empty', 'No revisions yet.');
-      td.colSpan = 7;
+      td.colSpan = 8;
       tr.append(td);
       rows.push(tr);
     }

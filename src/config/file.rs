@@ -92,6 +92,8 @@ pub struct FileTls {
     /// More certificates, each served to clients whose SNI name it is valid for.
     #[serde(default)]
     pub sni: Vec<FileCertPair>,
+    /// PEM CA certificates: a client certificate signed by one is required (mutual TLS).
+    pub client_ca: Option<String>,
 }
 
 /// One `{ cert, key }` pair in `sni`.
@@ -110,6 +112,33 @@ pub struct FileAdmin {
     pub token_env: Option<String>,
     pub token_file: Option<String>,
     pub state_file: Option<String>,
+    /// `tls = { cert, key, client_ca }`: the admin API over TLS, mutual with `client_ca`.
+    pub tls: Option<FileAdminTls>,
+    /// Named tokens with roles; replaces `token_env` / `token_file`.
+    #[serde(default)]
+    pub tokens: Vec<FileAdminToken>,
+}
+
+/// `tls = { cert, key, client_ca }` of `[admin]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdminTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+}
+
+/// One `[[admin.tokens]]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdminToken {
+    /// Recorded as the actor of the changes made with this token.
+    pub name: String,
+    /// `read` (GETs), `operate` (weights, promote, rollback, reset, canary, drain) or `admin` (also reload).
+    #[schemars(extend("enum" = ["read", "operate", "admin"]))]
+    pub role: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// `[timeouts]`

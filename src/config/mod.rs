@@ -198,6 +198,8 @@ pub struct TlsFiles {
     /// Served to a client whose SNI name the certificate is valid for (first
     /// match in order); others get `cert`.
     pub sni: Vec<CertPair>,
+    /// PEM CA certificates: clients must present a certificate they signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One certificate chain and its key.
@@ -213,6 +215,41 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     pub token: TokenSource,
     pub state_file: Option<PathBuf>,
+    /// `[[admin.tokens]]`; when not empty, `token` is unused.
+    pub tokens: Vec<AdminToken>,
+    /// The admin listener speaks TLS (mutual with `client_ca`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// One named admin token and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// The actor recorded for its changes.
+    pub name: String,
+    pub role: Role,
+    /// `Env` or `File`, never `Generated`.
+    pub source: TokenSource,
+}
+
+/// What an admin caller may do (SPEC §8); each role includes those before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// GETs.
+    Read,
+    /// Also weights, promote, rollback, reset, canary actions, drain.
+    Operate,
+    /// Also reload.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// Where the admin bearer token comes from.
@@ -220,7 +257,7 @@ pub struct AdminConfig {
 pub enum TokenSource {
     /// Read from this environment variable at start-up.
     Env(String),
-    /// Read from this file at start-up.
+    /// Read from this file at start-up, and again whenever it changes (rotation).
     File(PathBuf),
     /// None configured: a random one is generated and written to a 0600 file.
     Generated,
@@ -669,18 +706,30 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
-        for listener in &mut self.listeners {
-            if let Some(tls) = &mut listener.tls {
-                resolve(&mut tls.cert);
-                resolve(&mut tls.key);
-                for pair in &mut tls.sni {
-                    resolve(&mut pair.cert);
-                    resolve(&mut pair.key);
-                }
-            }
-        }
         if let TokenSource::File(p) = &mut self.admin.token {
             resolve(p);
+        }
+        for token in &mut self.admin.tokens {
+            if let TokenSource::File(p) = &mut token.source {
+                resolve(p);
+            }
+        }
+        let admin_tls = self.admin.tls.iter_mut();
+        for tls in self
+            .listeners
+            .iter_mut()
+            .filter_map(|l| l.tls.as_mut())
+            .chain(admin_tls)
+        {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            for pair in &mut tls.sni {
+                resolve(&mut pair.cert);
+                resolve(&mut pair.key);
+            }
+            if let Some(ca) = &mut tls.client_ca {
+                resolve(ca);
+            }
         }
         if let Some(p) = &mut self.admin.state_file {
             resolve(p);
@@ -688,6 +737,19 @@ impl Config {
         if let Some(p) = self.access_log.as_mut().and_then(|a| a.path.as_mut()) {
             resolve(p);
         }
+    }
+
+    /// What is allowed but unwise, one line each: `sluicegate check` prints
+    /// them and start-up logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.admin.addr.ip().is_loopback() && self.admin.tls.is_none() {
+            warnings.push(format!(
+                "admin address {} is not loopback and has no admin.tls: the bearer token travels in clear text",
+                self.admin.addr
+            ));
+        }
+        warnings
     }
 
     /// The route called `name`.

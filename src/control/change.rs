@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigErrors, TOTAL_WEIGHT, Weight};
-use crate::control::history::{Persisted, Revision, Source, WeightMap};
+use crate::control::history::{Caller, Persisted, Revision, Source, WeightMap};
 use crate::control::{Control, Route, State, health};
 use crate::upstream::TlsClients;
 
@@ -164,10 +164,22 @@ impl State {
     /// Applies `change`: validates it, records its revision(s), publishes
     /// the new snapshot, then saves the state file off the writer lock.
     pub fn apply(&self, change: Change) -> Result<Applied, ChangeError> {
+        self.apply_as(change, None)
+    }
+
+    /// [`State::apply`] for an admin caller, recorded on the revisions it makes.
+    pub fn apply_by(&self, change: Change, caller: &Caller) -> Result<Applied, ChangeError> {
+        self.apply_as(change, Some(caller))
+    }
+
+    fn apply_as(&self, change: Change, caller: Option<&Caller>) -> Result<Applied, ChangeError> {
         let (applied, save) = {
             let mut control = self.lock();
             let before = control.history.latest();
             let routes_changed = self.apply_locked(&mut control, change)?;
+            if let Some(caller) = caller {
+                control.history.attribute(before, caller);
+            }
             let revision = control.history.latest();
             if revision < before {
                 // Only a fleet's history goes back: its etcd was restored.

@@ -108,6 +108,38 @@ pub struct Revision {
     /// recognised and never applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Who asked: an admin token's name or a client certificate's subject;
+    /// `None` for the file, the canary and failover (see [`Revision::actor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The admin caller's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+impl Revision {
+    /// The recorded actor, else the source's name (`file`, `canary`,
+    /// `failover`, and `admin` for revisions older than actors).
+    pub fn actor(&self) -> String {
+        self.actor.clone().unwrap_or_else(|| {
+            match self.source {
+                Source::File => "file",
+                Source::Admin => "admin",
+                Source::Canary => "canary",
+                Source::Failover => "failover",
+            }
+            .to_string()
+        })
+    }
+}
+
+/// An admin caller, recorded on the revisions its change makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// A token's name or a client certificate's subject.
+    pub actor: String,
+    /// The caller's address.
+    pub client: Option<String>,
 }
 
 /// The numbered revisions, newest last (at most [`MAX_HISTORY`]), and the
@@ -148,6 +180,17 @@ impl History {
         self.latest = latest;
     }
 
+    /// Marks the revisions numbered after `after` as made by `caller`.
+    pub fn attribute(&mut self, after: u64, caller: &Caller) {
+        for revision in self.revisions.iter_mut().rev() {
+            if revision.revision <= after {
+                break;
+            }
+            revision.actor = Some(caller.actor.clone());
+            revision.client = caller.client.clone();
+        }
+    }
+
     /// The latest revision number.
     pub fn latest(&self) -> u64 {
         self.latest
@@ -186,6 +229,8 @@ impl History {
             instance: None,
             zone: None,
             request_id: None,
+            actor: None,
+            client: None,
         });
         while self.revisions.len() > MAX_HISTORY {
             self.revisions.pop_front();
@@ -523,6 +568,8 @@ mod tests {
                 instance: None,
                 zone: None,
                 request_id: None,
+                actor: None,
+                client: None,
             }],
         };
         state.save(&path).unwrap();

@@ -2,14 +2,19 @@
 //! and the errors of a `ctl` run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::de::IgnoredAny;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::{ApiCall, CONNECT_TIMEOUT, REQUEST_TIMEOUT, TOKEN_ENV};
 use crate::control::admin::api::ApiError;
@@ -150,15 +155,29 @@ pub(super) struct Client {
     /// Path the API is mounted under, without a trailing slash (usually empty).
     base_path: String,
     token: Option<Token>,
+    /// For an `https://` URL: the connector and the name to verify.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    https: bool,
+}
+
+/// The files `ctl` uses for an `https://` admin URL: the CA that signed the
+/// admin's certificate (default: the system's roots), and a client
+/// certificate and key for an mTLS admin listener.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Client {
     pub(super) fn new(url: &str, token: Option<Token>) -> Result<Client, CtlError> {
         let bad = |why: &str| CtlError::Usage(format!("--admin {url:?}: {why}"));
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some(_) => return Err(bad("only http:// URLs are supported")),
-            None => url,
+        let (https, rest) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some(_) => return Err(bad("only http:// and https:// URLs are supported")),
+            None => (false, url),
         };
         if rest.contains(['?', '#']) {
             return Err(bad("a query or fragment is not allowed"));
@@ -173,13 +192,45 @@ impl Client {
         if authority.contains('@') {
             return Err(bad("user info is not allowed"));
         }
-        let port = parsed.port_u16().unwrap_or(80);
-        Ok(Client {
+        let port = parsed.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let client = Client {
             url: url.to_string(),
             authority: format!("{}:{port}", parsed.host()),
             base_path: path.trim_end_matches('/').to_string(),
             token,
-        })
+            tls: None,
+            https,
+        };
+        if https {
+            return client.with_tls(&TlsFiles::default());
+        }
+        Ok(client)
+    }
+
+    /// Sets the CA and client certificate of an `https://` URL.
+    pub(super) fn with_tls(mut self, files: &TlsFiles) -> Result<Client, CtlError> {
+        let given = files.ca.is_some() || files.cert.is_some() || files.key.is_some();
+        if !self.https {
+            return if given {
+                Err(CtlError::Usage(
+                    "--ca, --cert and --key need an https:// --admin URL".into(),
+                ))
+            } else {
+                Ok(self)
+            };
+        }
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = ServerName::try_from(host).map_err(|_| {
+            CtlError::Usage(format!("--admin {:?}: not a TLS server name", self.url))
+        })?;
+        self.tls = Some((TlsConnector::from(Arc::new(tls_config(files)?)), name));
+        Ok(self)
     }
 
     /// Sends `call` and returns the JSON body of a 2xx, or the error it means.
@@ -214,7 +265,28 @@ impl Client {
             .await
             .map_err(|_| unreachable("connect timed out".to_string()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        match &self.tls {
+            None => self.exchange_on(stream, call).await,
+            Some((connector, name)) => {
+                let connect = connector.connect(name.clone(), stream);
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| unreachable("TLS handshake timed out".to_string()))?
+                    .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
+                self.exchange_on(stream, call).await
+            }
+        }
+    }
+
+    async fn exchange_on<I>(&self, io: I, call: &ApiCall) -> Result<(StatusCode, Bytes), CtlError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let unreachable = |reason: String| CtlError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        let (mut sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         tokio::spawn(async move {
@@ -245,6 +317,53 @@ impl Client {
         let status = response.status();
         let body = response.into_body().collect().await.map_err(lost)?;
         Ok((status, body.to_bytes()))
+    }
+}
+
+/// The client TLS settings of `files`: ring, the CA or the system roots, a
+/// client certificate when both `cert` and `key` are given.
+fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, CtlError> {
+    let usage = |e: String| CtlError::Usage(e);
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca {
+        Some(ca) => {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| usage(format!("--ca {}: {e}", ca.display())))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| usage(format!("--ca {}: {e}", ca.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(usage(format!("--ca {}: no certificate", ca.display())));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| usage(format!("TLS: {e}")))?
+        .with_root_certificates(roots);
+    match (&files.cert, &files.key) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| usage(format!("--cert {}: {e}", cert.display())))?;
+            // The key's own error text could quote it: name only the file.
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|_| usage(format!("--key {}: no readable private key", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| usage(format!("--cert/--key: {e}")))
+        }
+        _ => Err(usage("--cert and --key go together".into())),
     }
 }
 
@@ -295,8 +414,20 @@ mod tests {
         );
         let client = Client::new("[::1]:9901", None).unwrap();
         assert_eq!(client.authority, "[::1]:9901");
+        let client = Client::new("https://localhost", None).unwrap();
+        assert_eq!(client.authority, "localhost:443");
+        assert!(client.tls.is_some());
+        let files = TlsFiles {
+            ca: Some("ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let plain = Client::new("http://127.0.0.1:9901", None).unwrap();
+        assert!(
+            plain.with_tls(&files).is_err(),
+            "--ca on http:// was accepted"
+        );
         for bad in [
-            "https://127.0.0.1:9901",
+            "ftp://127.0.0.1:9901",
             "http://",
             "http://u:p@h:1",
             "http://h:1/?x",

@@ -213,6 +213,12 @@ fn format_history(answer: &HistoryPage) -> String {
                 humantime::format_rfc3339_seconds(r.time).to_string(),
                 r.route.clone().unwrap_or_else(|| "-".to_string()),
                 source_name(r.source).to_string(),
+                if r.actor.is_empty() {
+                    source_name(r.source).to_string()
+                } else {
+                    r.actor.clone()
+                },
+                r.client.clone().unwrap_or_else(|| "-".to_string()),
                 r.weights
                     .as_ref()
                     .map_or_else(|| "-".to_string(), history_weights),
@@ -222,7 +228,9 @@ fn format_history(answer: &HistoryPage) -> String {
         .collect();
     let mut text = table(
         "",
-        &["REV", "TIME", "ROUTE", "SOURCE", "WEIGHTS", "REASON"],
+        &[
+            "REV", "TIME", "ROUTE", "SOURCE", "ACTOR", "CLIENT", "WEIGHTS", "REASON",
+        ],
         &rows,
     );
     if let Some(before) = answer.next_before {
@@ -418,15 +426,16 @@ api  any host, prefix /api
         let answer = r#"{"revisions": [
             {"revision": 14, "time": "2026-11-23T10:00:00Z", "route": "web",
              "weights": {"green": 25.0, "blue": 75.0}, "previous": {"green": 10.0, "blue": 90.0},
-             "source": "admin", "reason": "more green"},
+             "source": "admin", "reason": "more green", "actor": "deploy-bot",
+             "client": "10.0.0.7:50000"},
             {"revision": 1, "time": "2026-11-23T09:00:00Z", "route": null,
              "weights": null, "previous": null, "source": "file", "reason": ""}
         ], "next_before": 1}"#;
         let text = format_answer(&args.command, answer.as_bytes()).unwrap();
         let expected = "\
-REV  TIME                  ROUTE  SOURCE  WEIGHTS           REASON
-14   2026-11-23T10:00:00Z  web    admin   green=25 blue=75  more green
-1    2026-11-23T09:00:00Z  -      file    -
+REV  TIME                  ROUTE  SOURCE  ACTOR       CLIENT          WEIGHTS           REASON
+14   2026-11-23T10:00:00Z  web    admin   deploy-bot  10.0.0.7:50000  green=25 blue=75  more green
+1    2026-11-23T09:00:00Z  -      file    file        -               -
 (older revisions: --before 1)
 ";
         assert_eq!(text, expected);

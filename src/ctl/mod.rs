@@ -54,9 +54,23 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
 )]
 pub struct CtlArgs {
-    /// Base URL of the admin API (http:// only).
+    /// Base URL of the admin API (http:// or https://).
     #[arg(long, global = true, value_name = "URL", default_value = DEFAULT_ADMIN_URL)]
     admin: String,
+    /// For https://: the CA certificate (PEM) that signed the admin's (default: system roots).
+    #[arg(long, global = true, value_name = "FILE", env = "SLUICEGATE_ADMIN_CA")]
+    ca: Option<PathBuf>,
+    /// For an mTLS admin listener: the client certificate chain (PEM).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SLUICEGATE_ADMIN_CERT"
+    )]
+    cert: Option<PathBuf>,
+    /// For an mTLS admin listener: the client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", env = "SLUICEGATE_ADMIN_KEY")]
+    key: Option<PathBuf>,
     /// Bearer token for the admin API.
     #[arg(long, global = true, value_name = "T")]
     token: Option<String>,
@@ -258,7 +272,11 @@ pub fn main(args: CtlArgs) -> ExitCode {
 
 /// Runs `args.command` against `args.admin` and returns what to print.
 async fn execute(args: &CtlArgs, token: Option<Token>) -> Result<String, CtlError> {
-    let client = Client::new(&args.admin, token)?;
+    let client = Client::new(&args.admin, token)?.with_tls(&client::TlsFiles {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+    })?;
     let call = ApiCall::for_command(&args.command)?;
     let body = client.send(&call).await?;
     if args.json {

@@ -30,7 +30,7 @@ use crate::adapters::fast_path;
 use crate::adapters::hyper_path;
 use crate::config::{Config, Limits, Timeouts};
 use crate::control::State;
-use crate::control::admin::{self, Admin, Token};
+use crate::control::admin::{self, Admin, Keyring, Token};
 use crate::control::canary;
 use crate::control::fleet::Fleet;
 use crate::control::health;
@@ -92,15 +92,35 @@ pub async fn run_then(
 ) -> Result<(), ServerError> {
     check_supported(&config, &listeners)?;
     // Without an admin listener nothing can use a token: don't write one.
-    let token = if listeners.admin.is_some() {
-        let (token, generated) = Token::resolve(&config.admin).map_err(ServerError::Admin)?;
+    let keys = if listeners.admin.is_some() {
+        let (keys, generated) = Keyring::resolve(&config.admin).map_err(ServerError::Admin)?;
         if let Some(path) = generated {
             tracing::info!(path = %path.display(), "generated an admin token (mode 0600)");
         }
-        token
+        keys
     } else {
-        Token::random().map_err(ServerError::Admin)?
+        Keyring::single(Token::random().map_err(ServerError::Admin)?)
     };
+    let keys = Arc::new(keys);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let certificate_actors = config.admin.tokens.is_empty()
+        && config
+            .admin
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+    let admin_tls = config
+        .admin
+        .tls
+        .as_ref()
+        .map(|files| {
+            let store = Arc::new(CertStore::load(files)?);
+            Ok::<_, String>((Arc::clone(&store), crate::edge::tls::acceptor(store)?))
+        })
+        .transpose()
+        .map_err(ServerError::Tls)?;
     let admin_loopback = listeners
         .admin
         .as_ref()
@@ -155,7 +175,8 @@ pub async fn run_then(
     let admin = Arc::new(Admin {
         state: Arc::clone(&state),
         reloader,
-        token,
+        keys: Arc::clone(&keys),
+        certificate_actors,
         open_reads: admin_loopback,
         draining: AtomicBool::new(false),
         canary: Arc::clone(&canaries),
@@ -164,13 +185,16 @@ pub async fn run_then(
     // The admin listener stays open until the data listeners are done, so a
     // pipeline calling the API during a restart or upgrade gets its answer.
     let admin_connections = Tracker::new();
+    keys.watch(stop_rx.clone());
+    let admin_store = admin_tls.as_ref().map(|(store, _)| Arc::clone(store));
+    let admin_acceptor = admin_tls.map(|(_, acceptor)| acceptor);
     let admin_task = listeners.admin.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "admin API listening");
+            tracing::info!(%addr, tls = admin_acceptor.is_some(), "admin API listening");
         }
         tokio::spawn(accept_loop(
             listener,
-            Serves::Admin(Arc::clone(&admin)),
+            Serves::Admin(Arc::clone(&admin), admin_acceptor),
             Arc::clone(&state),
             stop_rx.clone(),
             admin_connections.track(),
@@ -181,6 +205,7 @@ pub async fn run_then(
     let cert_reload = tokio::spawn(reload_certificates(
         Arc::clone(&state),
         tls.clone(),
+        admin_store,
         stop_rx.clone(),
     ));
     let upkeep_state = Arc::clone(&state);
@@ -283,9 +308,10 @@ fn tls_stores(config: &Config) -> Result<TlsStores, ServerError> {
 async fn reload_certificates(
     state: Arc<State>,
     stores: TlsStores,
+    admin: Option<Arc<CertStore>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    if stores.iter().all(Option::is_none) {
+    if stores.iter().all(Option::is_none) && admin.is_none() {
         return;
     }
     let mut revisions = state.subscribe();
@@ -299,6 +325,9 @@ async fn reload_certificates(
             if let (Some(store), Some(files)) = (store, &listener.tls) {
                 store.reload(files);
             }
+        }
+        if let (Some(store), Some(files)) = (&admin, &config.admin.tls) {
+            store.reload(files);
         }
     }
 }
@@ -348,8 +377,8 @@ enum Serves {
         index: usize,
         tls: Option<TlsAcceptor>,
     },
-    /// The admin API.
-    Admin(Arc<Admin>),
+    /// The admin API and, for TLS, its acceptor.
+    Admin(Arc<Admin>, Option<TlsAcceptor>),
 }
 
 /// The one accept loop, for data and admin listeners alike: accepts until
@@ -378,7 +407,9 @@ async fn accept_loop(
             Serves::Data { index, tls } => {
                 accept_data(stream, peer, *index, tls.as_ref(), &state, &stop, &done);
             }
-            Serves::Admin(admin) => accept_admin(stream, peer, admin, &state, &stop, &done),
+            Serves::Admin(admin, tls) => {
+                accept_admin(stream, peer, admin, tls.as_ref(), &state, &stop, &done);
+            }
         }
     }
 }
@@ -442,12 +473,14 @@ fn accept_data(
     }
 }
 
-/// Starts serving an admin connection: hyper with the same timeouts and
-/// limits, each request to [`admin::handle`].
+/// Starts serving an admin connection: TLS when configured (the handshake
+/// within `client_headers`), then hyper with the same timeouts and limits,
+/// each request to [`admin::handle`].
 fn accept_admin(
     stream: TcpStream,
     peer: SocketAddr,
     admin: &Arc<Admin>,
+    tls: Option<&TlsAcceptor>,
     state: &Arc<State>,
     stop: &watch::Receiver<bool>,
     done: &Tracked,
@@ -458,15 +491,50 @@ fn accept_admin(
     };
     let admin = Arc::clone(admin);
     let (stop, done) = (stop.clone(), done.clone());
+    let tls = tls.cloned();
     tokio::spawn(async move {
         let _done = done;
-        let service = service_fn(move |req| {
-            let admin = Arc::clone(&admin);
-            async move { Ok::<_, Infallible>(admin::handle(&admin, peer, req).await) }
-        });
-        if let Err(error) =
-            connection::serve_hyper(stream, Bytes::new(), service, timeouts, limits, stop).await
-        {
+        let serve = |subject: Option<Arc<str>>| {
+            let caller = Arc::new(admin::Peer {
+                addr: peer,
+                subject,
+            });
+            service_fn(move |req| {
+                let (admin, caller) = (Arc::clone(&admin), Arc::clone(&caller));
+                async move { Ok::<_, Infallible>(admin::handle(&admin, &caller, req).await) }
+            })
+        };
+        let served = match tls {
+            None => {
+                let service = serve(None);
+                connection::serve_hyper(stream, Bytes::new(), service, timeouts, limits, stop).await
+            }
+            Some(acceptor) => {
+                match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let service = serve(crate::edge::tls::client_subject(stream.get_ref().1));
+                        connection::serve_hyper(
+                            stream,
+                            Bytes::new(),
+                            service,
+                            timeouts,
+                            limits,
+                            stop,
+                        )
+                        .await
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "admin TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "admin TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(error) = served {
             tracing::debug!(%peer, %error, "admin connection ended with an error");
         }
     });

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +21,44 @@ use crate::config::{CertPair, TlsFiles};
 /// are no-ops).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Verifies client certificates against the CAs in the PEM file `ca`.
+fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| {
+            format!(
+                "cannot read client CA certificates from {}: {e}",
+                ca.display()
+            )
+        })?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("bad client CA certificate in {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate in {}", ca.display()));
+    }
+    WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| format!("client CA {}: {e}", ca.display()))
+}
+
+/// The subject of the client certificate a handshake verified, as RFC 4514
+/// text (`CN=deploy-bot,O=ops`).
+pub fn client_subject(conn: &rustls::ServerConnection) -> Option<Arc<str>> {
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = cert.subject().to_string();
+    // Header-safe: it goes into X-Forwarded-Client-Cert and logs.
+    let subject: String = subject
+        .chars()
+        .map(|c| if c.is_control() || c == '"' { '?' } else { c })
+        .collect();
+    Some(Arc::from(subject))
 }
 
 /// Reads a PEM certificate chain and private key into a signing key.
@@ -138,15 +177,19 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// A TLS acceptor for one listener: TLS 1.2/1.3, ALPN h2 then http/1.1.
+/// A TLS acceptor for one listener: TLS 1.2/1.3, ALPN h2 then http/1.1;
+/// with `client_ca`, a client certificate it signed is required.
 pub fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, String> {
     install_crypto_provider();
-    let mut config = ServerConfig::builder_with_protocol_versions(&[
+    let builder = ServerConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
         &rustls::version::TLS12,
-    ])
-    .with_no_client_auth()
-    .with_cert_resolver(store);
+    ]);
+    let builder = match &store.files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -96,6 +96,7 @@ impl Checker<'_> {
                                 key: PathBuf::from(p.key),
                             })
                             .collect(),
+                        client_ca: t.client_ca.map(PathBuf::from),
                     }),
                 })
             })
@@ -117,11 +118,29 @@ impl Checker<'_> {
             (None, Some(file)) => TokenSource::File(PathBuf::from(file)),
             (None, None) => TokenSource::Generated,
         };
-        if !is_loopback(addr.ip()) && token == TokenSource::Generated {
+        let tokens = self.admin_tokens(raw.tokens);
+        if !tokens.is_empty() && token != TokenSource::Generated {
+            self.error(
+                "admin.tokens",
+                "set [[admin.tokens]] or admin.token_env / admin.token_file, not both",
+            );
+        }
+        let tls = raw.tls.map(|t| TlsFiles {
+            cert: PathBuf::from(t.cert),
+            key: PathBuf::from(t.key),
+            sni: Vec::new(),
+            client_ca: t.client_ca.map(PathBuf::from),
+        });
+        let client_certs = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !is_loopback(addr.ip())
+            && token == TokenSource::Generated
+            && tokens.is_empty()
+            && !client_certs
+        {
             self.error(
                 "admin.addr",
                 format!(
-                    "admin address {addr} is not loopback: set admin.token_env or admin.token_file"
+                    "admin address {addr} is not loopback: set admin.token_env, admin.token_file or [[admin.tokens]]"
                 ),
             );
         }
@@ -129,7 +148,53 @@ impl Checker<'_> {
             addr,
             token,
             state_file: raw.state_file.map(PathBuf::from),
+            tokens,
+            tls,
         }
+    }
+
+    fn admin_tokens(&mut self, raw: Vec<file::FileAdminToken>) -> Vec<AdminToken> {
+        let mut names = HashSet::new();
+        raw.into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let at = |field: &str| format!("admin.tokens[{i}].{field}");
+                if t.name.trim().is_empty() || t.name.chars().any(char::is_control) {
+                    self.error(&at("name"), "must be a non-empty name");
+                } else if !names.insert(t.name.clone()) {
+                    self.error(&at("name"), format!("two tokens are called `{}`", t.name));
+                }
+                let role = match t.role.as_str() {
+                    "read" => Role::Read,
+                    "operate" => Role::Operate,
+                    "admin" => Role::Admin,
+                    other => {
+                        self.error(
+                            &at("role"),
+                            format!("unknown role `{other}`: expected read, operate or admin"),
+                        );
+                        return None;
+                    }
+                };
+                let source = match (t.token_env, t.token_file) {
+                    (Some(var), None) => TokenSource::Env(var),
+                    (None, Some(file)) => TokenSource::File(PathBuf::from(file)),
+                    (Some(_), Some(_)) => {
+                        self.error(&at("token_file"), "set token_env or token_file, not both");
+                        return None;
+                    }
+                    (None, None) => {
+                        self.error(&at("name"), "needs token_env or token_file");
+                        return None;
+                    }
+                };
+                Some(AdminToken {
+                    name: t.name,
+                    role,
+                    source,
+                })
+            })
+            .collect()
     }
 
     pub(super) fn timeouts(&mut self, raw: file::FileTimeouts) -> Timeouts {

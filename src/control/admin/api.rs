@@ -216,11 +216,21 @@ pub struct RevisionView {
     /// In a fleet: the zone whose weights changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Who made the change: an admin token's name, the client certificate's
+    /// subject, or `file`, `canary`, `failover`.
+    #[serde(default)]
+    pub actor: String,
+    /// The admin caller's address; absent for file, canary and failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl From<Revision> for RevisionView {
     fn from(r: Revision) -> RevisionView {
+        let actor = r.actor();
         RevisionView {
+            actor,
+            client: r.client,
             revision: r.revision,
             time: r.time,
             route: r.route,
@@ -581,6 +591,8 @@ mod tests {
                     reason: "more green".into(),
                     instance: None,
                     zone: None,
+                    actor: "deploy-bot".into(),
+                    client: Some("127.0.0.1:50000".into()),
                 },
                 RevisionView {
                     revision: 1,
@@ -592,6 +604,8 @@ mod tests {
                     reason: String::new(),
                     instance: None,
                     zone: None,
+                    actor: "file".into(),
+                    client: None,
                 },
             ],
             next_before: Some(1),
@@ -600,7 +614,7 @@ mod tests {
         let text = serde_json::to_string(&page.revisions[0]).unwrap();
         assert_eq!(
             text,
-            r#"{"revision":14,"time":"2026-11-23T10:00:00Z","route":"web","weights":{"green":25.0,"blue":75.0},"previous":{"green":10.0,"blue":90.0},"source":"admin","reason":"more green"}"#
+            r#"{"revision":14,"time":"2026-11-23T10:00:00Z","route":"web","weights":{"green":25.0,"blue":75.0},"previous":{"green":10.0,"blue":90.0},"source":"admin","reason":"more green","actor":"deploy-bot","client":"127.0.0.1:50000"}"#
         );
     }
 
@@ -617,6 +631,8 @@ mod tests {
             instance: None,
             zone: None,
             request_id: None,
+            actor: Some("canary".into()),
+            client: None,
         };
         let view = RevisionView::from(revision.clone());
         // The history's own JSON (state file) and the API's agree today.

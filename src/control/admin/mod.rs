@@ -24,11 +24,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
+use crate::config::Role;
 use crate::control::canary::{self, CanaryError};
 use crate::control::fleet::{Fleet, FleetError};
+use crate::control::history::Caller;
 use crate::control::reload::Reloader;
 use crate::control::{Applied, Change, ChangeError, State};
-pub use auth::{Credentials, Token};
+pub use auth::{Credentials, Keyring, Token};
 use routes::{Access, Handler, Lookup};
 
 /// Request bodies larger than this are refused with 413.
@@ -39,7 +41,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct Admin {
     pub state: Arc<State>,
     pub reloader: Option<Arc<Reloader>>,
-    pub token: Token,
+    /// The tokens callers may present, with their names and roles.
+    pub keys: Arc<Keyring>,
+    /// The admin listener requires client certificates (mTLS) and has no
+    /// named tokens: a verified certificate may do everything, its subject
+    /// the actor.
+    pub certificate_actors: bool,
     /// Reads without a token are allowed only on a loopback listener.
     pub open_reads: bool,
     /// Set when shutdown starts: `/readyz` answers 503.
@@ -53,7 +60,7 @@ pub struct Admin {
 impl Admin {
     /// Applies a change: a weight change through the fleet in fleet mode,
     /// everything else (and everything outside a fleet) on this instance.
-    async fn apply(&self, change: Change) -> Result<Applied, AdminError> {
+    async fn apply(&self, change: Change, caller: Caller) -> Result<Applied, AdminError> {
         let shared = matches!(
             change,
             Change::SetWeights { .. }
@@ -63,8 +70,8 @@ impl Admin {
                 | Change::DropZone { .. }
         );
         match &self.fleet {
-            Some(fleet) if shared => Ok(fleet.write(change).await?),
-            _ => Ok(self.state.apply(change)?),
+            Some(fleet) if shared => Ok(fleet.write_by(change, caller).await?),
+            _ => Ok(self.state.apply_by(change, &caller)?),
         }
     }
 }
@@ -142,17 +149,26 @@ impl From<CanaryError> for AdminError {
     }
 }
 
+/// Who is on the other end of an admin connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The subject of the client certificate the TLS handshake verified.
+    pub subject: Option<Arc<str>>,
+}
+
 /// One admin request: refuse a wrong token, find the route, check access,
 /// answer. HEAD is answered as GET would be, the body left out. Generic over
 /// the body so any listener's connection can hand its requests here.
-pub async fn handle<B>(admin: &Admin, peer: SocketAddr, req: Request<B>) -> AdminResponse
+pub async fn handle<B>(admin: &Admin, peer: &Peer, req: Request<B>) -> AdminResponse
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut response = match dispatch(admin, req).await {
+    let mut actor = None;
+    let mut response = match dispatch(admin, peer, req, &mut actor).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     };
@@ -160,25 +176,50 @@ where
         response = without_body(response);
     }
     if method != Method::GET && method != Method::HEAD {
-        tracing::info!(%peer, %method, %path, status = response.status().as_u16(), "admin request");
+        let actor = actor.as_deref().unwrap_or("-");
+        tracing::info!(peer = %peer.addr, %actor, %method, %path, status = response.status().as_u16(), "admin request");
     }
     response
 }
 
-async fn dispatch<B>(admin: &Admin, req: Request<B>) -> Result<AdminResponse, AdminError>
+/// The role a route needs; `None` for the open ones.
+fn needed_role(access: Access, method: &Method) -> Option<Role> {
+    match access {
+        Access::Open => None,
+        Access::Admin => Some(Role::Admin),
+        Access::Token if method == Method::GET || method == Method::HEAD => Some(Role::Read),
+        Access::Token => Some(Role::Operate),
+    }
+}
+
+async fn dispatch<B>(
+    admin: &Admin,
+    peer: &Peer,
+    req: Request<B>,
+    actor: &mut Option<String>,
+) -> Result<AdminResponse, AdminError>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // Checked before anything else: a token that is presented and wrong is
     // refused everywhere, on the probes and the dashboard too (SPEC §3).
-    let credentials = admin.token.check(req.headers());
-    if credentials == Credentials::Wrong {
-        return Err(AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong bearer token (Authorization: Bearer TOKEN)",
-        ));
-    }
+    let credentials = admin.keys.check(req.headers()).await;
+    let caller = match credentials {
+        Credentials::Wrong => {
+            return Err(AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong bearer token (Authorization: Bearer TOKEN)",
+            ));
+        }
+        Credentials::Valid { name, role } => Some((name, role)),
+        Credentials::Missing => peer
+            .subject
+            .as_ref()
+            .filter(|_| admin.certificate_actors)
+            .map(|subject| (subject.to_string(), Role::Admin)),
+    };
+    *actor = caller.as_ref().map(|(name, _)| name.clone());
     let segments = routes::segments(req.uri().path());
     let query = req.uri().query().unwrap_or("").to_string();
     let found = routes::lookup(req.method(), &segments, &query);
@@ -186,13 +227,29 @@ where
     // Unknown paths and wrong methods are told apart only to a caller who
     // may call the API at all.
     let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
-    let allowed = credentials == Credentials::Valid || (is_read && admin.open_reads);
-    if !open && !allowed {
+    if !open && caller.is_none() && !(is_read && admin.open_reads) {
         return Err(AdminError::new(
             StatusCode::UNAUTHORIZED,
             "missing bearer token (Authorization: Bearer TOKEN)",
         ));
     }
+    if let (Lookup::Found(route, _), Some((name, role))) = (&found, &caller)
+        && let Some(needed) = needed_role(route.access, req.method())
+        && *role < needed
+    {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token `{name}` has role {}; this call needs {}",
+                role.as_str(),
+                needed.as_str()
+            ),
+        ));
+    }
+    let caller = Caller {
+        actor: caller.map_or_else(|| "admin".to_string(), |(name, _)| name),
+        client: Some(peer.addr.to_string()),
+    };
     let (route, call) = match found {
         Lookup::Found(route, call) => (route, call),
         Lookup::WrongMethod(allow) => {
@@ -227,7 +284,7 @@ where
         Handler::Change(handler) => {
             let body = read_body(req).await?;
             let (route, change) = handler(admin, &call, &body)?;
-            let applied = admin.apply(change).await?;
+            let applied = admin.apply(change, caller).await?;
             handlers::route_answer(admin, &route, Some(applied.revision))
         }
     }

@@ -14,8 +14,11 @@ pub(super) enum Access {
     /// Probes and the dashboard page: answered without a token (a wrong
     /// one is still refused, as everywhere).
     Open,
-    /// Needs the token; a read needs none on a loopback listener.
+    /// Needs a token: role read for GETs (none on a loopback listener),
+    /// operate for the rest.
     Token,
+    /// Needs a token of role admin (reload).
+    Admin,
 }
 
 /// What a handler gets besides the shared [`Admin`].
@@ -42,6 +45,15 @@ const fn route(method: Method, pattern: &'static str, handler: Handler) -> Route
         method,
         pattern,
         access: Access::Token,
+        handler,
+    }
+}
+
+const fn admin_only(method: Method, pattern: &'static str, handler: Handler) -> Route {
+    Route {
+        method,
+        pattern,
+        access: Access::Admin,
         handler,
     }
 }
@@ -80,7 +92,7 @@ pub(super) static ROUTES: [Route; 20] = [
     route(Method::POST, "api/v1/routes/{route}/canary/{action}", Canary(handlers::canary)),
     route(Method::GET, "api/v1/history", Plain(handlers::history)),
     route(Method::GET, "api/v1/stats", Plain(handlers::stats)),
-    route(Method::POST, "api/v1/reload", Plain(handlers::reload)),
+    admin_only(Method::POST, "api/v1/reload", Plain(handlers::reload)),
     route(Method::GET, "api/v1/fleet", Plain(handlers::fleet)),
 ];
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::Fleet;
 use super::etcd::{Compare, EtcdError, Op};
 use super::keys::{WeightsRecord, counter_number, parse_revision};
-use crate::control::history::{MAX_HISTORY, Revision, Source, WeightMap};
+use crate::control::history::{Caller, MAX_HISTORY, Revision, Source, WeightMap};
 use crate::control::{Applied, Change, ChangeError};
 
 /// A write answers within this, applied or not (SPEC: 503 within 2 s).
@@ -73,6 +73,11 @@ impl Fleet {
         self.write_fenced(change, None).await
     }
 
+    /// [`Fleet::write`] of an admin caller, recorded as the revision's actor.
+    pub async fn write_by(&self, change: Change, caller: Caller) -> Result<Applied, FleetError> {
+        self.write_attributed(change, None, Some(caller)).await
+    }
+
     /// [`Fleet::write`], made only while this instance holds `fence`'s
     /// controller key as it last saw it (a canary controller's writes).
     pub(super) async fn write_fenced(
@@ -80,11 +85,20 @@ impl Fleet {
         change: Change,
         fence: Option<Compare>,
     ) -> Result<Applied, FleetError> {
+        self.write_attributed(change, fence, None).await
+    }
+
+    async fn write_attributed(
+        &self,
+        change: Change,
+        fence: Option<Compare>,
+        caller: Option<Caller>,
+    ) -> Result<Applied, FleetError> {
         if !self.connected() {
             return Err(FleetError::Unavailable("not connected".into()));
         }
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let write = self.write_until(change, fence, deadline);
+        let write = self.write_until(change, fence, caller, deadline);
         match tokio::time::timeout_at(deadline, write).await {
             Ok(result) => result,
             Err(_) => Err(FleetError::Unanswered),
@@ -95,6 +109,7 @@ impl Fleet {
         &self,
         change: Change,
         fence: Option<Compare>,
+        caller: Option<Caller>,
         deadline: Instant,
     ) -> Result<Applied, FleetError> {
         let request_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
@@ -126,6 +141,8 @@ impl Fleet {
                 instance: Some(self.instance().to_string()),
                 zone: plan.zone.clone(),
                 request_id: Some(request_id.clone()),
+                actor: caller.as_ref().map(|c| c.actor.clone()),
+                client: caller.as_ref().and_then(|c| c.client.clone()),
             };
             let weights_key = self.keys.weights(&plan.route, plan.zone.as_deref());
             let mut ops = vec![
@@ -278,6 +295,8 @@ impl Fleet {
                         instance: Some(self.instance().to_string()),
                         zone: None,
                         request_id: None,
+                        actor: None,
+                        client: None,
                     };
                     ops.push(put(self.keys.history(revision), to_json(&entry)?));
                 }
