@@ -30,7 +30,8 @@
 //! adapter loads the current snapshot once, checks the `Host` rules, matches
 //! a route, asks [`exchange::decide`] for a backend, writes the forwarded
 //! message by [`exchange::forwarding`]'s rules, sends it through
-//! [`exchange::attempt::Attempts`] (endpoint, retries, passive health) and
+//! [`exchange::attempt::Attempts`] (endpoint, retries, passive health, each
+//! attempt's outcome counted for its backend, which the canary judges) and
 //! streams the answer back; [`exchange::outcome::Ledger`] counts and logs it
 //! once, for the backend that answered.
 #![forbid(unsafe_code)]

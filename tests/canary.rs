@@ -564,3 +564,114 @@ async fn ctl_canary_commands_drive_a_running_proxy() {
         describe_output(&output)
     );
 }
+
+/// A backend on 127.0.0.1:0 that reads each request and resets two
+/// connections in five (RST before any answer); the others get a 200 and
+/// the connection closes.
+struct ResettingBackend {
+    addr: SocketAddr,
+    resets: Arc<AtomicUsize>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl ResettingBackend {
+    async fn start() -> ResettingBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let resets = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&resets);
+        let accept_loop = tokio::spawn(async move {
+            let mut accepted = 0usize;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted += 1;
+                let reset = accepted % 5 < 2;
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if reset {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.set_zero_linger();
+                        return;
+                    }
+                    let answer =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\ngreen";
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        ResettingBackend {
+            addr,
+            resets,
+            accept_loop,
+        }
+    }
+}
+
+impl Drop for ResettingBackend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_resetting_connections_fails_at_its_first_step_unseen_by_clients() {
+    let blue = Origin::new("blue").start().await;
+    let green = ResettingBackend::start().await;
+    let canary_config = CANARY.replace(
+        "min_requests = 5",
+        "min_requests = 20\n  max_error_rate = 0.05",
+    );
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary_config)).await;
+
+    act(&proxy, "start").await;
+    // Every client request must come back 200: the retries on blue save them.
+    let client_errors = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let traffic = {
+        let (errors, answered) = (Arc::clone(&client_errors), Arc::clone(&answered));
+        let addr = proxy.addr;
+        tokio::spawn(async move {
+            loop {
+                let mut client = Http1Client::connect(addr).await;
+                while let Ok(resp) = client.send_streaming(get_request("canary.test", "/")).await {
+                    if resp.status() != StatusCode::OK {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if resp.into_body().collect().await.is_err() {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let done = wait_for(&proxy, "ended", |v| v["state"] != "running").await;
+    traffic.abort();
+
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["step"], 1, "{done}");
+    assert!(green.resets.load(Ordering::SeqCst) > 0);
+    assert!(answered.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        client_errors.load(Ordering::SeqCst),
+        0,
+        "clients saw errors"
+    );
+    let reasons = reasons(&canary_revisions(&proxy).await);
+    assert!(
+        reasons.last().is_some_and(|r| r
+            .starts_with("canary rolled back at step 1/3: 10 %: error rate")
+            && r.contains("attempts) is above 5.00 %")),
+        "{reasons:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Attempts: the one attempt policy of every request path. Each attempt
 //! takes an endpoint (the chosen backend's, then with failover another
-//! backend's); the error of a failed one says whether another may follow
+//! backend's), and its outcome is counted for that backend; the error of a failed one says whether another may follow
 //! ([`UpstreamError::nothing_sent`], the keep-alive race, an unprocessed
 //! request) and whether it counts against the endpoint. A path's loop is
 //! only this, whatever it sends:
@@ -161,14 +161,29 @@ impl<'s> Attempts<'s> {
     ) -> Result<Option<T>, ProxyError> {
         match result {
             Ok(answer) => {
-                if answer.status().is_server_error() {
+                let failed = answer.status().is_server_error();
+                self.backend.metrics.record_attempt(failed);
+                if failed {
                     endpoint.record_failure(&self.backend.outlier);
                 } else {
                     endpoint.record_success();
                 }
                 Ok(Some(answer))
             }
-            Err(error) => self.failed(endpoint, error).map(|()| None),
+            Err(error) => {
+                let blames_backend = error.blames_endpoint();
+                let next = self.failed(endpoint, error);
+                // Counted for the backend it went to (the canary judges on
+                // these), even when a retry elsewhere saves the request; the
+                // client's body failing or the keep-alive race followed by
+                // a replay is not the backend's doing.
+                if !matches!(next, Err(ProxyError::RequestBody))
+                    && (blames_backend || next.is_err())
+                {
+                    self.backend.metrics.record_attempt(true);
+                }
+                next.map(|()| None)
+            }
         }
     }
 

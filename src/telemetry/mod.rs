@@ -147,10 +147,11 @@ pub struct BackendMetrics {
     tunnels: Gauge,
     /// Requests, errors and latency over the last 15 minutes.
     pub series: Series,
-    /// Responses and 5xx since start, readable (the canary counts its steps
-    /// with these).
-    responses: AtomicU64,
-    errors: AtomicU64,
+    /// Attempts sent to this backend since start, and how many failed
+    /// (readable: the canary judges its steps on these, so an error a retry
+    /// on another backend hid from the client still counts here).
+    attempts: AtomicU64,
+    failed_attempts: AtomicU64,
 }
 
 /// Outcomes of a mirrored request.
@@ -169,19 +170,24 @@ impl BackendMetrics {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.requests[class].increment(1);
         self.duration.record(elapsed.as_secs_f64());
-        let error = status.is_server_error();
-        self.series.record(elapsed, error);
-        self.responses.fetch_add(1, Ordering::Relaxed);
-        if error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+        self.series.record(elapsed, status.is_server_error());
+    }
+
+    /// Records the outcome of one attempt sent to this backend: `failed` for
+    /// a 5xx answer or an exchange that failed.
+    #[inline]
+    pub fn record_attempt(&self, failed: bool) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Responses recorded since start, and how many of them were 5xx.
-    pub fn totals(&self) -> (u64, u64) {
+    /// Attempts recorded since start, and how many of them failed.
+    pub fn attempt_totals(&self) -> (u64, u64) {
         (
-            self.responses.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
+            self.attempts.load(Ordering::Relaxed),
+            self.failed_attempts.load(Ordering::Relaxed),
         )
     }
 
@@ -380,8 +386,8 @@ impl Telemetry {
                 .recorder
                 .register_gauge(&Key::from_parts(TUNNELS_OPEN, labels()), &METADATA),
             series: Series::default(),
-            responses: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
         }
     }
 

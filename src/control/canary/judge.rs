@@ -15,9 +15,11 @@ pub const P99_FLOOR_MS: f64 = 2.0;
 pub struct StepWindow {
     /// How long the step has counted towards its interval (a resume restarts it).
     pub elapsed: Duration,
-    /// Responses of the canary backend since the step began.
+    /// Attempts sent to the canary backend since the step began (a request
+    /// retried elsewhere counts its canary attempt).
     pub canary_requests: u64,
-    /// Of those, 5xx (sent by the backend or by sluicegate).
+    /// Of those, failed: a 5xx answer, or an exchange that failed (reset,
+    /// timeout), even when a retry on another backend saved the request.
     pub canary_errors: u64,
     pub canary_p99_ms: Option<f64>,
     /// `None` when the baseline served nothing in the window.
@@ -27,7 +29,7 @@ pub struct StepWindow {
 }
 
 impl StepWindow {
-    /// Canary errors per response; `None` before the first response.
+    /// Failed canary attempts per attempt; `None` before the first response.
     pub fn error_rate(&self) -> Option<f64> {
         (self.canary_requests > 0)
             .then(|| (self.canary_errors as f64 / self.canary_requests as f64).min(1.0))
@@ -88,7 +90,7 @@ pub fn judge(config: &CanaryConfig, window: &StepWindow) -> Verdict {
     let rate = window.error_rate().unwrap_or(0.0);
     if rate > config.max_error_rate {
         return Verdict::Fail(format!(
-            "error rate {} ({} of {} responses) is above {}",
+            "error rate {} ({} of {} attempts) is above {}",
             percent_text(rate),
             window.canary_errors,
             window.canary_requests,
@@ -200,7 +202,7 @@ mod tests {
         w.canary_errors = 5;
         let verdict = judge(&config(), &w);
         assert!(
-            fails(&verdict, "error rate 5.00 % (5 of 100 responses)"),
+            fails(&verdict, "error rate 5.00 % (5 of 100 attempts)"),
             "{verdict:?}"
         );
         // Exactly at the limit passes.

@@ -65,7 +65,7 @@ impl StepCounts {
     }
 }
 
-/// The canary's totals and both backends' latency series when a step began.
+/// The canary's attempt totals and both backends' latency series when a step began.
 #[derive(Debug, Clone)]
 pub(super) struct Marks {
     pub(super) canary_totals: (u64, u64),
@@ -85,7 +85,7 @@ impl Marks {
         Marks {
             canary_totals: route
                 .backend(&plan.canary)
-                .map_or((0, 0), |b| b.metrics.totals()),
+                .map_or((0, 0), |b| b.metrics.attempt_totals()),
             interval,
             canary_latency: latency(&plan.canary),
             baseline_latency: latency(&plan.baseline),
@@ -120,8 +120,8 @@ impl Run {
     /// This instance's counts of the step's window now.
     pub(super) fn counts(&self, route: &Route) -> StepCounts {
         let canary = route.backend(&self.plan.canary);
-        let (responses, errors) = canary.map_or((0, 0), |b| b.metrics.totals());
-        let requests = responses.saturating_sub(self.marks.canary_totals.0);
+        let (attempts, errors) = canary.map_or((0, 0), |b| b.metrics.attempt_totals());
+        let requests = attempts.saturating_sub(self.marks.canary_totals.0);
         let errors = errors
             .saturating_sub(self.marks.canary_totals.1)
             .min(requests);

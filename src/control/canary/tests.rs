@@ -85,6 +85,8 @@ fn traffic(state: &State, backend: &str, n: u64, errors: u64, latency: Duration)
         } else {
             StatusCode::OK
         };
+        // One attempt per response, as `Attempts::settle` records it.
+        metrics.record_attempt(status.is_server_error());
         metrics.record(status, latency);
     }
 }
