@@ -291,6 +291,10 @@ pub struct FileCanary {
     pub min_requests: Option<u64>,
     pub max_error_rate: Option<f64>,
     pub max_p99_ratio: Option<f64>,
+    /// A baseline p99 below this counts as this much in the p99 check (default 2ms).
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
+    pub latency_floor: Option<String>,
 }
 
 /// The canary's steps: percents, the last one 100.

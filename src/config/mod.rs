@@ -606,6 +606,9 @@ pub struct MirrorConfig {
 pub const MIRROR_MAX_BODY: u64 = 1024 * 1024;
 pub const MIRROR_MAX_CONCURRENT: u32 = 64;
 
+/// The canary judge's default latency floor (`[routes.canary] latency_floor`).
+pub const DEFAULT_LATENCY_FLOOR: Duration = Duration::from_millis(2);
+
 /// Automated progressive delivery of `canary` next to `baseline`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanaryConfig {
@@ -616,6 +619,9 @@ pub struct CanaryConfig {
     pub min_requests: u64,
     pub max_error_rate: f64,
     pub max_p99_ratio: f64,
+    /// A baseline p99 below this counts as this much, so that the jitter of
+    /// a fast service cannot fail a canary on the latency ratio.
+    pub latency_floor: Duration,
 }
 
 /// A hash of a config file's bytes, to notice a change.
@@ -813,6 +819,40 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_canary_latency_floor_defaults_to_2ms_and_is_a_duration() {
+        let text = |floor: &str| {
+            format!(
+                r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+backends = [{{ name = "a", weight = 100, endpoints = ["127.0.0.1:1"] }},
+            {{ name = "b", weight = 0, endpoints = ["127.0.0.1:2"] }}]
+canary = {{ baseline = "a", canary = "b", steps = [50, 100] {floor} }}
+"#
+            )
+        };
+        let floor = |extra: &str| {
+            Config::parse(&text(extra), "t.toml", Format::Toml).map(|c| {
+                c.routes[0]
+                    .canary
+                    .as_ref()
+                    .map(|canary| canary.latency_floor)
+            })
+        };
+        assert_eq!(floor("").unwrap(), Some(DEFAULT_LATENCY_FLOOR));
+        assert_eq!(
+            floor(r#", latency_floor = "0.5ms""#).unwrap(),
+            Some(Duration::from_micros(500))
+        );
+        let errors = floor(r#", latency_floor = "fast""#)
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("canary.latency_floor"), "{errors}");
     }
 
     #[test]

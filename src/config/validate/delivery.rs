@@ -86,6 +86,11 @@ impl Checker<'_> {
             min_requests: raw.min_requests.unwrap_or(100),
             max_error_rate,
             max_p99_ratio,
+            latency_floor: self.duration(
+                &format!("{path}.latency_floor"),
+                raw.latency_floor.as_deref(),
+                DEFAULT_LATENCY_FLOOR,
+            ),
         })
     }
 

@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use crate::config::CanaryConfig;
 
-/// A baseline p99 below this counts as this much, so that sub-millisecond
-/// jitter of a fast service cannot fail a canary on the latency ratio.
-pub const P99_FLOOR_MS: f64 = 2.0;
-
 /// What one step has seen so far: the judge's whole input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepWindow {
@@ -99,10 +95,16 @@ pub fn judge(config: &CanaryConfig, window: &StepWindow) -> Verdict {
     }
     // Without baseline traffic there is nothing to compare with: the p99 check passes.
     if let (Some(canary), Some(baseline)) = (window.canary_p99_ms, window.baseline_p99_ms) {
-        let limit = config.max_p99_ratio * baseline.max(P99_FLOOR_MS);
+        let floor = config.latency_floor.as_secs_f64() * 1000.0;
+        let limit = config.max_p99_ratio * baseline.max(floor);
         if canary > limit {
+            let counted = if baseline < floor {
+                format!(", counted as the latency floor {}", ms_text(floor))
+            } else {
+                String::new()
+            };
             return Verdict::Fail(format!(
-                "p99 {} is above {} × the baseline's p99 {} (limit {})",
+                "p99 {} is above {} × the baseline's p99 {}{counted} (limit {})",
                 ms_text(canary),
                 config.max_p99_ratio,
                 ms_text(baseline),
@@ -149,6 +151,7 @@ mod tests {
             min_requests: 100,
             max_error_rate: 0.01,
             max_p99_ratio: 1.5,
+            latency_floor: Duration::from_millis(2),
         }
     }
 
@@ -239,7 +242,29 @@ mod tests {
         w.canary_p99_ms = Some(2.9);
         assert_eq!(judge(&config(), &w), Verdict::Pass);
         w.canary_p99_ms = Some(3.1);
-        assert!(fails(&judge(&config(), &w), "p99"));
+        assert!(fails(
+            &judge(&config(), &w),
+            "p99 3.1 ms is above 1.5 × the baseline's p99 0.2 ms, counted as the latency floor 2.0 ms (limit 3.0 ms)"
+        ));
+    }
+
+    #[test]
+    fn the_latency_floor_is_the_routes_setting() {
+        let mut w = window();
+        w.baseline_p99_ms = Some(0.2);
+        w.canary_p99_ms = Some(7.0);
+        let mut c = config();
+        assert!(fails(&judge(&c, &w), "latency floor 2.0 ms"));
+        c.latency_floor = Duration::from_millis(5);
+        assert_eq!(judge(&c, &w), Verdict::Pass);
+        c.latency_floor = Duration::from_millis(1);
+        w.canary_p99_ms = Some(1.6);
+        assert!(fails(&judge(&c, &w), "floor 1.0 ms (limit 1.5 ms)"));
+        w.baseline_p99_ms = Some(9.0);
+        w.canary_p99_ms = Some(14.0);
+        let reason = judge(&c, &w);
+        assert!(fails(&reason, "p99 14 ms"));
+        assert!(!fails(&reason, "floor"), "{reason:?}");
     }
 
     #[test]

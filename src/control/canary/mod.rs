@@ -41,7 +41,7 @@ mod saved;
 mod shared;
 mod view;
 
-pub use judge::{P99_FLOOR_MS, StepWindow, Verdict, judge};
+pub use judge::{StepWindow, Verdict, judge};
 pub use plan::CanaryPhase;
 
 use plan::{StepPlan, step_weights};
