@@ -11,27 +11,29 @@ use std::time::Duration;
 use serde_json::Value;
 use sluicegate::config::Config;
 use support::admin::{TestDir, describe_output};
+use support::config_text;
 use support::proxy::TestProxy;
 use support::tls::{Leaf, Pki};
 
-const ROUTES: &str = r#"
-[[listeners]]
-addr = "127.0.0.1:0"
-[[routes]]
-name = "web"
-  [[routes.backends]]
-  name = "blue"
-  weight = 90
-  endpoints = ["127.0.0.1:1"]
-  [[routes.backends]]
-  name = "green"
-  weight = 10
-  endpoints = ["127.0.0.1:2"]
-"#;
+/// One listener and route `web` (blue 90 / green 10) on ports nothing serves:
+/// these tests only talk to the admin listener.
+fn routes() -> String {
+    let blue = SocketAddr::from(([127, 0, 0, 1], 1));
+    let green = SocketAddr::from(([127, 0, 0, 1], 2));
+    let backends = [
+        config_text::backend("blue", Some("90"), &[blue]),
+        config_text::backend("green", Some("10"), &[green]),
+    ];
+    format!(
+        "{}{}",
+        config_text::LISTENER,
+        config_text::route("web", "", "", &backends)
+    )
+}
 
 /// A proxy whose `[admin]` table is `admin`, started from a file in `dir`.
 async fn start(dir: &TestDir, admin: &str) -> (TestProxy, SocketAddr) {
-    dir.write("config.toml", &format!("{ROUTES}\n[admin]\n{admin}\n"));
+    dir.write("config.toml", &format!("{}\n[admin]\n{admin}\n", routes()));
     let config = Config::load(&dir.file("config.toml")).expect("test config");
     let proxy = TestProxy::start_config(config, true).await;
     let admin_addr = proxy.admin_addr.expect("admin listener");
