@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod file;
+pub mod pem;
 pub mod schema;
 mod source;
 mod validate;

@@ -9,14 +9,14 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::de::IgnoredAny;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{ApiCall, CONNECT_TIMEOUT, REQUEST_TIMEOUT, TOKEN_ENV};
+use crate::config::pem;
 use crate::control::admin::api::ApiError;
 
 /// Everything that can go wrong in one `ctl` run; each is one clear message.
@@ -324,27 +324,10 @@ impl Client {
 /// client certificate when both `cert` and `key` are given.
 fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, CtlError> {
     let usage = |e: String| CtlError::Usage(e);
-    let mut roots = rustls::RootCertStore::empty();
-    match &files.ca {
-        Some(ca) => {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| usage(format!("--ca {}: {e}", ca.display())))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| usage(format!("--ca {}: {e}", ca.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(usage(format!("--ca {}: no certificate", ca.display())));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
+    let roots = match &files.ca {
+        Some(ca) => pem::ca_file(ca).map_err(|e| usage(format!("--ca: {e}")))?,
+        None => pem::system_roots().0,
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -353,12 +336,8 @@ fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, CtlError> {
     match (&files.cert, &files.key) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| usage(format!("--cert {}: {e}", cert.display())))?;
-            // The key's own error text could quote it: name only the file.
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|_| usage(format!("--key {}: no readable private key", key.display())))?;
+            let chain = pem::cert_chain(cert).map_err(|e| usage(format!("--cert: {e}")))?;
+            let key_der = pem::private_key(key).map_err(|e| usage(format!("--key: {e}")))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| usage(format!("--cert/--key: {e}")))

@@ -7,14 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::pem;
 use crate::config::{CertPair, TlsFiles};
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls
@@ -25,23 +25,7 @@ pub fn install_crypto_provider() {
 
 /// Verifies client certificates against the CAs in the PEM file `ca`.
 fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| {
-            format!(
-                "cannot read client CA certificates from {}: {e}",
-                ca.display()
-            )
-        })?;
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("bad client CA certificate in {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("no certificate in {}", ca.display()));
-    }
+    let roots = pem::ca_file(ca).map_err(|e| format!("client CA: {e}"))?;
     WebPkiClientVerifier::builder(Arc::new(roots))
         .build()
         .map_err(|e| format!("client CA {}: {e}", ca.display()))
@@ -63,14 +47,8 @@ pub fn client_subject(conn: &rustls::ServerConnection) -> Option<Arc<str>> {
 
 /// Reads a PEM certificate chain and private key into a signing key.
 pub fn load_certified_key(pair: &CertPair) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
-        .and_then(Iterator::collect)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", pair.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {}", pair.cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(&pair.key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", pair.key.display()))?;
+    let certs = pem::cert_chain(&pair.cert)?;
+    let key = pem::private_key(&pair.key)?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("unsupported private key in {}: {e}", pair.key.display()))?;
     Ok(CertifiedKey::new(certs, signing))

@@ -16,12 +16,12 @@ use std::sync::{Arc, OnceLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::pem;
 use crate::config::{
     Config, ConfigErrors, TlsClientConfig, TransportConfig, UpstreamProtocol, content_hash,
 };
@@ -282,16 +282,7 @@ impl fmt::Debug for UpstreamTls {
 /// The CA certificates in `path`, and a hash of the file.
 fn load_ca(path: &Path) -> Result<(Arc<RootCertStore>, u64), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("no certificate in {}", path.display()));
-    }
+    let roots = pem::ca_bytes(&bytes, path)?;
     Ok((Arc::new(roots), content_hash(&bytes)))
 }
 
@@ -299,14 +290,12 @@ fn load_ca(path: &Path) -> Result<(Arc<RootCertStore>, u64), String> {
 fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     Arc::clone(ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!(%error, "reading the system's CA certificates");
-        }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            tracing::warn!(ignored, "no system CA certificates found: https endpoints without tls_ca will fail verification");
+        let (roots, warnings) = pem::system_roots();
+        for warning in warnings {
+            tracing::warn!(
+                %warning,
+                "reading the system's CA certificates (https endpoints without tls_ca use them)"
+            );
         }
         Arc::new(roots)
     }))

@@ -25,15 +25,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::pem;
 use crate::config::{EtcdUrl, FleetConfig};
 
 /// One unary call to one member.
@@ -774,33 +773,16 @@ where
 
 /// TLS to etcd: `tls.ca` (or the system roots) and an optional client certificate.
 fn tls_connector(config: &FleetConfig) -> Result<TlsConnector, String> {
-    let mut roots = RootCertStore::empty();
     let tls = config.tls.as_ref();
-    match tls.and_then(|t| t.ca.as_ref()) {
-        Some(ca) => {
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("fleet.tls.ca {}: {e}", ca.display()))?
-            {
-                let cert = cert.map_err(|e| format!("fleet.tls.ca {}: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("fleet.tls.ca {}: {e}", ca.display()))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
+    let roots = match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => pem::ca_file(ca).map_err(|e| format!("fleet.tls.ca: {e}"))?,
+        None => pem::system_roots().0,
+    };
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let client = match tls.and_then(|t| Some((t.cert.as_ref()?, t.key.as_ref()?))) {
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("fleet.tls.cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("fleet.tls.key {}: {e}", key.display()))?;
+            let chain = pem::cert_chain(cert).map_err(|e| format!("fleet.tls.cert: {e}"))?;
+            let key = pem::private_key(key).map_err(|e| format!("fleet.tls.key: {e}"))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("fleet.tls: {e}"))?
