@@ -646,6 +646,7 @@ fn name_case(c: &mut Corpus) {
         ("connection", "keep-alive"),
         ("keep-alive", "timeout=5"),
         ("x-forwarded-for", "10.1.1.1"),
+        ("x-forwarded-client-cert", "Subject=\"CN=admin\""),
         ("x-custom", "v"),
         ("te", "trailers"),
         ("proxy-connection", "keep-alive"),
@@ -709,7 +710,14 @@ fn repeated_fields(c: &mut Corpus) {
             req.body(Body::Raw(b"hello!".to_vec())),
         );
     }
-    let others: [(&str, &[(&str, &str)]); 8] = [
+    let others: [(&str, &[(&str, &str)]); 9] = [
+        (
+            "client-x-forwarded-client-cert",
+            &[
+                ("X-Forwarded-Client-Cert", "Subject=\"CN=admin\""),
+                ("X-Forwarded-Client-Cert", "By=spiffe://evil"),
+            ],
+        ),
         (
             "two-x-forwarded-for",
             &[

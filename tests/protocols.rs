@@ -261,6 +261,49 @@ async fn upstream_certificate_for_another_ca_is_a_502() {
 }
 
 #[tokio::test]
+async fn a_backend_presents_its_client_certificate_to_an_endpoint_that_requires_one() {
+    let (pki, clients) = (Pki::new("upstream-mtls"), Pki::new("upstream-mtls-clients"));
+    let blue = Origin::new("blue")
+        .answer(Answers::Protocols)
+        .tls(&pki.localhost())
+        .require_client_cert(&clients)
+        .start()
+        .await;
+    let identity = clients.leaf("sluicegate", &["sluicegate.test"]);
+    for name in ["http1", "h2"] {
+        let extra = [tls_ca(&pki), protocol(name), identity.backend_client_cert()];
+        let proxy = proxy_to(blue.https_endpoint(), &extra).await;
+        let reply = get(proxy.addr, "tls.test", "/inspect").await;
+        assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.text());
+        assert!(Seen::of_reply(&reply).tls);
+    }
+    let served = blue.hits();
+
+    let without = proxy_to(blue.https_endpoint(), &[tls_ca(&pki)]).await;
+    let reply = get(without.addr, "tls.test", "/inspect").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "no client certificate"
+    );
+    let strangers = Pki::new("upstream-mtls-strangers");
+    let stranger = strangers.leaf("other", &["other.test"]);
+    let extra = [tls_ca(&pki), stranger.backend_client_cert()];
+    let wrong = proxy_to(blue.https_endpoint(), &extra).await;
+    let reply = get(wrong.addr, "tls.test", "/inspect").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "another CA's certificate"
+    );
+    assert_eq!(
+        blue.hits(),
+        served,
+        "no request crossed without the certificate"
+    );
+}
+
+#[tokio::test]
 async fn tls_server_name_overrides_the_verified_name() {
     let pki = Pki::new("server-name");
     let leaf = pki.leaf("internal", &["backend.internal"]);
@@ -421,9 +464,42 @@ fn tls_keys_without_an_https_endpoint_are_errors() {
             "tls_insecure_skip_verify",
         ),
         ("tls_server_name = \"api.internal\"", "tls_server_name"),
+        ("tls_client_cert = \"client.pem\"", "tls_client_cert"),
+        ("tls_client_key = \"client.key\"", "tls_client_key"),
     ] {
         assert_transport_error("127.0.0.1:8081", &[line], key, &["https"]);
     }
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_and_the_key_its_certificate() {
+    assert_transport_error(
+        "https://127.0.0.1:8443",
+        &["tls_client_cert = \"client.pem\""],
+        "tls_client_cert",
+        &["tls_client_key"],
+    );
+    assert_transport_error(
+        "https://127.0.0.1:8443",
+        &["tls_client_key = \"client.key\""],
+        "tls_client_key",
+        &["tls_client_cert"],
+    );
+}
+
+#[test]
+fn an_unreadable_client_certificate_is_an_error_at_its_key() {
+    let pki = Pki::new("unreadable-client-cert");
+    let ca = tls_ca(&pki);
+    let missing = pki.dir.file("missing.pem");
+    let cert = format!("tls_client_cert = \"{}\"", missing.display());
+    let key = format!("tls_client_key = \"{}\"", missing.display());
+    assert_transport_error(
+        "https://127.0.0.1:8443",
+        &[&ca, &cert, &key],
+        "tls_client_cert",
+        &["missing.pem"],
+    );
 }
 
 #[test]

@@ -46,9 +46,9 @@ pub async fn handle(
     let grpc = is_grpc(&req);
     let entry = state
         .access_log()
-        .map(|_| Box::new(log_entry(&req, client)));
+        .map(|_| Box::new(log_entry(&req, &client)));
     let mut ledger = Ledger::new(state, &snapshot, Instant::now(), entry);
-    let mut resp = match forward(&snapshot, client, req, &mut ledger.served).await {
+    let mut resp = match forward(&snapshot, &client, req, &mut ledger.served).await {
         Ok(resp) => {
             ledger.settle(resp.status());
             resp
@@ -71,7 +71,7 @@ pub async fn handle(
 }
 
 /// The access log fields known before forwarding.
-fn log_entry<B>(req: &Request<B>, client: ClientInfo) -> Entry {
+fn log_entry<B>(req: &Request<B>, client: &ClientInfo) -> Entry {
     Entry::arrived(
         client.peer.ip(),
         req.method().clone(),
@@ -87,7 +87,7 @@ fn log_entry<B>(req: &Request<B>, client: ClientInfo) -> Entry {
 /// Steps 2 to 6; `served` records who handled the request as it goes.
 async fn forward<'s>(
     snapshot: &'s Snapshot,
-    client: ClientInfo,
+    client: &ClientInfo,
     req: Request<Incoming>,
     served: &mut Served<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {

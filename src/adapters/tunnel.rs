@@ -51,7 +51,7 @@ pub fn requested_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 pub struct Upgrade<'r, 'h> {
     pub choice: Choice<'r>,
     pub timeouts: Timeouts,
-    pub client: ClientInfo,
+    pub client: &'h ClientInfo,
     pub host: Option<&'h str>,
     /// What the client asks to switch to (`websocket`).
     pub protocol: HeaderValue,

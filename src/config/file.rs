@@ -230,6 +230,11 @@ pub struct FileBackend {
     pub tls_insecure_skip_verify: Option<bool>,
     /// The name sent in SNI and verified, instead of the endpoint's host.
     pub tls_server_name: Option<String>,
+    /// PEM certificate chain presented to `https://` endpoints that ask for
+    /// a client certificate (with `tls_client_key`).
+    pub tls_client_cert: Option<String>,
+    /// PEM private key of `tls_client_cert`.
+    pub tls_client_key: Option<String>,
 }
 
 /// `[routes.backends.outlier]`: passive ejection.

@@ -204,7 +204,7 @@ pub struct TlsFiles {
 }
 
 /// One certificate chain and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CertPair {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -444,6 +444,17 @@ pub struct TlsClientConfig {
     pub server_name: Option<String>,
     /// Where to point an error building these settings: the `tls_ca` key
     /// when set (a CA file that cannot be read), else the backend.
+    pub at: FieldAt,
+    /// The certificate presented to endpoints that ask for one
+    /// (`tls_client_cert` / `tls_client_key`).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A backend's client certificate: the files, and where an unreadable one
+/// is reported (its `tls_client_cert` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub files: CertPair,
     pub at: FieldAt,
 }
 

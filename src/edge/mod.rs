@@ -38,6 +38,7 @@ use crate::control::reload::{Announce, Reloader};
 use crate::edge::tls::CertStore;
 use crate::error::ServerError;
 use crate::exchange::decide::ClientInfo;
+use crate::exchange::forwarding;
 use crate::telemetry::ConnectionSlot;
 use crate::telemetry::access_log::AccessLog;
 use connection::{Tracked, Tracker};
@@ -440,7 +441,7 @@ fn accept_data(
     };
     let _ = stream.set_nodelay(true);
     let mut conn = Accepted {
-        client: ClientInfo { peer, tls: false },
+        client: ClientInfo::new(peer),
         state: Arc::clone(state),
         timeouts,
         limits,
@@ -461,6 +462,9 @@ fn accept_data(
                 match tokio::time::timeout(timeouts.client_headers, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         conn.client.tls = true;
+                        conn.client.client_cert =
+                            crate::edge::tls::client_subject(stream.get_ref().1)
+                                .and_then(|subject| forwarding::client_cert_value(&subject));
                         let alpn = stream.get_ref().1.alpn_protocol();
                         conn.fast_h1 &= fast_path::takes_connection(None, alpn);
                         serve_connection(stream, conn).await;
@@ -574,7 +578,7 @@ where
     let buffered = if fast_h1 {
         let fast = fast_path::Client {
             state: &state,
-            info: client,
+            info: client.clone(),
             timeouts,
             limits,
             stop: &mut stop,
@@ -586,13 +590,15 @@ where
     } else {
         Bytes::new()
     };
+    let peer = client.peer;
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
+        let client = client.clone();
         async move { Ok::<_, Infallible>(hyper_path::handle(&state, client, req).await) }
     });
     if let Err(error) =
         connection::serve_hyper(stream, buffered, service, timeouts, limits, stop).await
     {
-        tracing::debug!(peer = %client.peer, %error, "client connection ended with an error");
+        tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }

@@ -11,10 +11,24 @@ use crate::control::{Backend, Route};
 use crate::error::ProxyError;
 
 /// What the request path knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The `X-Forwarded-Client-Cert` value (`Subject="CN=…"`) of a client
+    /// certificate the listener's `client_ca` verified.
+    pub client_cert: Option<http::HeaderValue>,
+}
+
+impl ClientInfo {
+    /// A client on a connection without a verified certificate.
+    pub fn new(peer: SocketAddr) -> ClientInfo {
+        ClientInfo {
+            peer,
+            tls: false,
+            client_cert: None,
+        }
+    }
 }
 
 /// Where a request goes.
@@ -51,7 +65,7 @@ pub use crate::control::HeaderLookup;
 pub fn choose<'r>(
     route: &'r Route,
     headers: &(impl HeaderLookup + ?Sized),
-    client: ClientInfo,
+    client: &ClientInfo,
 ) -> Result<Choice<'r>, ProxyError> {
     let choice = |backend, new_bucket| Choice {
         route,
@@ -84,7 +98,7 @@ pub fn choose<'r>(
 fn override_backend<'r>(
     route: &'r Route,
     headers: &(impl HeaderLookup + ?Sized),
-    client: ClientInfo,
+    client: &ClientInfo,
 ) -> Option<&'r Backend> {
     let config = &route.config;
     if config.override_header.is_none() && config.override_cookie.is_none() {

@@ -19,6 +19,16 @@ use crate::exchange::decide::ClientInfo;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The verified client certificate's subject; a client-sent one is dropped.
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// The `X-Forwarded-Client-Cert` value for a verified certificate's
+/// subject (`Subject="CN=app,O=ops"`, the form Envoy sends); `None` when the
+/// subject cannot be a header value.
+pub fn client_cert_value(subject: &str) -> Option<HeaderValue> {
+    let escaped = subject.replace('\\', "\\\\").replace('"', "\\\"");
+    HeaderValue::try_from(format!("Subject=\"{escaped}\"")).ok()
+}
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is not one: it declares the trailer fields, which hyper needs
@@ -101,7 +111,7 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
 
 /// Rewrites the client's request for an HTTP/1.1 upstream (the upstream
 /// connection turns it into HTTP/2 form when it speaks h2).
-pub fn rewrite_request(parts: &mut Parts, host: Option<&str>, client: ClientInfo) {
+pub fn rewrite_request(parts: &mut Parts, host: Option<&str>, client: &ClientInfo) {
     let origin_form = parts
         .uri
         .path_and_query()
@@ -127,6 +137,11 @@ pub fn rewrite_request(parts: &mut Parts, host: Option<&str>, client: ClientInfo
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.tls { "https" } else { "http" }),
     );
+    // Only sluicegate says who the client is: a client-sent one never passes.
+    match &client.client_cert {
+        Some(value) => headers.insert(X_FORWARDED_CLIENT_CERT, value.clone()),
+        None => headers.remove(X_FORWARDED_CLIENT_CERT),
+    };
 }
 
 /// Whether the `TE` header lists `trailers` (gRPC clients send it).

@@ -1,6 +1,7 @@
 //! Client TLS to `https://` endpoints: verified against the system roots, or
 //! against a backend's own CA file (`tls_ca`), or not at all when
-//! `tls_insecure_skip_verify` says so.
+//! `tls_insecure_skip_verify` says so; with `tls_client_cert` /
+//! `tls_client_key`, a client certificate for endpoints that ask for one.
 //!
 //! The config holds these settings as plain data; [`TlsClients::prepare`]
 //! reads the CA files and builds the connectors when a file is loaded or
@@ -23,7 +24,8 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::pem;
 use crate::config::{
-    Config, ConfigErrors, TlsClientConfig, TransportConfig, UpstreamProtocol, content_hash,
+    CertPair, Config, ConfigError, ConfigErrors, TlsClientConfig, TransportConfig,
+    UpstreamProtocol, content_hash,
 };
 
 /// How sluicegate speaks to a backend's endpoints: the protocol and, for
@@ -36,13 +38,14 @@ pub struct Transport {
 }
 
 /// The TLS settings that make one client: equal settings share it.
-type SettingsKey = (Option<PathBuf>, bool, Option<String>);
+type SettingsKey = (Option<PathBuf>, bool, Option<String>, Option<CertPair>);
 
 fn key(settings: &TlsClientConfig) -> SettingsKey {
     (
         settings.ca.clone(),
         settings.insecure_skip_verify,
         settings.server_name.clone(),
+        settings.client_cert.as_ref().map(|c| c.files.clone()),
     )
 }
 
@@ -54,8 +57,9 @@ pub struct TlsClients {
 }
 
 impl TlsClients {
-    /// Reads every CA file `config` names and builds its clients, or returns
-    /// every failure located at its backend's `tls_ca` key.
+    /// Reads every CA and client certificate file `config` names and builds
+    /// its clients, or returns every failure located at its backend's
+    /// `tls_ca` or `tls_client_cert` key.
     pub fn prepare(config: &Config) -> Result<TlsClients, ConfigErrors> {
         let mut clients = TlsClients::default();
         let mut errors = Vec::new();
@@ -68,7 +72,7 @@ impl TlsClients {
                 Ok(tls) => {
                     clients.by_settings.insert(key, Arc::new(tls));
                 }
-                Err(message) => errors.push(settings.at.error(message)),
+                Err(error) => errors.push(error),
             }
         }
         if errors.is_empty() {
@@ -136,6 +140,8 @@ pub struct UpstreamTls {
     pub server_name: Option<ServerName<'static>>,
     /// A hash of the CA file's bytes, so a changed file is a new setting.
     ca_fingerprint: u64,
+    /// The client certificate's files and a hash of their bytes.
+    client_cert: Option<(CertPair, u64)>,
     /// Why there are none: a client built without its CA refuses handshakes.
     connectors: Result<Connectors, String>,
 }
@@ -149,19 +155,25 @@ struct Connectors {
 }
 
 impl UpstreamTls {
-    /// Builds the client for `settings`, reading the CA file now.
-    pub fn new(settings: &TlsClientConfig) -> Result<UpstreamTls, String> {
+    /// Builds the client for `settings`, reading the CA and client
+    /// certificate files now; an error names the key of the file that failed.
+    pub fn new(settings: &TlsClientConfig) -> Result<UpstreamTls, ConfigError> {
         let (roots, ca_fingerprint) = match &settings.ca {
-            Some(path) => load_ca(path)?,
+            Some(path) => load_ca(path).map_err(|m| settings.at.error(m))?,
             None => (system_roots(), 0),
         };
-        UpstreamTls::with_roots(settings, roots, ca_fingerprint)
+        let identity = settings
+            .client_cert
+            .as_ref()
+            .map(|client| Identity::load(&client.files).map_err(|m| client.at.error(m)))
+            .transpose()?;
+        UpstreamTls::with_roots(settings, roots, ca_fingerprint, identity)
+            .map_err(|m| settings.at.error(m))
     }
 
     /// [`new`](Self::new), or on failure (logged) a client that refuses every handshake.
     fn new_or_refusing(settings: &TlsClientConfig) -> UpstreamTls {
-        UpstreamTls::new(settings).unwrap_or_else(|message| {
-            let error = settings.at.error(&message);
+        UpstreamTls::new(settings).unwrap_or_else(|error| {
             tracing::error!(%error, "upstream TLS client refuses every handshake");
             UpstreamTls::refusing(settings, error.to_string())
         })
@@ -175,6 +187,7 @@ impl UpstreamTls {
             server_name: None,
             // Never equal to a client that loaded the file.
             ca_fingerprint: u64::MAX,
+            client_cert: None,
             connectors: Err(why),
         }
     }
@@ -183,6 +196,7 @@ impl UpstreamTls {
         settings: &TlsClientConfig,
         roots: Arc<RootCertStore>,
         ca_fingerprint: u64,
+        identity: Option<Identity>,
     ) -> Result<UpstreamTls, String> {
         let server_name = settings
             .server_name
@@ -196,13 +210,23 @@ impl UpstreamTls {
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS setup failed: {e}"))?;
-        let base = if settings.insecure_skip_verify {
+        let builder = if settings.insecure_skip_verify {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-                .with_no_client_auth()
         } else {
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
+        };
+        let (base, client_cert) = match identity {
+            None => (builder.with_no_client_auth(), None),
+            Some(identity) => {
+                let base = builder
+                    .with_client_auth_cert(identity.chain, identity.key)
+                    .map_err(|e| {
+                        format!("client certificate {}: {e}", identity.files.cert.display())
+                    })?;
+                (base, Some((identity.files, identity.fingerprint)))
+            }
         };
         let connector = |alpn: &[&[u8]]| {
             let mut config = base.clone();
@@ -219,6 +243,7 @@ impl UpstreamTls {
             insecure_skip_verify: settings.insecure_skip_verify,
             server_name,
             ca_fingerprint,
+            client_cert,
         })
     }
 
@@ -255,6 +280,7 @@ impl PartialEq for UpstreamTls {
             && self.ca_fingerprint == other.ca_fingerprint
             && self.insecure_skip_verify == other.insecure_skip_verify
             && self.server_name == other.server_name
+            && self.client_cert == other.client_cert
     }
 }
 
@@ -266,6 +292,7 @@ impl Hash for UpstreamTls {
         self.ca_fingerprint.hash(state);
         self.insecure_skip_verify.hash(state);
         self.server_name.as_ref().map(|n| n.to_str()).hash(state);
+        self.client_cert.hash(state);
     }
 }
 
@@ -275,7 +302,32 @@ impl fmt::Debug for UpstreamTls {
             .field("ca", &self.ca)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("server_name", &self.server_name)
+            .field("client_cert", &self.client_cert.as_ref().map(|c| &c.0.cert))
             .finish_non_exhaustive()
+    }
+}
+
+/// A client certificate chain and its key, read from their files.
+struct Identity {
+    files: CertPair,
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    /// A hash of both files' bytes, so a changed file is a new setting.
+    fingerprint: u64,
+}
+
+impl Identity {
+    fn load(files: &CertPair) -> Result<Identity, String> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let mut bytes = read(&files.cert)?;
+        bytes.extend_from_slice(&read(&files.key)?);
+        Ok(Identity {
+            chain: pem::cert_chain(&files.cert)?,
+            key: pem::private_key(&files.key)?,
+            files: files.clone(),
+            fingerprint: content_hash(&bytes),
+        })
     }
 }
 

@@ -147,6 +147,11 @@ impl H2Client {
             .uri(format!("http://{host}{path}"))
             .body(empty())
             .expect("valid request");
+        self.send(req).await
+    }
+
+    /// Sends `req` (an absolute URI: its authority is the :authority).
+    pub async fn send(&mut self, req: Request<TestBody>) -> Reply {
         self.sender.ready().await.expect("h2 connection ready");
         let resp = self.sender.send_request(req).await.expect("h2 request");
         Reply::read(resp).await

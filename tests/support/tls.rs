@@ -102,17 +102,71 @@ impl Pki {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
+
+    /// [`client_config`](Self::client_config) presenting `identity` as the
+    /// client certificate.
+    pub fn client_config_as(&self, alpn: &[&[u8]], identity: &Leaf) -> ClientConfig {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der()).expect("add CA root");
+        let mut config = ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![identity.der.clone()], identity.private_key())
+            .expect("client certificate");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
 }
 
 impl Leaf {
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+
+    /// A server config with this certificate that requires a client
+    /// certificate signed by `clients` (`None`: asks for none).
+    pub fn server_config_for(
+        &self,
+        alpn: &[&[u8]],
+        clients: Option<&CertificateDer<'static>>,
+    ) -> ServerConfig {
+        let Some(ca) = clients else {
+            return self.server_config(alpn);
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone()).expect("add client CA");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring())
+                .build()
+                .expect("client verifier");
+        let mut config = ServerConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.der.clone()], self.private_key())
+            .expect("server certificate");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// `tls_client_cert = "…"` and `tls_client_key = "…"` lines presenting
+    /// this certificate to a backend's endpoints.
+    pub fn backend_client_cert(&self) -> String {
+        format!(
+            "tls_client_cert = \"{}\"\ntls_client_key = \"{}\"",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
     /// A server config with this certificate, offering `alpn` (empty: no ALPN).
     pub fn server_config(&self, alpn: &[&[u8]]) -> ServerConfig {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         let mut config = ServerConfig::builder_with_provider(ring())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_no_client_auth()
-            .with_single_cert(vec![self.der.clone()], key)
+            .with_single_cert(vec![self.der.clone()], self.private_key())
             .expect("server certificate");
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
@@ -121,6 +175,17 @@ impl Leaf {
     /// A `[[listeners]]` table terminating TLS with this certificate.
     pub fn listener(&self) -> String {
         self.listener_at("127.0.0.1:0")
+    }
+
+    /// A TLS listener that requires client certificates signed by `clients`.
+    pub fn listener_for_clients(&self, clients: &Pki) -> String {
+        format!(
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\n\
+             tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }}\n",
+            self.cert.display(),
+            self.key.display(),
+            clients.ca_path().display()
+        )
     }
 
     /// The same at placeholder address `addr` (`TestProxy` binds its own;

@@ -30,6 +30,7 @@ enum Field {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    XForwardedClientCert,
     // Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
     Connection,
     KeepAlive,
@@ -79,6 +80,7 @@ fn classify(name: &str) -> Field {
         (17, b'x') => (Field::XForwardedProto, "x-forwarded-proto"),
         (18, b'p') => (Field::ProxyAuthenticate, "proxy-authenticate"),
         (19, b'p') => (Field::ProxyAuthorization, "proxy-authorization"),
+        (23, b'x') => (Field::XForwardedClientCert, "x-forwarded-client-cert"),
         _ => return Field::Other,
     };
     if eq_lowercase(name.as_bytes(), spelled.as_bytes()) {
@@ -302,8 +304,15 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 
 /// Writes the request for the upstream: the same method, target and fields
 /// minus hop-by-hop ones, with `X-Forwarded-For` appended to and
-/// `X-Forwarded-Proto` / `-Host` set.
-pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: &str, tls: bool) {
+/// `X-Forwarded-Proto` / `-Host` set; `X-Forwarded-Client-Cert` is only
+/// ever the verified `client_cert` (a client-sent one is dropped).
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_>,
+    client_ip: &str,
+    tls: bool,
+    client_cert: Option<&[u8]>,
+) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.target.as_bytes());
@@ -311,7 +320,10 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: 
     for (h, &field) in req.headers.iter().zip(&req.fields) {
         let replaced = matches!(
             field,
-            Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost
+            Field::XForwardedFor
+                | Field::XForwardedProto
+                | Field::XForwardedHost
+                | Field::XForwardedClientCert
         );
         if field.is_hop_by_hop() || replaced || (req.named.len > 0 && req.named.contains(h.name)) {
             continue;
@@ -337,6 +349,9 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &RequestHead<'_>, client_ip: 
         b"\r\nx-forwarded-proto: http\r\n"
     });
     push_field(out, b"x-forwarded-host", req.host.as_bytes());
+    if let Some(value) = client_cert {
+        push_field(out, b"x-forwarded-client-cert", value);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -617,7 +632,7 @@ mod tests {
         match parse_request(raw, &mut headers, 100) {
             Parsed::Request(req) => {
                 let mut out = Vec::new();
-                write_upstream_head(&mut out, &req, "10.0.0.9", false);
+                write_upstream_head(&mut out, &req, "10.0.0.9", false, None);
                 String::from_utf8(out).unwrap()
             }
             other => format!("{other:?}"),
@@ -637,6 +652,10 @@ mod tests {
         assert_eq!(classify(""), Field::Other);
         assert_eq!(classify("X-FORWARDED-FOR"), Field::XForwardedFor);
         assert_eq!(classify("x-forwarded_for"), Field::Other);
+        assert_eq!(
+            classify("X-Forwarded-Client-Cert"),
+            Field::XForwardedClientCert
+        );
         assert_eq!(classify("Content-Lengtx"), Field::Other);
         assert_eq!(classify("Content.Length"), Field::Other);
     }

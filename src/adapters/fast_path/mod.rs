@@ -96,12 +96,13 @@ where
         limits,
         stop,
     } = client;
+    let client_ip = info.peer.ip().to_canonical().to_string();
     let mut conn = Conn {
         state,
         info,
         timeouts,
         limits,
-        client_ip: info.peer.ip().to_canonical().to_string(),
+        client_ip,
         buf: BytesMut::new(),
         out: Vec::new(),
         resp: BytesMut::new(),
@@ -342,9 +343,15 @@ impl Conn<'_> {
         });
         let choice = route
             .ok_or(ProxyError::NoRoute)
-            .and_then(|route| decide::choose(route, req.headers, self.info));
+            .and_then(|route| decide::choose(route, req.headers, &self.info));
         self.out.clear();
-        head::write_upstream_head(&mut self.out, &req, &self.client_ip, self.info.tls);
+        head::write_upstream_head(
+            &mut self.out,
+            &req,
+            &self.client_ip,
+            self.info.tls,
+            self.info.client_cert.as_ref().map(|v| v.as_bytes()),
+        );
         self.out.extend_from_slice(&self.buf[req.len..consumed]);
         Prep::Ready(Plan {
             consumed,

@@ -16,6 +16,8 @@ struct TransportFields {
     tls_ca: Option<String>,
     tls_insecure_skip_verify: Option<bool>,
     tls_server_name: Option<String>,
+    tls_client_cert: Option<String>,
+    tls_client_key: Option<String>,
 }
 
 impl Checker<'_> {
@@ -100,6 +102,8 @@ impl Checker<'_> {
                         tls_ca: b.tls_ca,
                         tls_insecure_skip_verify: b.tls_insecure_skip_verify,
                         tls_server_name: b.tls_server_name,
+                        tls_client_cert: b.tls_client_cert,
+                        tls_client_key: b.tls_client_key,
                     },
                     &endpoints,
                 );
@@ -162,6 +166,8 @@ impl Checker<'_> {
                     raw.tls_insecure_skip_verify.is_some(),
                 ),
                 ("tls_server_name", raw.tls_server_name.is_some()),
+                ("tls_client_cert", raw.tls_client_cert.is_some()),
+                ("tls_client_key", raw.tls_client_key.is_some()),
             ] {
                 if set {
                     self.error(
@@ -207,6 +213,7 @@ impl Checker<'_> {
         } else {
             self.locate(path)
         };
+        let client_cert = self.client_cert(path, raw.tls_client_cert, raw.tls_client_key);
         TransportConfig {
             protocol,
             tls: Some(TlsClientConfig {
@@ -214,7 +221,41 @@ impl Checker<'_> {
                 insecure_skip_verify: insecure,
                 server_name,
                 at,
+                client_cert,
             }),
+        }
+    }
+
+    /// `tls_client_cert` and `tls_client_key`: both or neither.
+    fn client_cert(
+        &mut self,
+        path: &str,
+        cert: Option<String>,
+        key: Option<String>,
+    ) -> Option<ClientCert> {
+        match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientCert {
+                files: CertPair {
+                    cert: self.dir.join(cert),
+                    key: self.dir.join(key),
+                },
+                at: self.locate(&format!("{path}.tls_client_cert")),
+            }),
+            (Some(_), None) => {
+                self.error(
+                    &format!("{path}.tls_client_cert"),
+                    "needs `tls_client_key`, the private key of this certificate",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    &format!("{path}.tls_client_key"),
+                    "needs `tls_client_cert`, the certificate this key belongs to",
+                );
+                None
+            }
         }
     }
 

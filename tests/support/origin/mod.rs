@@ -82,6 +82,8 @@ pub struct Origin {
     answers: Answers,
     http1_only: bool,
     tls: Option<(Leaf, Vec<Vec<u8>>)>,
+    /// With TLS: client certificates this CA signed are required.
+    client_ca: Option<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl Origin {
@@ -92,6 +94,7 @@ impl Origin {
             answers: Answers::default(),
             http1_only: false,
             tls: None,
+            client_ca: None,
         }
     }
 
@@ -118,6 +121,12 @@ impl Origin {
         self
     }
 
+    /// With TLS: require a client certificate signed by `ca`.
+    pub fn require_client_cert(mut self, ca: &super::tls::Pki) -> Origin {
+        self.client_ca = Some(ca.ca_der());
+        self
+    }
+
     pub async fn start(self) -> RunningOrigin {
         assert!(
             self.answers != Answers::CloseIdleOnCue || self.tls.is_none(),
@@ -127,9 +136,10 @@ impl Origin {
             .await
             .expect("bind fake origin");
         let addr = listener.local_addr().expect("fake origin addr");
+        let client_ca = self.client_ca;
         let tls = self.tls.map(|(leaf, alpn)| {
             let alpn: Vec<&[u8]> = alpn.iter().map(Vec::as_slice).collect();
-            TlsAcceptor::from(Arc::new(leaf.server_config(&alpn)))
+            TlsAcceptor::from(Arc::new(leaf.server_config_for(&alpn, client_ca.as_ref())))
         });
         let shared = Arc::new(Shared::new(&self.name));
         let serve = Arc::new(Serve {
