@@ -1916,3 +1916,102 @@ async fn broken_config_files_on_reload_keep_the_running_config() {
     assert_eq!(proxy.revision().await, revision_before);
     assert_eq!(proxy.weights("web").await, weights_before);
 }
+
+/// The `pct` percentile of `samples` (sorted here).
+fn percentile(samples: &mut [Duration], pct: f64) -> Duration {
+    samples.sort();
+    let at = ((samples.len() as f64 - 1.0) * pct / 100.0).round() as usize;
+    samples.get(at).copied().unwrap_or_default()
+}
+
+/// Authorised GETs of the admin API one after another for `span`, at least
+/// 100 of them: each one's time.
+async fn authorised_calls(proxy: &FileProxy, span: Duration) -> Vec<Duration> {
+    let mut client = Http1Client::connect(proxy.admin_addr).await;
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < 100 || started.elapsed() < span {
+        let req = http::Request::get("/api/v1/routes/web")
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {}", proxy.token))
+            .body(support::body::empty())
+            .expect("request");
+        let began = Instant::now();
+        let reply = client.send(req).await;
+        times.push(began.elapsed());
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "an authorised call was refused"
+        );
+    }
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_brute_force_is_refused_and_does_not_slow_other_clients() {
+    let _serial = serial().await;
+    let (proxy, _good, _blue, _green) = admin_stage().await;
+    let mut quiet = authorised_calls(&proxy, Duration::ZERO).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..6)
+        .map(|n| {
+            let (admin, stop) = (proxy.admin_addr, std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut client = Http1Client::connect(admin).await;
+                let mut refused = 0_usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let req = http::Request::put("/api/v1/routes/web/weights")
+                        .header("host", "admin")
+                        .header("authorization", format!("Bearer guess-{n}-{refused}"))
+                        .body(full(Bytes::from_static(
+                            br#"{"weights":{"blue":0,"green":100}}"#,
+                        )))
+                        .expect("request");
+                    let reply = client.send(req).await;
+                    assert_eq!(
+                        reply.status,
+                        StatusCode::UNAUTHORIZED,
+                        "a guess was not refused"
+                    );
+                    refused += 1;
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut attacked = during_attack(
+        proxy.addr,
+        "token brute force",
+        GoodMode::KeepAlive,
+        async {
+            let times = authorised_calls(&proxy, Duration::from_secs(1)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            times
+        },
+    )
+    .await;
+    let mut guesses = 0;
+    for attacker in attackers {
+        guesses += attacker.await.expect("attacker");
+    }
+    let (quiet_p99, attacked_p99) = (
+        percentile(&mut quiet, 99.0),
+        percentile(&mut attacked, 99.0),
+    );
+    println!(
+        "FIGURE token brute force: {guesses} wrong tokens refused; authorised admin p50 {:?} → {:?}, p99 {quiet_p99:?} → {attacked_p99:?}",
+        percentile(&mut quiet, 50.0),
+        percentile(&mut attacked, 50.0),
+    );
+    assert!(guesses > 500, "the attack made only {guesses} guesses");
+    assert!(
+        attacked_p99 < quiet_p99 * 20 + Duration::from_millis(50),
+        "authorised calls slowed from p99 {quiet_p99:?} to {attacked_p99:?}"
+    );
+    assert_eq!(
+        proxy.weights("web").await.get("green"),
+        Some(&50.0),
+        "nothing changed"
+    );
+}

@@ -151,6 +151,9 @@ fn presented(headers: &HeaderMap) -> Presented<'_> {
 #[derive(Debug)]
 pub struct Keyring {
     keys: Vec<Key>,
+    /// When the last look at the token files began; one look at a time, so
+    /// a flood of unknown tokens costs one re-read at a time, not one each.
+    refreshed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 struct Key {
@@ -184,7 +187,7 @@ impl Keyring {
                 _ => None,
             };
             let key = Key::new(SINGLE_TOKEN_NAME.into(), Role::Admin, token, file);
-            return Ok((Keyring { keys: vec![key] }, generated));
+            return Ok((Keyring::of(vec![key]), generated));
         }
         let keys = admin
             .tokens
@@ -200,19 +203,31 @@ impl Keyring {
                 Ok(Key::new(t.name.clone(), t.role, token, file))
             })
             .collect::<Result<_, String>>()?;
-        Ok((Keyring { keys }, None))
+        Ok((Keyring::of(keys), None))
     }
 
     /// One admin-role token (for a listener nothing can call, and tests).
     pub fn single(token: Token) -> Keyring {
+        Keyring::of(vec![Key::new(
+            SINGLE_TOKEN_NAME.into(),
+            Role::Admin,
+            token,
+            None,
+        )])
+    }
+
+    fn of(keys: Vec<Key>) -> Keyring {
         Keyring {
-            keys: vec![Key::new(SINGLE_TOKEN_NAME.into(), Role::Admin, token, None)],
+            keys,
+            refreshed: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Checks the `Authorization` header against every token, each compare in
     /// constant time and all of them made. A token no key knows makes the
-    /// token files be looked at once more (a rotation just written).
+    /// token files be looked at once more (a rotation just written), unless
+    /// a look that began after this request arrived has been made: many
+    /// unknown tokens at once share one look.
     pub async fn check(&self, headers: &HeaderMap) -> Credentials {
         let given = match presented(headers) {
             Presented::None => return Credentials::Missing,
@@ -222,9 +237,16 @@ impl Keyring {
         if let Some(found) = self.find(given) {
             return found;
         }
-        // Found again even when this refresh changed nothing: the poll may
-        // have taken the new token a moment ago.
-        self.refresh(false).await;
+        if self.keys.iter().any(|k| k.file.is_some()) {
+            let arrived = tokio::time::Instant::now();
+            let mut refreshed = self.refreshed.lock().await;
+            if refreshed.is_none_or(|began| began < arrived) {
+                *refreshed = Some(tokio::time::Instant::now());
+                self.refresh(false).await;
+            }
+        }
+        // Found again even when no look was made here: the poll or another
+        // request's look may have taken the new token a moment ago.
         self.find(given).unwrap_or(Credentials::Wrong)
     }
 
