@@ -248,7 +248,7 @@ async fn a_rotated_token_file_takes_the_new_token_at_once_and_refuses_the_old() 
     let admin =
         "[[admin.tokens]]\nname = \"bot\"\nrole = \"operate\"\ntoken_file = \"bot.token\"\n";
     let (_proxy, addr) = start(&dir, admin).await;
-    let client = reqwest_like(addr);
+    let client = |token: &'static str| routes_status(addr, token);
     assert_eq!(client("old-secret").await, 200);
     // Written beside and renamed over, as a secret manager does.
     dir.write("bot.token.new", "new-secret\n");
@@ -269,25 +269,171 @@ async fn a_rotated_token_file_takes_the_new_token_at_once_and_refuses_the_old() 
     assert_eq!(client("new-secret").await, 200);
 }
 
-/// A GET of `/api/v1/routes` with a bearer token: its status.
-fn reqwest_like(
-    addr: SocketAddr,
-) -> impl Fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16>>> {
-    move |token| {
-        Box::pin(async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let request = format!(
-                "GET /api/v1/routes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-            );
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream.write_all(request.as_bytes()).await.expect("write");
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await.expect("read");
-            let text = String::from_utf8_lossy(&answer);
-            text.split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
+/// A GET of `/api/v1/routes` with a bearer token on a fresh connection: its status.
+async fn routes_status(addr: SocketAddr, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /api/v1/routes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_under_load_fails_no_authorised_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = TestDir::new("admin-rotation-load");
+    dir.write("bot.token", "old-secret\n");
+    let admin =
+        "[[admin.tokens]]\nname = \"bot\"\nrole = \"operate\"\ntoken_file = \"bot.token\"\n";
+    let (_proxy, addr) = start(&dir, admin).await;
+    let rotated = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Half the clients switch to the new token as soon as it is written,
+    // the other half 300 ms later (each re-reads its secret on its own).
+    let clients: Vec<_> = (0..6)
+        .map(|n| {
+            let (rotated, stop) = (Arc::clone(&rotated), Arc::clone(&stop));
+            let (calls, failed) = (Arc::clone(&calls), Arc::clone(&failed));
+            tokio::spawn(async move {
+                let mut switched_at = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if rotated.load(Ordering::Relaxed) && switched_at.is_none() {
+                        let late = if n % 2 == 0 { 0 } else { 300 };
+                        switched_at =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(late));
+                    }
+                    let new = switched_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+                    let token = if new { "new-secret" } else { "old-secret" };
+                    let status = routes_status(addr, token).await;
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("client {n} ({token}) got {status}");
+                    }
+                }
+            })
         })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written beside and renamed over, as a secret manager does.
+    dir.write("bot.token.new", "new-secret\n");
+    std::fs::rename(dir.file("bot.token.new"), dir.file("bot.token")).expect("rotate");
+    rotated.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let (calls, failed) = (
+        calls.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!("FIGURE rotation under load: {calls} authorised calls, {failed} failed");
+    assert!(calls > 100, "only {calls} calls were made");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {calls} authorised calls failed across the rotation"
+    );
+    // The replaced token is refused once its grace is over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(routes_status(addr, "old-secret").await, 401);
+    assert_eq!(routes_status(addr, "new-secret").await, 200);
+}
+
+/// Sends `head` one byte every 100 ms on `stream` until it closes or
+/// `limit` passes; how long it stayed open (`None`: still open).
+async fn trickle<S>(mut stream: S, head: &[u8], limit: Duration) -> Option<Duration>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    let mut buf = [0_u8; 512];
+    for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+        if started.elapsed() > limit {
+            return None;
+        }
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            return Some(started.elapsed());
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listeners_slowloris_limits_hold_on_tls() {
+    use std::sync::Arc;
+    let pki = Pki::new("admin-tls-slowloris");
+    let server = pki.localhost();
+    pki.dir.write("admin.token", "tls-secret\n");
+    let text = format!(
+        "{}\n[timeouts]\nclient_headers = \"500ms\"\n\n[admin]\ntoken_file = \"admin.token\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        routes(),
+        server.cert.display(),
+        server.key.display()
+    );
+    pki.dir.write("config.toml", &text);
+    let config = Config::load(&pki.dir.file("config.toml")).expect("test config");
+    let proxy = TestProxy::start_config(config, true).await;
+    let addr = proxy.admin_addr.expect("admin listener");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(&[b"http/1.1"])));
+    let limit = Duration::from_secs(3);
+    // A handshake trickled a byte at a time, and headers trickled after one.
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        slow.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            trickle(tcp, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], limit).await
+        }));
+        let connector = connector.clone();
+        slow.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+            trickle(
+                tls,
+                b"GET /api/v1/routes HTTP/1.1\r\nHost: a\r\nX-Slow: ",
+                limit,
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ctl_status = ctl_with(
+        &pki.dir,
+        &format!("https://localhost:{}", addr.port()),
+        &tls_args(&pki, None),
+        &["--token", "tls-secret", "status"],
+    )
+    .await;
+    assert!(
+        ctl_status.status.success(),
+        "the admin API answers others during the attack: {}",
+        describe_output(&ctl_status)
+    );
+    for task in slow {
+        let open = task
+            .await
+            .expect("slow client")
+            .expect("still open after 3 s");
+        assert!(
+            open < Duration::from_millis(1500),
+            "closed only after {open:?} (client_headers is 500ms)"
+        );
     }
 }

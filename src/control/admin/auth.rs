@@ -3,7 +3,10 @@
 //! files are re-read when they change: polled every [`ROTATION_POLL`], and
 //! at once (when their size, mtime or inode moved) before a token is refused, so a
 //! client that switches to the new token right after writing it is never
-//! refused.
+//! refused. The token a rotation replaced is still taken for
+//! [`ROTATION_GRACE`], so calls already on their way with it (or clients a
+//! moment late to switch) are not refused either; after that it is refused
+//! (within `ROTATION_POLL + ROTATION_GRACE` of the file changing).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,9 @@ use crate::config::{AdminConfig, Role, TokenSource};
 
 /// How often token files are checked for a rotation.
 pub const ROTATION_POLL: Duration = Duration::from_millis(500);
+
+/// How long the token a rotation replaced is still taken.
+pub const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
 /// The actor name of the single-token form (`token_env`, `token_file`, generated).
 pub const SINGLE_TOKEN_NAME: &str = "admin";
@@ -160,6 +166,8 @@ struct Key {
     name: String,
     role: Role,
     secret: ArcSwap<Token>,
+    /// The token the last rotation replaced, and until when it is taken.
+    previous: ArcSwap<Option<(Token, tokio::time::Instant)>>,
     /// A token file, re-read when it changes.
     file: Option<PathBuf>,
     /// The file's stamp when last read.
@@ -252,9 +260,15 @@ impl Keyring {
 
     fn find(&self, given: &[u8]) -> Option<Credentials> {
         let mut found = None;
+        let now = tokio::time::Instant::now();
         for key in &self.keys {
             let secret = key.secret.load();
-            if constant_time_eq(given, secret.0.as_bytes()) && found.is_none() {
+            let current = constant_time_eq(given, secret.0.as_bytes());
+            let previous = key.previous.load();
+            let replaced = previous.as_ref().as_ref().is_some_and(|(old, until)| {
+                constant_time_eq(given, old.0.as_bytes()) && now < *until
+            });
+            if (current || replaced) && found.is_none() {
                 found = Some(Credentials::Valid {
                     name: key.name.clone(),
                     role: key.role,
@@ -289,7 +303,10 @@ impl Keyring {
             // The token first, then the stamp: whoever sees the new stamp
             // finds the new token.
             if !constant_time_eq(text.as_bytes(), key.secret.load().0.as_bytes()) {
-                key.secret.store(Arc::new(Token(text.to_string())));
+                let until = tokio::time::Instant::now() + ROTATION_GRACE;
+                let old = key.secret.swap(Arc::new(Token(text.to_string())));
+                key.previous
+                    .store(Arc::new(Some((Token::clone(&old), until))));
                 tracing::info!(name = %key.name, path = %path.display(), "admin token rotated");
                 changed = true;
             }
@@ -329,6 +346,7 @@ impl Key {
             name,
             role,
             secret: ArcSwap::from_pointee(token),
+            previous: ArcSwap::from_pointee(None),
             file,
             seen: Mutex::new(seen),
         }
