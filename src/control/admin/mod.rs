@@ -13,6 +13,7 @@ mod call;
 mod dashboard;
 mod handlers;
 pub mod openapi;
+mod refusals;
 mod routes;
 
 use std::net::SocketAddr;
@@ -175,7 +176,12 @@ where
     if method == Method::HEAD {
         response = without_body(response);
     }
-    if method != Method::GET && method != Method::HEAD {
+    let status = response.status();
+    if status == http::StatusCode::UNAUTHORIZED {
+        // Any method: guessing tokens with GETs shows too, but a flood of
+        // guesses does not flood the log.
+        refusals::refused(peer.addr, &method, &path, status.as_u16());
+    } else if method != Method::GET && method != Method::HEAD {
         let actor = actor.as_deref().unwrap_or("-");
         tracing::info!(peer = %peer.addr, %actor, %method, %path, status = response.status().as_u16(), "admin request");
     }
