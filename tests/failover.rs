@@ -397,6 +397,10 @@ async fn cutover_zero_failures_when_green_health_fails(path: H1Path) {
             .any(|r| r["weights"]["blue"] == 100.0 && r["weights"]["green"] == 0.0),
         "no failover revision moving green's share to blue: {history}"
     );
+    for revision in &failovers {
+        assert_eq!(revision["actor"], "failover", "{revision}");
+        assert!(revision.get("client").is_none(), "{revision}");
+    }
 }
 
 async fn killed_backend_under_load_has_zero_failed_get_requests(path: H1Path) {
