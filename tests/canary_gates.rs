@@ -660,3 +660,35 @@ async fn a_weight_change_after_the_canary_succeeded_shows_in_its_view() {
     // A new canary starts from there.
     assert_eq!(act(&proxy, "start").await["state"], "running");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_notify_applies_the_new_receivers() {
+    let b = backends().await;
+    let old = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
+    let new = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
+    let body = |url: &str| config(b.blue.addr, b.green.addr, &canary(""), &notify(url, ""));
+    let proxy = FileProxy::start(&body(&old.url)).await;
+    proxy
+        .put_weights("web", &[("blue", 80.0), ("green", 20.0)])
+        .await;
+    old.wait_for("the first change", |e| e["weights"]["green"] == 20.0)
+        .await;
+
+    proxy.replace_config(&body(&new.url));
+    let (status, answer) = proxy
+        .admin_send(Method::POST, "/api/v1/reload", None, Some(&proxy.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    proxy
+        .put_weights("web", &[("blue", 70.0), ("green", 30.0)])
+        .await;
+    new.wait_for("the change after the reload", |e| {
+        e["weights"]["green"] == 30.0
+    })
+    .await;
+    assert!(
+        old.received().iter().all(|e| e["weights"]["green"] != 30.0),
+        "the removed receiver still gets events: {:#?}",
+        old.received()
+    );
+}
