@@ -231,7 +231,7 @@ impl Controller {
             }
             (Action::Pause, _) => {
                 return Err(wrong_state(
-                    "only a running canary, or one awaiting approval, pauses",
+                    "only a running canary pauses (or one awaiting approval)",
                 ));
             }
             (Action::Resume, Some(run)) if phase == CanaryPhase::Paused => {
@@ -247,7 +247,9 @@ impl Controller {
                     .map_err(CanaryError::Invalid)?;
             }
             (Action::Abort, _) => {
-                return Err(wrong_state("only a canary in progress aborts"));
+                return Err(wrong_state(
+                    "only a running, awaiting or paused canary aborts",
+                ));
             }
             (Action::Approve, Some(run)) if phase == CanaryPhase::AwaitingApproval => {
                 let next = run.step + 1;
