@@ -57,15 +57,21 @@ pub(super) struct GateAsk {
     pub(super) canary: String,
 }
 
-/// The gates' calls before one step change, under way or answered.
-#[derive(Debug)]
-pub(super) struct Gating {
+/// A move to the next step, as the revision that makes it will record it.
+#[derive(Debug, Clone)]
+pub(super) struct StepChange {
     /// Index of the step about to begin.
     pub(super) next: usize,
     /// The reason of the revision that begins it.
     pub(super) reason: String,
     /// Who asked for it (an approval), recorded on that revision.
     pub(super) caller: Option<Caller>,
+}
+
+/// The gates' calls before one step change, under way or answered.
+#[derive(Debug)]
+pub(super) struct Gating {
+    pub(super) change: StepChange,
     /// Every gate passed; the step change itself is still to be made (a
     /// conflicting revision retries it at the next tick).
     pub(super) passed: bool,
@@ -82,13 +88,7 @@ impl Drop for Gating {
 
 impl Gating {
     /// Calls every gate at once in a task of its own; `None` outside a runtime.
-    pub(super) fn start(
-        gates: &[GateConfig],
-        ask: GateAsk,
-        next: usize,
-        reason: String,
-        caller: Option<Caller>,
-    ) -> Option<Gating> {
+    pub(super) fn start(gates: &[GateConfig], ask: GateAsk, change: StepChange) -> Option<Gating> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (tx, answers) = oneshot::channel();
         let gates = gates.to_vec();
@@ -137,9 +137,7 @@ impl Gating {
             let _ = tx.send(results.into_iter().map(|(_, r)| r).collect());
         });
         Some(Gating {
-            next,
-            reason,
-            caller,
+            change,
             passed: false,
             answers,
             task: task.abort_handle(),

@@ -62,7 +62,7 @@ mod view;
 pub use judge::{StepWindow, Verdict, judge};
 pub use plan::CanaryPhase;
 
-use gates::{GateAsk, Gating};
+use gates::{GateAsk, Gating, StepChange};
 use plan::{StepPlan, step_weights};
 use run::Run;
 
@@ -253,15 +253,19 @@ impl Controller {
             }
             (Action::Approve, Some(run)) if phase == CanaryPhase::AwaitingApproval => {
                 let next = run.step + 1;
-                let reason = format!(
-                    "canary step {} (approved by {})",
-                    run.plan.step_text(next),
-                    caller.map_or("the admin API", |c| c.actor.as_str())
-                );
+                let change = StepChange {
+                    next,
+                    reason: format!(
+                        "canary step {} (approved by {})",
+                        run.plan.step_text(next),
+                        caller.map_or("the admin API", |c| c.actor.as_str())
+                    ),
+                    caller: caller.cloned(),
+                };
                 tracing::info!(%route, step = run.step + 1, "canary approved");
                 run.passed = false;
                 run.phase = CanaryPhase::Running;
-                self.go_on(r, None, config, run, next, reason, caller);
+                self.go_on(r, None, config, run, change);
             }
             (Action::Approve, _) => {
                 return Err(wrong_state("only a canary awaiting approval is approved"));
@@ -488,8 +492,12 @@ impl Controller {
                     tracing::info!(route = route.name(), %figures, "canary step passed: awaiting approval");
                     return true;
                 }
-                let reason = format!("canary step {} ({figures})", run.plan.step_text(next));
-                self.go_on(route, Some(revision), config, run, next, reason, None)
+                let change = StepChange {
+                    next,
+                    reason: format!("canary step {} ({figures})", run.plan.step_text(next)),
+                    caller: None,
+                };
+                self.go_on(route, Some(revision), config, run, change)
             }
             Verdict::Fail(why) => {
                 let reason = format!(
@@ -509,20 +517,18 @@ impl Controller {
 
     /// Moves `run` on to step `next`: through its gates first when the
     /// route has any, else at once. True when the run's state changed.
-    #[allow(clippy::too_many_arguments)]
     fn go_on(
         &self,
         route: &Route,
         revision: Option<u64>,
         config: &CanaryConfig,
         run: &mut Run,
-        next: usize,
-        reason: String,
-        caller: Option<&Caller>,
+        change: StepChange,
     ) -> bool {
         if config.gates.is_empty() {
-            return self.enter_step(route, revision, run, next, reason, caller);
+            return self.enter_step(route, revision, run, &change);
         }
+        let next = change.next;
         let ask = GateAsk {
             route: route.name().to_string(),
             step: next + 1,
@@ -530,7 +536,7 @@ impl Controller {
             baseline: run.plan.baseline.clone(),
             canary: run.plan.canary.clone(),
         };
-        match Gating::start(&config.gates, ask, next, reason, caller.cloned()) {
+        match Gating::start(&config.gates, ask, change) {
             Some(gating) => {
                 run.gating = Some(gating);
                 run.reason = format!(
@@ -571,7 +577,7 @@ impl Controller {
                 .find(|r| !r.passed())
                 .map(|r| format!("gate {} {}", r.url, r.outcome.describe()));
             gating.passed = failed.is_none();
-            let next = gating.next;
+            let next = gating.change.next;
             run.record_gates(results);
             if let Some(why) = failed {
                 let reason = format!(
@@ -584,8 +590,8 @@ impl Controller {
         let Some(gating) = run.gating.as_ref() else {
             return false;
         };
-        let (next, reason, caller) = (gating.next, gating.reason.clone(), gating.caller.clone());
-        self.enter_step(route, Some(revision), run, next, reason, caller.as_ref())
+        let change = gating.change.clone();
+        self.enter_step(route, Some(revision), run, &change)
     }
 
     /// Fails the run: back to the baseline, state `failed`.
@@ -599,17 +605,16 @@ impl Controller {
         true
     }
 
-    /// Sets step `next`'s weights (refused when anything changed since
+    /// Sets the weights of the step `change` moves to (refused when anything changed since
     /// `revision`: the next tick looks again). True when the state changed.
     fn enter_step(
         &self,
         route: &Route,
         revision: Option<u64>,
         run: &mut Run,
-        next: usize,
-        reason: String,
-        caller: Option<&Caller>,
+        change: &StepChange,
     ) -> bool {
+        let next = change.next;
         let weights = match step_weights(route, &run.plan, run.plan.weight(next)) {
             Ok(weights) => weights,
             Err(why) => {
@@ -619,7 +624,14 @@ impl Controller {
                 return true;
             }
         };
-        match self.apply_weights(route.name(), weights, revision, reason, caller) {
+        let reason = change.reason.clone();
+        match self.apply_weights(
+            route.name(),
+            weights,
+            revision,
+            reason,
+            change.caller.as_ref(),
+        ) {
             Ok(new_revision) => {
                 run.begin_step(route, next);
                 run.seen_revision = new_revision;
