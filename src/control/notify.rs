@@ -38,9 +38,21 @@ pub enum Kind {
 }
 
 /// The receivers of one proxy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Notifier {
     receivers: Mutex<Vec<Receiver>>,
+    /// Revisions older than this are not news: a fleet's first sync hands
+    /// this instance the fleet's whole history.
+    started: SystemTime,
+}
+
+impl Default for Notifier {
+    fn default() -> Notifier {
+        Notifier {
+            receivers: Mutex::new(Vec::new()),
+            started: SystemTime::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -72,7 +84,7 @@ impl Notifier {
 
     /// A new revision, to the receivers of `revision` events.
     pub fn revision(&self, revision: &Revision) {
-        if !self.wants(Kind::Revision) {
+        if revision.time < self.started || !self.wants(Kind::Revision) {
             return;
         }
         let route = revision.route.as_deref().unwrap_or("");
