@@ -920,6 +920,32 @@ mod tests {
     }
 
     #[test]
+    fn webhook_urls_are_plain_http_with_port_80_by_default() {
+        let url = WebhookUrl::parse("http://hooks.example.com/a?b=1").unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.host.as_str(), url.path.as_str()),
+            ("hooks.example.com:80", "hooks.example.com", "/a?b=1")
+        );
+        let url = WebhookUrl::parse("http://127.0.0.1:7000").unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.path.as_str()),
+            ("127.0.0.1:7000", "/")
+        );
+        let url = WebhookUrl::parse("http://[::1]:7000/x").unwrap();
+        assert_eq!(url.authority, "[::1]:7000");
+        for bad in [
+            "https://a/",
+            "ftp://a",
+            "http://",
+            "http://a:99999/",
+            "http://u@a/",
+            "a:80",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_canary_latency_floor_defaults_to_2ms_and_is_a_duration() {
         let text = |floor: &str| {
             format!(

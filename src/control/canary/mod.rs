@@ -387,6 +387,8 @@ impl Controller {
                         run.plan.step_text(run.step)
                     );
                     run.phase = CanaryPhase::Idle;
+                    run.gating = None;
+                    run.passed = false;
                     run.plan = plan;
                     changed = true;
                 } else {
@@ -435,6 +437,7 @@ impl Controller {
         if revision > run.seen_revision {
             if let Some(foreign) = self.foreign_change(route.name(), run.seen_revision, revision) {
                 run.phase = CanaryPhase::Paused;
+                run.gating = None;
                 run.reason = format!(
                     "paused at step {}: revision {} ({}: {}) changed the route's weights outside the canary; resume re-applies the step, abort goes back to the baseline",
                     run.plan.step_text(run.step),
