@@ -536,9 +536,14 @@ async fn put_p99(proxy: &FileProxy, rounds: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_never_answers_delays_no_admin_answer() {
     let b = backends().await;
+    let live = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
     let plain = FileProxy::start(&config(b.blue.addr, b.green.addr, &canary(""), "")).await;
     let dead = WebhookReceiver::start(Answer::Never).await;
-    let tail = notify(&dead.url, "timeout = \"30s\"");
+    let tail = format!(
+        "{}{}",
+        notify(&live.url, ""),
+        notify(&dead.url, "timeout = \"30s\"")
+    );
     let with_dead = FileProxy::start(&config(b.blue.addr, b.green.addr, &canary(""), &tail)).await;
 
     let without = put_p99(&plain, 100).await;
@@ -550,6 +555,17 @@ async fn a_receiver_that_never_answers_delays_no_admin_answer() {
     );
     dead.wait_for("the first event", |e| e["event"] == "revision")
         .await;
+    // The other receiver, with its own queue, got every change, in order.
+    let latest = with_dead.revision().await;
+    let events = live
+        .wait_for("the last change", |e| e["revision"] == latest)
+        .await;
+    let revisions: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["revision"].as_u64())
+        .collect();
+    let expected: Vec<u64> = (latest - 99..=latest).collect();
+    assert_eq!(revisions, expected);
 }
 
 /// `sluicegate_notify_dropped_total{receiver="URL"}` on `proxy`'s /metrics.
