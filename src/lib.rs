@@ -16,7 +16,7 @@
 //!   response body, mirroring.
 //! - [`control`]: the one `ArcSwap` snapshot and the one change pipeline;
 //!   history and the state file, health checks and failover, reloads, the
-//!   canary controller, the admin API.
+//!   canary controller, webhooks (canary gates, `[[notify]]`), the admin API.
 //! - [`upstream`]: endpoints, connection pools (hyper's and raw sockets),
 //!   passive ejection, client TLS.
 //! - [`telemetry`]: Prometheus metrics, the in-memory series, the access log,

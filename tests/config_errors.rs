@@ -219,6 +219,74 @@ fn canary_steps_must_end_at_100() {
 }
 
 #[test]
+fn canary_approve_at_must_name_one_of_the_steps() {
+    let src = toml_with(
+        &[],
+        &[
+            "",                        // 16
+            "  [routes.canary]",       // 17
+            "  baseline = \"blue\"",   // 18
+            "  canary = \"green\"",    // 19
+            "  steps = [10, 50, 100]", // 20
+            "  approve_at = [10, 25]", // 21
+        ],
+    );
+    assert_one_error(
+        &src,
+        Format::Toml,
+        21,
+        21,
+        "routes[0].canary.approve_at[1]",
+        &["25", "not one of the steps", "10, 50, 100"],
+    );
+}
+
+#[test]
+fn canary_gate_urls_are_http() {
+    let src = toml_with(
+        &[],
+        &[
+            "",                                  // 16
+            "  [routes.canary]",                 // 17
+            "  baseline = \"blue\"",             // 18
+            "  canary = \"green\"",              // 19
+            "  steps = [50, 100]",               // 20
+            "  [[routes.canary.gates]]",         // 21
+            "  url = \"ftp://127.0.0.1:7000/\"", // 22
+        ],
+    );
+    assert_one_error(
+        &src,
+        Format::Toml,
+        22,
+        9,
+        "routes[0].canary.gates[0].url",
+        &["http://"],
+    );
+}
+
+#[test]
+fn notify_events_are_revision_or_canary() {
+    let src = toml_with(
+        &[],
+        &[
+            "",                                     // 16
+            "[[notify]]",                           // 17
+            "url = \"http://127.0.0.1:7001/hook\"", // 18
+            "events = [\"canary\", \"deploys\"]",   // 19
+        ],
+    );
+    assert_one_error(
+        &src,
+        Format::Toml,
+        19,
+        21,
+        "notify[0].events[1]",
+        &["unknown event `deploys`", "revision, canary"],
+    );
+}
+
+#[test]
 fn all_errors_are_reported_at_once() {
     let src = toml_with(
         &[(9, "  weight = 95")],

@@ -660,3 +660,86 @@ async fn canary_takeover(how: Stop) {
         "{steps:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_awaiting_approval_waits_fleet_wide_until_its_controller_approves() {
+    let etcd = EtcdCluster::start(1).await;
+    let origins = Origins::start().await;
+    let prefix = prefix("approve");
+    let body = |name: &str| {
+        format!(
+            "{}\n{CANARY}approve_at = [10]\n{}",
+            two_backend_config("100", &origins.blue, "0", &origins.green),
+            fleet_table(&etcd.urls(), &prefix, name, None)
+        )
+    };
+    let first = FileProxy::start(&body("first")).await;
+    wait_connected(&first).await;
+    eventually_async(
+        "the first instance to run the canary controller",
+        || async {
+            fleet(&first)
+                .await
+                .instances
+                .iter()
+                .any(|i| i.instance == "first" && i.canary_controller == ["web".to_string()])
+        },
+    )
+    .await;
+    let second = FileProxy::start(&body("second")).await;
+    wait_connected(&second).await;
+    let (status, answer) = approval_action(&first, "start").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (second.addr, Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                get(addr, "fleet.test", "/").await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for proxy in [&first, &second] {
+        eventually_async("the canary to await its approval", || async {
+            canary_view(proxy.admin_addr).await["state"] == "awaiting_approval"
+        })
+        .await;
+    }
+    // Looks of the controller pass with traffic flowing: nothing moves.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for proxy in [&first, &second] {
+        let view = canary_view(proxy.admin_addr).await;
+        assert_eq!(
+            (view["state"].as_str(), view["step"].as_u64()),
+            (Some("awaiting_approval"), Some(1)),
+            "{view}"
+        );
+        assert_eq!(
+            proxy.weights("web").await,
+            support::admin::weight_map(&[("blue", 90.0), ("green", 10.0)])
+        );
+    }
+    let (status, refusal) = approval_action(&second, "approve").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only the controller approves: {refusal}"
+    );
+    let (status, answer) = approval_action(&first, "approve").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    eventually_async("the second instance to follow step 2", || async {
+        canary_view(second.admin_addr).await["step"] == json!(2)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+}
+
+/// POST /api/v1/routes/web/canary/{action} with the proxy's token.
+async fn approval_action(proxy: &FileProxy, action: &str) -> (StatusCode, Value) {
+    let path = format!("/api/v1/routes/web/canary/{action}");
+    proxy
+        .admin_send(Method::POST, &path, None, Some(&proxy.token))
+        .await
+}

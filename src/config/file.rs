@@ -24,6 +24,36 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<FileRoute>,
     pub fleet: Option<FileFleet>,
+    /// Webhooks told of every revision and canary change.
+    #[serde(default)]
+    pub notify: Vec<FileNotify>,
+}
+
+/// `[[notify]]`: a webhook POSTed one JSON object per event, in the background.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileNotify {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// `revision`, `canary`; default both.
+    #[schemars(extend("items" = {"enum": ["revision", "canary"]}))]
+    pub events: Option<Vec<String>>,
+    /// One delivery attempt's limit (default 5s).
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
+    pub timeout: Option<String>,
+}
+
+/// `[[routes.canary.gates]]`: a webhook that must answer 2xx before each step after the first.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileGate {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// How long to wait for its answer (default 10s).
+    #[serde(default)]
+    #[schemars(schema_with = "duration::schema")]
+    pub timeout: Option<String>,
 }
 
 /// `[fleet]`: share weights, history and canaries with other instances through etcd.
@@ -300,6 +330,11 @@ pub struct FileCanary {
     #[serde(default)]
     #[schemars(schema_with = "duration::schema")]
     pub latency_floor: Option<String>,
+    /// Steps (among `steps`) after whose pass the canary waits for an approval.
+    #[serde(default)]
+    pub approve_at: Vec<f64>,
+    #[serde(default)]
+    pub gates: Vec<FileGate>,
 }
 
 /// The canary's steps: percents, the last one 100.

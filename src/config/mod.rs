@@ -83,6 +83,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[fleet]`: weights, history and canaries shared through etcd.
     pub fleet: Option<FleetConfig>,
+    /// `[[notify]]`: webhooks told of every revision and canary change.
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// One header a route's `match.headers` asks for.
@@ -634,6 +636,101 @@ pub struct CanaryConfig {
     /// A baseline p99 below this counts as this much, so that the jitter of
     /// a fast service cannot fail a canary on the latency ratio.
     pub latency_floor: Duration,
+    /// Steps (weights among `steps`) after whose pass the canary waits for
+    /// an approval.
+    pub approve_at: Vec<Weight>,
+    /// Called before each step after the first; any answer but 2xx fails it.
+    pub gates: Vec<GateConfig>,
+}
+
+/// A `[[routes.canary.gates]]` webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
+    pub url: WebhookUrl,
+    pub timeout: Duration,
+}
+
+/// A gate's `timeout` when none is given.
+pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `[[notify]]` receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub url: WebhookUrl,
+    /// Revisions, canary changes, or both.
+    pub revisions: bool,
+    pub canary: bool,
+    /// One delivery attempt's limit.
+    pub timeout: Duration,
+}
+
+/// A receiver's `timeout` when none is given.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An `http://host:port/path` a webhook is POSTed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebhookUrl {
+    /// As written in the file, for logs, reasons and metric labels.
+    pub text: String,
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// The `Host` header.
+    pub host: String,
+    /// Path and query, `/` when none.
+    pub path: String,
+}
+
+impl WebhookUrl {
+    /// Parses `http://host[:port][/path]`; the port defaults to 80.
+    pub fn parse(text: &str) -> Result<WebhookUrl, String> {
+        let rest = text.strip_prefix("http://").ok_or_else(|| {
+            format!("`{text}` must be an http:// URL, like \"http://127.0.0.1:7000/hook\"")
+        })?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if authority.is_empty()
+            || authority.contains('@')
+            || authority.contains(char::is_whitespace)
+        {
+            return Err(format!("`{text}` has no valid host"));
+        }
+        if http::uri::Authority::try_from(authority).is_err()
+            || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
+        {
+            return Err(format!("`{text}` is not a valid URL"));
+        }
+        let has_port = match authority.rsplit_once(':') {
+            Some((_, port)) if !authority.ends_with(']') => {
+                port.parse::<u16>()
+                    .map_err(|_| format!("`{text}` has an invalid port"))?;
+                true
+            }
+            _ => false,
+        };
+        Ok(WebhookUrl {
+            text: text.to_string(),
+            authority: if has_port {
+                authority.to_string()
+            } else {
+                format!("{authority}:80")
+            },
+            host: authority.to_string(),
+            path,
+        })
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// A hash of a config file's bytes, to notice a change.
@@ -831,6 +928,32 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn webhook_urls_are_plain_http_with_port_80_by_default() {
+        let url = WebhookUrl::parse("http://hooks.example.com/a?b=1").unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.host.as_str(), url.path.as_str()),
+            ("hooks.example.com:80", "hooks.example.com", "/a?b=1")
+        );
+        let url = WebhookUrl::parse("http://127.0.0.1:7000").unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.path.as_str()),
+            ("127.0.0.1:7000", "/")
+        );
+        let url = WebhookUrl::parse("http://[::1]:7000/x").unwrap();
+        assert_eq!(url.authority, "[::1]:7000");
+        for bad in [
+            "https://a/",
+            "ftp://a",
+            "http://",
+            "http://a:99999/",
+            "http://u@a/",
+            "a:80",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -173,14 +173,20 @@ impl State {
     }
 
     fn apply_as(&self, change: Change, caller: Option<&Caller>) -> Result<Applied, ChangeError> {
-        let (applied, save) = {
+        let (applied, save, new_revisions) = {
             let mut control = self.lock();
             let before = control.history.latest();
+            let file_change = matches!(change, Change::ApplyFile(_));
             let routes_changed = self.apply_locked(&mut control, change)?;
             if let Some(caller) = caller {
                 control.history.attribute(before, caller);
             }
+            if file_change {
+                self.notifier
+                    .configure(&control.config.notify, &self.telemetry);
+            }
             let revision = control.history.latest();
+            let new_revisions = control.history.since(before);
             if revision < before {
                 // Only a fleet's history goes back: its etcd was restored.
                 self.persister.numbering_restarted();
@@ -199,10 +205,14 @@ impl State {
                     routes_changed,
                 },
                 save,
+                new_revisions,
             )
         };
         if let Some((path, state)) = save {
             self.persister.save(path, state);
+        }
+        for revision in &new_revisions {
+            self.notifier.revision(revision);
         }
         Ok(applied)
     }

@@ -191,6 +191,21 @@ impl History {
         }
     }
 
+    /// The revisions numbered after `after`, oldest first.
+    pub fn since(&self, after: u64) -> Vec<Revision> {
+        let newer = self
+            .revisions
+            .iter()
+            .rev()
+            .take_while(|r| r.revision > after)
+            .count();
+        self.revisions
+            .iter()
+            .skip(self.revisions.len() - newer)
+            .cloned()
+            .collect()
+    }
+
     /// The latest revision number.
     pub fn latest(&self) -> u64 {
         self.latest

@@ -16,9 +16,11 @@ pub mod fleet;
 pub mod gauges;
 pub mod health;
 pub mod history;
+pub mod notify;
 pub mod reload;
 mod router;
 mod snapshot;
+pub mod webhook;
 
 pub use change::{
     Applied, Change, ChangeError, FleetUpdate, PreparedConfig, WeightChange, load, prepare,
@@ -51,6 +53,9 @@ pub struct State {
     persister: Persister,
     /// The revision of every published snapshot, for the health manager.
     revisions: watch::Sender<u64>,
+    /// `[[notify]]`: told of every new revision (and, by the canary
+    /// controller, of every canary change).
+    notifier: notify::Notifier,
 }
 
 /// The writer side: what the snapshot is built from, and the history.
@@ -119,7 +124,10 @@ impl State {
                 Persisted::of(&control.history, &control.overrides, &control.config),
             )
         });
+        let notifier = notify::Notifier::default();
+        notifier.configure(&control.config.notify, &telemetry);
         let state = State {
+            notifier,
             revisions: watch::Sender::new(snapshot.revision),
             current: ArcSwap::from_pointee(snapshot),
             pool,
@@ -190,6 +198,11 @@ impl State {
     /// The access log, when on.
     pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
         self.access_log.as_ref()
+    }
+
+    /// The `[[notify]]` receivers.
+    pub fn notifier(&self) -> &notify::Notifier {
+        &self.notifier
     }
 
     /// This proxy's metrics.

@@ -43,6 +43,7 @@ pub const OPEN_CONNECTIONS: &str = "sluicegate_open_connections";
 pub const CONNECTIONS_REFUSED: &str = "sluicegate_connections_refused_total";
 pub const TUNNELS_OPEN: &str = "sluicegate_tunnels_open";
 pub const BUILD_INFO: &str = "sluicegate_build_info";
+pub const NOTIFY_DROPPED: &str = "sluicegate_notify_dropped_total";
 
 /// Latency buckets in seconds, 1 ms … 10 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -267,6 +268,10 @@ impl Telemetry {
                 CONNECTIONS_REFUSED,
                 "Client connections closed at once because max_connections were open.",
             ),
+            (
+                NOTIFY_DROPPED,
+                "[[notify]] events not delivered: the receiver's queue was full or every attempt failed.",
+            ),
         ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
@@ -432,6 +437,15 @@ impl Telemetry {
         } else {
             self.reloads_error.increment(1);
         }
+    }
+
+    /// The counter of `receiver`'s dropped `[[notify]]` events.
+    pub fn notify_dropped(&self, receiver: &str) -> Counter {
+        let key = Key::from_parts(
+            NOTIFY_DROPPED,
+            vec![Label::new("receiver", receiver.to_string())],
+        );
+        self.recorder.register_counter(&key, &METADATA)
     }
 
     /// Folds recorded samples into histograms; call every [`UPKEEP_INTERVAL`].

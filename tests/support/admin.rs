@@ -104,6 +104,21 @@ impl FileProxy {
         FileProxy::start_in(TestDir::new("state"), body, true).await
     }
 
+    /// Starts from `body` with one named token (`[[admin.tokens]]`, role
+    /// admin), so the history records `name` as the actor of its changes.
+    pub async fn start_with_named_token(body: &str, name: &str) -> FileProxy {
+        let dir = TestDir::new("named");
+        let token = unique_token();
+        dir.write(TOKEN_FILE, &format!("{token}\n"));
+        dir.write(
+            CONFIG_FILE,
+            &format!(
+                "{body}\n[[admin.tokens]]\nname = \"{name}\"\nrole = \"admin\"\ntoken_file = \"{TOKEN_FILE}\"\n"
+            ),
+        );
+        FileProxy::launch(dir, token, false).await
+    }
+
     /// Starts in `dir` (which may already hold files, e.g. a state file).
     pub async fn start_in(dir: TestDir, body: &str, state_file: bool) -> FileProxy {
         let token = unique_token();

@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod raw;
 pub mod recording_origin;
 pub mod tls;
+pub mod webhook;
 
 // `admin.rs` and the body of `tests/admin_api.rs` (kept by the admin API's
 // owners) reach these at the kit's root, as `super::` and `support::`.

@@ -1,5 +1,6 @@
-//! `[routes.mirror]` and `[routes.canary]`: what they name must be backends
-//! of the route.
+//! `[routes.mirror]` and `[routes.canary]` (with its approvals and gates):
+//! what they name must be backends of the route; and `[[notify]]`, the
+//! webhooks a deploy pipeline listens on.
 
 use std::time::Duration;
 
@@ -74,6 +75,40 @@ impl Checker<'_> {
         if !(max_p99_ratio.is_finite() && max_p99_ratio > 0.0) {
             self.error(&format!("{path}.max_p99_ratio"), "must be more than 0");
         }
+        let mut approve_at = Vec::with_capacity(raw.approve_at.len());
+        for (i, step) in raw.approve_at.iter().enumerate() {
+            let at = format!("{path}.approve_at[{i}]");
+            match Weight::from_percent(*step) {
+                Ok(w) if steps.contains(&w) => approve_at.push(w),
+                Ok(w) => self.error(
+                    &at,
+                    format!(
+                        "{w} is not one of the steps ({})",
+                        steps
+                            .iter()
+                            .map(Weight::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Err(e) => self.error(&at, e),
+            }
+        }
+        let gates = raw
+            .gates
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, gate)| {
+                let at = format!("{path}.gates[{i}]");
+                let url = self.webhook_url(&format!("{at}.url"), &gate.url);
+                let timeout = self.duration(
+                    &format!("{at}.timeout"),
+                    gate.timeout.as_deref(),
+                    DEFAULT_GATE_TIMEOUT,
+                );
+                Some(GateConfig { url: url?, timeout })
+            })
+            .collect();
         Some(CanaryConfig {
             baseline: raw.baseline,
             canary: raw.canary,
@@ -91,7 +126,51 @@ impl Checker<'_> {
                 raw.latency_floor.as_deref(),
                 DEFAULT_LATENCY_FLOOR,
             ),
+            approve_at,
+            gates,
         })
+    }
+
+    pub(super) fn notify(&mut self, raw: Vec<file::FileNotify>) -> Vec<NotifyConfig> {
+        raw.into_iter()
+            .enumerate()
+            .filter_map(|(i, receiver)| {
+                let at = format!("notify[{i}]");
+                let url = self.webhook_url(&format!("{at}.url"), &receiver.url);
+                let (mut revisions, mut canary) =
+                    (receiver.events.is_none(), receiver.events.is_none());
+                for (j, event) in receiver.events.iter().flatten().enumerate() {
+                    match event.as_str() {
+                        "revision" => revisions = true,
+                        "canary" => canary = true,
+                        other => self.error(
+                            &format!("{at}.events[{j}]"),
+                            format!("unknown event `{other}` (events: revision, canary)"),
+                        ),
+                    }
+                }
+                let timeout = self.duration(
+                    &format!("{at}.timeout"),
+                    receiver.timeout.as_deref(),
+                    DEFAULT_NOTIFY_TIMEOUT,
+                );
+                if timeout.is_zero() {
+                    self.error(&format!("{at}.timeout"), "must be more than 0");
+                }
+                Some(NotifyConfig {
+                    url: url?,
+                    revisions,
+                    canary,
+                    timeout,
+                })
+            })
+            .collect()
+    }
+
+    fn webhook_url(&mut self, path: &str, text: &str) -> Option<WebhookUrl> {
+        WebhookUrl::parse(text)
+            .map_err(|message| self.error(path, message))
+            .ok()
     }
 
     fn known_backend(&mut self, path: &str, name: &str, names: &[&str]) -> bool {

@@ -130,6 +130,7 @@ impl Checker<'_> {
         let access_log = raw.access_log.and_then(|a| self.access_log(a));
         let limits = self.limits(raw.limits.unwrap_or_default());
         let fleet = raw.fleet.and_then(|f| self.fleet(f));
+        let notify = self.notify(raw.notify);
         let mut names = HashSet::new();
         let routes = raw
             .routes
@@ -156,6 +157,7 @@ impl Checker<'_> {
             limits,
             routes,
             fleet,
+            notify,
         }
     }
 }

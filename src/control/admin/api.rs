@@ -407,7 +407,7 @@ mod schema {
     pub(super) fn canary(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": ["object", "null"],
-            "description": "The canary's state, step, weight and figures; `null` without [routes.canary].",
+            "description": "The canary's state (idle, running, awaiting_approval, paused, succeeded, failed, aborted), step, weight and figures; `null` without [routes.canary].",
             "properties": {
                 "state": { "type": "string" },
                 "step": { "type": ["integer", "null"], "minimum": 1 },
@@ -419,7 +419,24 @@ mod schema {
                 "error_rate": { "type": ["number", "null"] },
                 "p99_ms": { "type": ["number", "null"] },
                 "baseline_p99_ms": { "type": ["number", "null"] },
-                "reason": { "type": ["string", "null"] }
+                "reason": { "type": ["string", "null"] },
+                "approve_at": { "type": "array", "items": { "type": "number" } },
+                "gates": {
+                    "type": "array",
+                    "description": "The latest result of each gate in the current run.",
+                    "items": {
+                        "type": "object",
+                        "required": ["url", "step", "weight", "passed", "detail", "time"],
+                        "properties": {
+                            "url": { "type": "string" },
+                            "step": { "type": "integer", "minimum": 1 },
+                            "weight": { "type": "number" },
+                            "passed": { "type": "boolean" },
+                            "detail": { "type": "string" },
+                            "time": { "type": "string", "format": "date-time" }
+                        }
+                    }
+                }
             }
         })
     }

@@ -194,10 +194,16 @@ pub(super) fn canary(_: &Admin, call: &Call) -> AskedAction {
     let action = canary::Action::parse(call.param("action")).ok_or_else(|| {
         AdminError::new(
             StatusCode::NOT_FOUND,
-            "no such canary action (start, pause, resume, abort)",
+            "no such canary action (start, pause, resume, abort, approve)",
         )
     })?;
     Ok((call.param("route").to_string(), action))
+}
+
+/// `POST /api/v1/routes/{route}/canary/approve`: lets a canary awaiting
+/// approval go on (409 when it is not waiting).
+pub(super) fn canary_approve(_: &Admin, call: &Call) -> AskedAction {
+    Ok((call.param("route").to_string(), canary::Action::Approve))
 }
 
 /// `GET /api/v1/routes/{route}/mirror`.

@@ -277,7 +277,7 @@ where
             let (route, action) = handler(admin, &call)?;
             let controller = Arc::clone(&admin.canary);
             let asked = route.clone();
-            tokio::task::spawn_blocking(move || controller.act(&asked, action))
+            tokio::task::spawn_blocking(move || controller.act_by(&asked, action, Some(&caller)))
                 .await
                 .map_err(|_| {
                     AdminError::new(

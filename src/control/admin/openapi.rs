@@ -162,7 +162,7 @@ const HISTORY_QUERY: &[Query] = &[
 
 /// Every documented operation; the dashboard's files are left out.
 #[rustfmt::skip]
-pub(super) static OPERATIONS: [Operation; 18] = [
+pub(super) static OPERATIONS: [Operation; 19] = [
     get("healthz", "Liveness: 200 while the process runs", Answer::Text { also_503: false }).without_token(),
     get("readyz", "Readiness: 503 while draining for shutdown", Answer::Text { also_503: true }).without_token(),
     get("metrics", "Prometheus metrics (text format)", Answer::Text { also_503: false }),
@@ -179,7 +179,8 @@ pub(super) static OPERATIONS: [Operation; 18] = [
     post("api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/drain", "Stop new requests to one endpoint; in-flight ones finish"),
     post("api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/undrain", "Let a drained endpoint take requests again"),
     get("api/v1/routes/{route}/mirror", "Mirroring: settings, outcome counts, the last mismatches", Answer::Json(schema_of::<MirrorView>)),
-    post("api/v1/routes/{route}/canary/{action}", "Canary control; abort rolls back to the baseline"),
+    post("api/v1/routes/{route}/canary/approve", "Let a canary awaiting approval (an `approve_at` step passed) go on to its next step; 409 when it is not waiting"),
+    post("api/v1/routes/{route}/canary/{action}", "Canary control (start, pause, resume, abort, approve); abort rolls back to the baseline"),
     get("api/v1/history", "Revisions, newest first", Answer::Json(schema_of::<HistoryPage>))
         .with_query(HISTORY_QUERY),
     get("api/v1/stats", "Per backend: requests, errors and p99 in 10 s intervals over 15 minutes", Answer::Json(schema_of::<StatsView>)),

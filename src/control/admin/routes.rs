@@ -72,7 +72,7 @@ use Handler::{Canary, Change, Plain};
 /// Every path the admin listener answers (SPEC §3). HEAD takes the GET routes.
 #[rustfmt::skip]
 /// Each is described in `openapi::OPERATIONS` too (a test checks).
-pub(super) static ROUTES: [Route; 20] = [
+pub(super) static ROUTES: [Route; 21] = [
     open("healthz", Plain(handlers::healthz)),
     open("readyz", Plain(handlers::readyz)),
     // The page holds nothing secret: it asks for the token the API calls need.
@@ -89,6 +89,8 @@ pub(super) static ROUTES: [Route; 20] = [
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/drain", Plain(handlers::drain)),
     route(Method::POST, "api/v1/routes/{route}/backends/{backend}/endpoints/{endpoint}/undrain", Plain(handlers::undrain)),
     route(Method::GET, "api/v1/routes/{route}/mirror", Plain(handlers::mirror)),
+    // Before `{action}`, which would take it too: SPEC §3 lists it on its own.
+    route(Method::POST, "api/v1/routes/{route}/canary/approve", Canary(handlers::canary_approve)),
     route(Method::POST, "api/v1/routes/{route}/canary/{action}", Canary(handlers::canary)),
     route(Method::GET, "api/v1/history", Plain(handlers::history)),
     route(Method::GET, "api/v1/stats", Plain(handlers::stats)),

@@ -152,6 +152,8 @@ mod tests {
             max_error_rate: 0.01,
             max_p99_ratio: 1.5,
             latency_floor: Duration::from_millis(2),
+            approve_at: Vec::new(),
+            gates: Vec::new(),
         }
     }
 

@@ -10,7 +10,24 @@
 //! the pure [`judge`]. A pass moves to the next step as a new revision with
 //! source `canary`; a pass of the last step (100 %) ends in `succeeded`; a fail
 //! sets baseline 100 / canary 0 as a revision and ends in `failed`.
-//! Admin calls ([`Controller::act`]) start, pause, resume and abort.
+//! Admin calls ([`Controller::act_by`]) start, pause, resume, abort and
+//! approve; a weight change they make records the caller as its actor
+//! (steps made by the ticks stay actor `canary`).
+//!
+//! Deploy pipelines (SPEC §7):
+//! - A step listed in `approve_at` is judged as usual; its pass puts the run
+//!   in `awaiting_approval` (weights held, no judging) until an `approve`
+//!   moves it on as a normal step change. A pause while waiting comes back
+//!   waiting on resume; the wait is saved like any other state.
+//! - `[[routes.canary.gates]]` are called before each step after the first,
+//!   in a task of their own (`gates`): the run stays `running` (its reason
+//!   says it is checking gates) and a later tick takes their answers. All
+//!   2xx: the step begins; anything else fails the canary like a failed
+//!   judge, the reason naming the gate.
+//! - Every state or step change is told to the `[[notify]]` receivers.
+//! - After a canary ended, a weight change not made by it (admin, file)
+//!   turns its state to `idle` with the revision in the reason: the view
+//!   never claims `succeeded` for weights someone has changed since.
 //!
 //! Choices worth knowing:
 //! - Another hand on the wheel pauses the canary: a weight change of the route
@@ -31,19 +48,23 @@
 //!
 //! This file holds the controller (actions and ticks); `plan` the
 //! `StepPlan` and [`CanaryPhase`]; `run` a run and its measurement; `judge`
-//! the pure verdict; `view` the JSON view; `saved` the file beside the state
-//! file.
+//! the pure verdict; `steps` how a run moves on (gates, approvals, notify);
+//! `gates` the gate calls; `view` the JSON view; `saved` the file beside the
+//! state file.
 
+mod gates;
 mod judge;
 mod plan;
 mod run;
 mod saved;
 mod shared;
+mod steps;
 mod view;
 
 pub use judge::{StepWindow, Verdict, judge};
 pub use plan::CanaryPhase;
 
+use gates::StepChange;
 use plan::{StepPlan, step_weights};
 use run::Run;
 
@@ -58,7 +79,7 @@ use tokio::time::Instant;
 
 use crate::config::{CanaryConfig, Weight};
 use crate::control::fleet::Fleet;
-use crate::control::history::{Revision, Source, WeightMap};
+use crate::control::history::{Caller, Revision, Source, WeightMap};
 use crate::control::{Backend, Change, ChangeError, Route, State};
 
 /// Bounds of the tick period (`interval / 10`).
@@ -72,16 +93,19 @@ pub enum Action {
     Pause,
     Resume,
     Abort,
+    /// Lets a canary awaiting approval go on to its next step.
+    Approve,
 }
 
 impl Action {
-    /// `start`, `pause`, `resume` or `abort`.
+    /// `start`, `pause`, `resume`, `abort` or `approve`.
     pub fn parse(text: &str) -> Option<Action> {
         match text {
             "start" => Some(Action::Start),
             "pause" => Some(Action::Pause),
             "resume" => Some(Action::Resume),
             "abort" => Some(Action::Abort),
+            "approve" => Some(Action::Approve),
             _ => None,
         }
     }
@@ -156,6 +180,17 @@ impl Controller {
 
     /// Carries out `action` on `route`'s canary.
     pub fn act(&self, route: &str, action: Action) -> Result<(), CanaryError> {
+        self.act_by(route, action, None)
+    }
+
+    /// Carries out `action` on `route`'s canary for an admin `caller`, who is
+    /// recorded on the revisions it makes.
+    pub fn act_by(
+        &self,
+        route: &str,
+        action: Action,
+        caller: Option<&Caller>,
+    ) -> Result<(), CanaryError> {
         let snapshot = self.state.snapshot_full();
         let r = snapshot
             .route(route)
@@ -182,38 +217,74 @@ impl Controller {
                 return Err(wrong_state("pause, resume or abort it first"));
             }
             (Action::Start, _) => {
-                let run = self.start(r, plan)?;
+                let run = self.start(r, plan, caller)?;
                 runs.insert(route.to_string(), run);
             }
-            (Action::Pause, Some(run)) if phase == CanaryPhase::Running => {
+            (Action::Pause, Some(run))
+                if matches!(phase, CanaryPhase::Running | CanaryPhase::AwaitingApproval) =>
+            {
                 run.phase = CanaryPhase::Paused;
+                run.gating = None;
                 run.reason = format!(
                     "paused through the admin API at step {}",
                     run.plan.step_text(run.step)
                 );
                 tracing::info!(%route, step = run.step + 1, "canary paused");
             }
-            (Action::Pause, _) => return Err(wrong_state("only a running canary pauses")),
-            (Action::Resume, Some(run)) if phase == CanaryPhase::Paused => self.resume(r, run)?,
+            (Action::Pause, _) => {
+                return Err(wrong_state(
+                    "only a running canary pauses (or one awaiting approval)",
+                ));
+            }
+            (Action::Resume, Some(run)) if phase == CanaryPhase::Paused => {
+                self.resume(r, run, caller)?;
+            }
             (Action::Resume, _) => return Err(wrong_state("only a paused canary resumes")),
             (Action::Abort, Some(run)) if phase.in_progress() => {
                 let reason = format!(
                     "canary aborted through the admin API at step {}",
                     run.plan.step_text(run.step)
                 );
-                self.finish(r, run, CanaryPhase::Aborted, reason)
+                self.finish(r, run, CanaryPhase::Aborted, reason, caller)
                     .map_err(CanaryError::Invalid)?;
             }
             (Action::Abort, _) => {
-                return Err(wrong_state("only a running or paused canary aborts"));
+                return Err(wrong_state(
+                    "only a running, awaiting or paused canary aborts",
+                ));
+            }
+            (Action::Approve, Some(run)) if phase == CanaryPhase::AwaitingApproval => {
+                let next = run.step + 1;
+                let change = StepChange {
+                    next,
+                    reason: format!(
+                        "canary step {} (approved by {})",
+                        run.plan.step_text(next),
+                        caller.map_or("the admin API", |c| c.actor.as_str())
+                    ),
+                    caller: caller.cloned(),
+                };
+                tracing::info!(%route, step = run.step + 1, "canary approved");
+                run.passed = false;
+                run.phase = CanaryPhase::Running;
+                self.go_on(r, None, config, run, change);
+            }
+            (Action::Approve, _) => {
+                return Err(wrong_state("only a canary awaiting approval is approved"));
             }
         }
         self.save(&runs);
+        self.announce(&mut runs, &self.state.snapshot_full());
         self.wake.notify_one();
         Ok(())
     }
 
-    fn start(&self, route: &Route, plan: StepPlan) -> Result<Run, CanaryError> {
+    fn start(
+        &self,
+        route: &Route,
+        plan: StepPlan,
+        caller: Option<&Caller>,
+    ) -> Result<Run, CanaryError> {
         if !route
             .backend(&plan.canary)
             .is_some_and(Backend::any_available)
@@ -230,7 +301,7 @@ impl Controller {
         let weights = step_weights(route, &plan, plan.weight(0)).map_err(CanaryError::Invalid)?;
         let reason = format!("canary step {} (started)", plan.step_text(0));
         let revision = self
-            .apply_weights(route.name(), weights, None, reason)
+            .apply_weights(route.name(), weights, None, reason, caller)
             .map_err(change_error)?;
         tracing::info!(
             route = route.name(),
@@ -243,20 +314,34 @@ impl Controller {
     }
 
     /// Running again from the paused step: its weights back if someone changed
-    /// them, its interval from the start, its counters kept.
-    fn resume(&self, route: &Route, run: &mut Run) -> Result<(), CanaryError> {
+    /// them, its interval from the start, its counters kept; or waiting for
+    /// its approval again when it was paused while waiting.
+    fn resume(
+        &self,
+        route: &Route,
+        run: &mut Run,
+        caller: Option<&Caller>,
+    ) -> Result<(), CanaryError> {
         let weights = step_weights(route, &run.plan, run.plan.weight(run.step))
             .map_err(CanaryError::Invalid)?;
         run.seen_revision = if route.weights() == weights {
             self.state.revision()
         } else {
             let reason = format!("canary step {} (resumed)", run.plan.step_text(run.step));
-            self.apply_weights(route.name(), weights, None, reason)
+            self.apply_weights(route.name(), weights, None, reason, caller)
                 .map_err(change_error)?
         };
-        run.phase = CanaryPhase::Running;
-        run.clock_started = Instant::now();
-        run.reason = "resumed".to_string();
+        if run.passed {
+            run.phase = CanaryPhase::AwaitingApproval;
+            run.reason = format!(
+                "resumed: step {} passed, waiting for an approval",
+                run.plan.step_text(run.step)
+            );
+        } else {
+            run.phase = CanaryPhase::Running;
+            run.clock_started = Instant::now();
+            run.reason = "resumed".to_string();
+        }
         tracing::info!(route = route.name(), step = run.step + 1, "canary resumed");
         Ok(())
     }
@@ -268,12 +353,15 @@ impl Controller {
         run: &mut Run,
         phase: CanaryPhase,
         reason: String,
+        caller: Option<&Caller>,
     ) -> Result<(), String> {
         let weights = step_weights(route, &run.plan, Weight(0))?;
         let revision = self
-            .apply_weights(route.name(), weights, None, reason.clone())
+            .apply_weights(route.name(), weights, None, reason.clone(), caller)
             .map_err(|e| e.to_string())?;
         run.seen_revision = revision;
+        run.gating = None;
+        run.passed = false;
         run.phase = phase;
         run.reason = reason;
         Ok(())
@@ -301,6 +389,8 @@ impl Controller {
                         run.plan.step_text(run.step)
                     );
                     run.phase = CanaryPhase::Idle;
+                    run.gating = None;
+                    run.passed = false;
                     run.plan = plan;
                     changed = true;
                 } else {
@@ -312,7 +402,17 @@ impl Controller {
         });
         self.follow_shared(&mut runs, &snapshot);
         for (name, run) in runs.iter_mut() {
-            if run.phase != CanaryPhase::Running || !self.controls(name) {
+            if !self.controls(name) {
+                continue;
+            }
+            if run.phase.ended() {
+                changed |= self.notice_after_end(name, run);
+                continue;
+            }
+            if !matches!(
+                run.phase,
+                CanaryPhase::Running | CanaryPhase::AwaitingApproval
+            ) {
                 continue;
             }
             // Fresh each time: a step of another route may have just changed it.
@@ -328,6 +428,7 @@ impl Controller {
         if changed {
             self.save(&runs);
         }
+        self.announce(&mut runs, &self.state.snapshot_full());
         self.publish_counts(&mut runs, &self.state.snapshot_full());
         drop(runs);
         tick_period(&snapshot.routes)
@@ -338,6 +439,7 @@ impl Controller {
         if revision > run.seen_revision {
             if let Some(foreign) = self.foreign_change(route.name(), run.seen_revision, revision) {
                 run.phase = CanaryPhase::Paused;
+                run.gating = None;
                 run.reason = format!(
                     "paused at step {}: revision {} ({}: {}) changed the route's weights outside the canary; resume re-applies the step, abort goes back to the baseline",
                     run.plan.step_text(run.step),
@@ -353,6 +455,12 @@ impl Controller {
                 return true;
             }
             run.seen_revision = revision;
+        }
+        if run.phase == CanaryPhase::AwaitingApproval {
+            return false;
+        }
+        if run.gating.is_some() {
+            return self.follow_gates(route, revision, run);
         }
         let window = if self.in_fleet() {
             run.window(route, &self.fleet_counts(route, run), Instant::now())
@@ -378,31 +486,23 @@ impl Controller {
             }
             Verdict::Pass => {
                 let next = run.step + 1;
-                let weights = match step_weights(route, &run.plan, run.plan.weight(next)) {
-                    Ok(weights) => weights,
-                    Err(why) => {
-                        run.phase = CanaryPhase::Paused;
-                        run.reason = format!("paused: cannot go to step {}: {why}", next + 1);
-                        return true;
-                    }
-                };
-                let reason = format!("canary step {} ({figures})", run.plan.step_text(next));
-                // If anything changed since `revision`, look again at the next tick.
-                match self.apply_weights(route.name(), weights, Some(revision), reason) {
-                    Ok(new_revision) => {
-                        run.begin_step(route, next);
-                        run.seen_revision = new_revision;
-                        run.step_revision = new_revision;
-                        run.reason = format!("step {} began", run.plan.step_text(next));
-                        true
-                    }
-                    Err(ChangeError::Conflict { .. }) => false,
-                    Err(e) => {
-                        run.phase = CanaryPhase::Paused;
-                        run.reason = format!("paused: cannot go to step {}: {e}", next + 1);
-                        true
-                    }
+                let step = run.plan.step_text(run.step);
+                if config.approve_at.contains(&run.plan.weight(run.step)) {
+                    run.phase = CanaryPhase::AwaitingApproval;
+                    run.passed = true;
+                    run.reason = format!(
+                        "step {step} passed ({figures}): waiting for an approval (POST /api/v1/routes/{}/canary/approve)",
+                        route.name()
+                    );
+                    tracing::info!(route = route.name(), %figures, "canary step passed: awaiting approval");
+                    return true;
                 }
+                let change = StepChange {
+                    next,
+                    reason: format!("canary step {} ({figures})", run.plan.step_text(next)),
+                    caller: None,
+                };
+                self.go_on(route, Some(revision), config, run, change)
             }
             Verdict::Fail(why) => {
                 let reason = format!(
@@ -410,7 +510,7 @@ impl Controller {
                     run.plan.step_text(run.step)
                 );
                 tracing::warn!(route = route.name(), %why, "canary failed: rolling back");
-                if let Err(e) = self.finish(route, run, CanaryPhase::Failed, reason) {
+                if let Err(e) = self.finish(route, run, CanaryPhase::Failed, reason, None) {
                     run.phase = CanaryPhase::Paused;
                     run.reason = format!("{why}; the rollback failed: {e}");
                     tracing::error!(route = route.name(), error = %e, "canary rollback failed");
@@ -443,6 +543,7 @@ impl Controller {
         weights: WeightMap,
         if_revision: Option<u64>,
         reason: String,
+        caller: Option<&Caller>,
     ) -> Result<u64, ChangeError> {
         let change = Change::SetWeights {
             route: route.to_string(),
@@ -452,7 +553,7 @@ impl Controller {
             reason,
             zone: None,
         };
-        self.apply_change(route, change)
+        self.apply_change(route, change, caller)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Run>> {

@@ -14,6 +14,8 @@ use crate::control::history::WeightMap;
 pub enum CanaryPhase {
     Idle,
     Running,
+    /// An `approve_at` step passed: weights held, no judging, until approved.
+    AwaitingApproval,
     Paused,
     Succeeded,
     Failed,
@@ -26,6 +28,7 @@ impl CanaryPhase {
         match self {
             CanaryPhase::Idle => "idle",
             CanaryPhase::Running => "running",
+            CanaryPhase::AwaitingApproval => "awaiting_approval",
             CanaryPhase::Paused => "paused",
             CanaryPhase::Succeeded => "succeeded",
             CanaryPhase::Failed => "failed",
@@ -33,9 +36,20 @@ impl CanaryPhase {
         }
     }
 
-    /// Running or paused: a canary in progress.
+    /// Running, awaiting approval or paused: a canary in progress.
     pub(super) fn in_progress(self) -> bool {
-        matches!(self, CanaryPhase::Running | CanaryPhase::Paused)
+        matches!(
+            self,
+            CanaryPhase::Running | CanaryPhase::AwaitingApproval | CanaryPhase::Paused
+        )
+    }
+
+    /// Succeeded, failed or aborted: a canary that ended.
+    pub(super) fn ended(self) -> bool {
+        matches!(
+            self,
+            CanaryPhase::Succeeded | CanaryPhase::Failed | CanaryPhase::Aborted
+        )
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use super::gates::{GateResult, Gating};
 use super::judge::StepWindow;
 use super::plan::{CanaryPhase, StepPlan};
 use crate::control::{Backend, Route};
@@ -34,6 +35,15 @@ pub(super) struct Run {
     pub(super) step_revision: u64,
     /// In a fleet: when this instance last published its counts.
     pub(super) published: Option<Instant>,
+    /// The step in force passed and waits for an approval (phase
+    /// `awaiting_approval`, or `paused` while waiting).
+    pub(super) passed: bool,
+    /// The gates' calls before the next step, while they are under way.
+    pub(super) gating: Option<Gating>,
+    /// The latest result of each gate in this run.
+    pub(super) gates: Vec<GateResult>,
+    /// The phase and step last told to `[[notify]]` receivers.
+    pub(super) announced: Option<(CanaryPhase, usize)>,
 }
 
 /// One instance's counts of a step's window, as published to the fleet.
@@ -114,6 +124,20 @@ impl Run {
             seen_revision,
             step_revision: seen_revision,
             published: None,
+            passed: false,
+            gating: None,
+            gates: Vec::new(),
+            announced: None,
+        }
+    }
+
+    /// Keeps `results` as each gate's latest.
+    pub(super) fn record_gates(&mut self, results: Vec<GateResult>) {
+        for result in results {
+            match self.gates.iter_mut().find(|g| g.url == result.url) {
+                Some(kept) => *kept = result,
+                None => self.gates.push(result),
+            }
         }
     }
 
@@ -171,6 +195,8 @@ impl Run {
     pub(super) fn begin_step(&mut self, route: &Route, index: usize) {
         self.step = index;
         self.published = None;
+        self.passed = false;
+        self.gating = None;
         self.step_started = SystemTime::now();
         self.clock_started = Instant::now();
         self.marks = Marks::take(route, &self.plan);

@@ -51,6 +51,7 @@ impl Controller {
                 snapshot.revision,
             );
             run.reason = saved.reason;
+            run.passed = saved.passed || run.phase == CanaryPhase::AwaitingApproval;
             if run.phase.in_progress() {
                 let fits = step_weights(route, &run.plan, run.plan.weight(run.step))
                     .is_ok_and(|w| w == route.weights());
@@ -64,6 +65,7 @@ impl Controller {
                     );
                 }
             }
+            run.announced = Some((run.phase, run.step));
             tracing::info!(route = %saved.route, state = run.phase.as_str(), step = run.step + 1, "canary restored");
             runs.insert(saved.route, run);
         }
@@ -98,6 +100,9 @@ pub(super) struct SavedRun {
     /// The revision that began the step (tags the fleet's step counts).
     #[serde(default)]
     pub(super) step_revision: u64,
+    /// The step passed and waits for an approval (also while paused).
+    #[serde(default)]
+    pub(super) passed: bool,
 }
 
 impl SavedRun {
@@ -109,6 +114,7 @@ impl SavedRun {
             step: run.step,
             reason: run.reason.clone(),
             step_revision: run.step_revision,
+            passed: run.passed,
         }
     }
 }

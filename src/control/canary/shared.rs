@@ -19,6 +19,7 @@ use super::run::StepCounts;
 use super::saved::SavedRun;
 use super::{CanaryPhase, Controller, Run, StepPlan};
 use crate::control::fleet::FleetError;
+use crate::control::history::Caller;
 use crate::control::{Change, ChangeError, Snapshot};
 
 /// How often an instance publishes its counts of a running step.
@@ -75,11 +76,20 @@ impl Controller {
 
     /// A canary weight change: through the fleet (fenced by this instance's
     /// controller key) in a fleet, on this instance otherwise.
-    pub(super) fn apply_change(&self, route: &str, change: Change) -> Result<u64, ChangeError> {
+    pub(super) fn apply_change(
+        &self,
+        route: &str,
+        change: Change,
+        caller: Option<&Caller>,
+    ) -> Result<u64, ChangeError> {
         let Some(fleet) = &self.fleet else {
-            return self.state.apply(change).map(|applied| applied.revision);
+            let applied = match caller {
+                Some(caller) => self.state.apply_by(change, caller),
+                None => self.state.apply(change),
+            };
+            return applied.map(|applied| applied.revision);
         };
-        match self.block_on(fleet.write_canary(route, change)) {
+        match self.block_on(fleet.write_canary(route, change, caller.cloned())) {
             Some(Ok(applied)) => Ok(applied.revision),
             Some(Err(FleetError::Change(e))) => Err(e),
             Some(Err(e)) => Err(ChangeError::Invalid(e.to_string())),
@@ -137,6 +147,7 @@ impl Controller {
                 run.phase == saved.phase
                     && run.step == saved.step
                     && run.step_revision == saved.step_revision
+                    && run.passed == saved.passed
             });
             if same {
                 if let Some(run) = runs.get_mut(name) {
@@ -153,6 +164,8 @@ impl Controller {
             );
             run.step_revision = saved.step_revision;
             run.reason = saved.reason;
+            run.passed = saved.passed;
+            run.announced = Some((run.phase, run.step));
             runs.insert(name.to_string(), run);
         }
     }

@@ -469,3 +469,81 @@ async fn a_restart_restores_the_step_or_pauses_when_the_weights_differ() {
     assert_eq!(weights(&state), split(50.0, 50.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_step_waits_and_another_hand_still_pauses_it() {
+    let mut config = config("", true);
+    if let Some(canary) = config.routes[0].canary.as_mut() {
+        canary.approve_at = vec![Weight(1000)];
+    }
+    let state = Arc::new(State::new(config));
+    let controller = Controller::new(Arc::clone(&state));
+    let refused = controller.act("web", Action::Approve).unwrap_err();
+    assert!(matches!(refused, CanaryError::WrongState(_)), "{refused}");
+    controller.act("web", Action::Start).unwrap();
+    good_traffic(&state);
+    tokio::time::advance(INTERVAL).await;
+    controller.tick();
+    let v = view(&state, &controller);
+    assert_eq!(
+        (v["state"].as_str(), v["step"].as_u64()),
+        (Some("awaiting_approval"), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["approve_at"], json!([10.0]));
+    for _ in 0..5 {
+        good_traffic(&state);
+        tokio::time::advance(INTERVAL).await;
+        controller.tick();
+    }
+    assert_eq!(view(&state, &controller)["state"], "awaiting_approval");
+    assert_eq!(weights(&state), split(90.0, 10.0));
+
+    set_weights(
+        &state,
+        "web",
+        WeightMap(vec![("blue".into(), Weight::FULL)]),
+        "hotfix",
+    );
+    controller.tick();
+    let v = view(&state, &controller);
+    assert_eq!(v["state"], "paused", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("hotfix"), "{v}");
+    controller.act("web", Action::Resume).unwrap();
+    assert_eq!(view(&state, &controller)["state"], "awaiting_approval");
+    assert_eq!(weights(&state), split(90.0, 10.0));
+
+    let caller = Caller {
+        actor: "release-manager".into(),
+        client: Some("127.0.0.1:5000".into()),
+    };
+    controller
+        .act_by("web", Action::Approve, Some(&caller))
+        .unwrap();
+    assert_eq!(weights(&state), split(50.0, 50.0));
+    let step = canary_revisions(&state).pop().unwrap();
+    assert_eq!(step.actor(), "release-manager");
+    assert_eq!(
+        step.reason,
+        "canary step 2/3: 50 % (approved by release-manager)"
+    );
+    // The controller's own next step is the canary's.
+    good_traffic(&state);
+    tokio::time::advance(INTERVAL).await;
+    controller.tick();
+    assert_eq!(canary_revisions(&state).pop().unwrap().actor(), "canary");
+}
+
+#[test]
+fn a_canary_state_file_of_an_older_version_still_parses() {
+    let old = r#"[{"route": "web", "plan": {"baseline": "blue", "canary": "green", "steps": [1000, 5000, 10000]},
+        "phase": "running", "step": 1, "reason": "step 2/3: 50 % began", "step_revision": 7}]"#;
+    let saved: Vec<saved::SavedRun> = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        (saved[0].phase, saved[0].passed),
+        (CanaryPhase::Running, false)
+    );
+    let waiting = old.replace("\"running\"", "\"awaiting_approval\"");
+    let saved: Vec<saved::SavedRun> = serde_json::from_str(&waiting).unwrap();
+    assert_eq!(saved[0].phase, CanaryPhase::AwaitingApproval);
+}

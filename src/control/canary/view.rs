@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Controller;
+use super::gates::GateResult;
 use super::judge::StepWindow;
 use super::plan::{CanaryPhase, StepPlan};
 use crate::control::Route;
@@ -15,6 +16,7 @@ impl Controller {
         };
         let plan = StepPlan::of(config);
         let steps: Vec<f64> = config.steps.iter().map(|w| w.percent()).collect();
+        let approve_at: Vec<f64> = config.approve_at.iter().map(|w| w.percent()).collect();
         let weight = route.backend(&config.canary).map(|b| b.weight.percent());
         // In a fleet, an action or a tick holds the runs while it waits for
         // etcd: answer with the last view then rather than block a runtime
@@ -47,6 +49,8 @@ impl Controller {
             "p99_ms": last.and_then(|w| w.canary_p99_ms).map(round_ms),
             "baseline_p99_ms": last.and_then(|w| w.baseline_p99_ms).map(round_ms),
             "reason": run.map(|run| run.reason.as_str()).filter(|r| !r.is_empty()),
+            "approve_at": approve_at,
+            "gates": run.map_or_else(Vec::new, |run| run.gates.iter().map(GateResult::view).collect()),
         });
         drop(runs);
         if let Some(fleet) = &self.fleet

@@ -10,6 +10,7 @@
 use super::Fleet;
 use super::etcd::{Compare, Op};
 use super::write::FleetError;
+use crate::control::history::Caller;
 use crate::control::{Applied, Change};
 
 impl Fleet {
@@ -58,9 +59,15 @@ impl Fleet {
 
     /// A weight change of `route`'s canary, made only while this instance
     /// runs its controller.
-    pub async fn write_canary(&self, route: &str, change: Change) -> Result<Applied, FleetError> {
+    /// `caller`: the admin caller of a canary action, recorded as the actor.
+    pub async fn write_canary(
+        &self,
+        route: &str,
+        change: Change,
+        caller: Option<Caller>,
+    ) -> Result<Applied, FleetError> {
         let fence = self.fence(route)?;
-        self.write_fenced(change, Some(fence)).await
+        self.write_attributed(change, Some(fence), caller).await
     }
 
     /// Saves `route`'s canary state, only while this instance runs its controller.

@@ -70,7 +70,7 @@ impl Fleet {
     /// Makes a weight change (set, promote, rollback, reset, drop a zone)
     /// for the whole fleet; answers once applied here.
     pub async fn write(&self, change: Change) -> Result<Applied, FleetError> {
-        self.write_fenced(change, None).await
+        self.write_attributed(change, None, None).await
     }
 
     /// [`Fleet::write`] of an admin caller, recorded as the revision's actor.
@@ -78,17 +78,10 @@ impl Fleet {
         self.write_attributed(change, None, Some(caller)).await
     }
 
-    /// [`Fleet::write`], made only while this instance holds `fence`'s
-    /// controller key as it last saw it (a canary controller's writes).
-    pub(super) async fn write_fenced(
-        &self,
-        change: Change,
-        fence: Option<Compare>,
-    ) -> Result<Applied, FleetError> {
-        self.write_attributed(change, fence, None).await
-    }
-
-    async fn write_attributed(
+    /// [`Fleet::write`] attributed to `caller`, made only while this
+    /// instance holds `fence`'s controller key as it last saw it (a canary
+    /// controller's writes) when there is one.
+    pub(super) async fn write_attributed(
         &self,
         change: Change,
         fence: Option<Compare>,
