@@ -1,0 +1,224 @@
+//! Waiting from a deploy script (SPEC §7): `ctl canary start ROUTE --wait`
+//! and `ctl status --wait-revision N`, run as the real binary against a real
+//! proxy with real backends and traffic sent by the test; each exit status
+//! (0 succeeded, 1 failed, 2 aborted, 3 timed out) on its own canary.
+
+pub mod support;
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use tokio::task::JoinHandle;
+
+use support::admin::{FileProxy, describe_output};
+use support::client::{Http1Client, get_request};
+use support::config_text::two_backend_config;
+use support::origin::{Answers, Origin, RunningOrigin};
+
+/// blue → green in two steps. Each step lasts at least `interval`, long
+/// enough for ctl (looking every 200 ms) to see both; the p99 ratio is
+/// loose because the test machine is loaded.
+const CANARY: &str = r#"
+  [routes.canary]
+  baseline = "blue"
+  canary = "green"
+  steps = [50, 100]
+  interval = "1s"
+  min_requests = 3
+  max_p99_ratio = 1000
+"#;
+
+/// How long a whole canary may take here; it needs about 2 s.
+const CANARY_LIMIT: &str = "60s";
+
+async fn proxy_for(blue: &RunningOrigin, green: &RunningOrigin) -> FileProxy {
+    FileProxy::start(&format!(
+        "{}{CANARY}",
+        two_backend_config("100", blue, "0", green)
+    ))
+    .await
+}
+
+/// GET / through the proxy, one request after another, until dropped.
+struct Traffic(JoinHandle<()>);
+
+impl Traffic {
+    fn start(addr: SocketAddr) -> Traffic {
+        Traffic(tokio::spawn(async move {
+            loop {
+                let mut client = Http1Client::connect(addr).await;
+                while let Ok(resp) = client.send_streaming(get_request("a.test", "/")).await {
+                    if resp.into_body().collect().await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The step lines of stdout that show `state` at `step`.
+fn has_line(output: &Output, state: &str, step: &str) -> bool {
+    text(&output.stdout)
+        .lines()
+        .any(|line| line.contains(&format!("  {state}  step {step}  weight ")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_0_when_the_canary_succeeds_and_prints_the_url_and_each_step() {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = proxy_for(&blue, &green).await;
+    let _traffic = Traffic::start(proxy.addr);
+
+    let output = proxy
+        .ctl(
+            &proxy.token,
+            &["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT],
+        )
+        .await;
+
+    assert_eq!(output.status.code(), Some(0), "{}", describe_output(&output));
+    let stdout = text(&output.stdout);
+    let url = format!("dashboard: http://{}/#route=web", proxy.admin_addr);
+    assert!(stdout.lines().any(|l| l == url), "no `{url}`: {stdout}");
+    assert!(has_line(&output, "running", "1/2"), "{stdout}");
+    assert!(has_line(&output, "running", "2/2"), "{stdout}");
+    assert!(has_line(&output, "succeeded", "2/2"), "{stdout}");
+    assert!(stdout.contains("weight 100 %  promoted"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_1_when_the_canary_fails() {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").answer(Answers::Switchable).start().await;
+    green.set_status(500);
+    let proxy = proxy_for(&blue, &green).await;
+    let _traffic = Traffic::start(proxy.addr);
+
+    let output = proxy
+        .ctl(
+            &proxy.token,
+            &["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT],
+        )
+        .await;
+
+    assert_eq!(output.status.code(), Some(1), "{}", describe_output(&output));
+    assert!(
+        has_line(&output, "failed", "1/2"),
+        "{}",
+        describe_output(&output)
+    );
+    assert_eq!(proxy.weights("web").await["green"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_2_when_the_canary_is_aborted_meanwhile() {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = proxy_for(&blue, &green).await;
+
+    // No traffic: the canary waits at step 1 until the abort.
+    let abort = async {
+        support::eventually_async("the canary to run", || async {
+            proxy.route("web").await["route"]["canary"]["state"] == "running"
+        })
+        .await;
+        let (status, body) = proxy
+            .admin_send(
+                Method::POST,
+                "/api/v1/routes/web/canary/abort",
+                None,
+                Some(&proxy.token),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "abort: {body}");
+    };
+    let args = ["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT];
+    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), abort);
+
+    assert_eq!(output.status.code(), Some(2), "{}", describe_output(&output));
+    assert!(has_line(&output, "running", "1/2"), "{}", describe_output(&output));
+    assert!(has_line(&output, "aborted", "1/2"), "{}", describe_output(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_3_when_the_timeout_passes_first() {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = proxy_for(&blue, &green).await;
+
+    // No traffic: the canary never leaves step 1.
+    let started = Instant::now();
+    let output = proxy
+        .ctl(
+            &proxy.token,
+            &["canary", "start", "web", "--wait", "--timeout", "1s"],
+        )
+        .await;
+
+    assert_eq!(output.status.code(), Some(3), "{}", describe_output(&output));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("timed out after 1s waiting for the canary of web (running, step 1/2)"),
+        "{stderr}"
+    );
+    // Timing out leaves the canary where it is.
+    assert_eq!(
+        proxy.route("web").await["route"]["canary"]["state"],
+        "running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout() {
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let proxy = FileProxy::start(&two_backend_config("90", &blue, "10", &green)).await;
+    let next = (proxy.revision().await + 1).to_string();
+
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = proxy
+            .put_weights("web", &[("blue", 50.0), ("green", 50.0)])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    };
+    let args = ["status", "--wait-revision", &next, "--timeout", "30s"];
+    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), change);
+    assert_eq!(output.status.code(), Some(0), "{}", describe_output(&output));
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with(&format!("revision {next}\n")), "{stdout}");
+    assert!(stdout.contains("  green    50 "), "{stdout}");
+
+    let far = (proxy.revision().await + 5).to_string();
+    let started = Instant::now();
+    let output = proxy
+        .ctl(
+            &proxy.token,
+            &["status", "--wait-revision", &far, "--timeout", "500ms"],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", describe_output(&output));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        text(&output.stderr).contains(&format!("waiting for revision {far} (applied: {next})")),
+        "{}",
+        describe_output(&output)
+    );
+}
