@@ -63,7 +63,9 @@ async function main() {
     );
 
     log('history times are local, with a date');
-    await waitFor('a canary revision in the history', () => page.locator('#history-rows .pill.source-canary').count());
+    await waitFor('a canary revision in the history', () =>
+      page.locator('#history-rows .pill.source', { hasText: 'canary' }).count(),
+    );
     const times = await page.locator('#history-rows td.time').evaluateAll((cells) =>
       cells.map((td) => ({ text: td.textContent, iso: td.title })),
     );
