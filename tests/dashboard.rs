@@ -290,6 +290,13 @@ async fn the_route_link_token_check_local_times_and_history_pills_work_in_the_br
             ),
             ("SLUICEGATE_ADMIN_TOKEN", proxy.token.clone()),
             ("SLUICEGATE_ROUTE", "web".to_string()),
+            (
+                "SCREENSHOT",
+                screenshot_path()
+                    .with_file_name("dashboard-pipeline.png")
+                    .display()
+                    .to_string(),
+            ),
         ],
     )
     .await;

@@ -8,6 +8,7 @@
 // env: SLUICEGATE_ADMIN_URL   the admin listener, e.g. http://127.0.0.1:9901
 //      SLUICEGATE_ADMIN_TOKEN the admin token
 //      SLUICEGATE_ROUTE       the route with a running canary (not the first one)
+//      SCREENSHOT             where to save a PNG of the page
 // Exits 0 on success, 1 with a message on stderr otherwise.
 
 import { chromium } from 'playwright-core';
@@ -118,6 +119,7 @@ async function main() {
       throw new Error(`step started is not a local date and time: ${started}`);
     }
     if (!(await card.locator('button.canary-approve').isHidden())) throw new Error('Approve shown while running');
+    await page.screenshot({ path: env('SCREENSHOT'), fullPage: true });
 
     if (problems.length) throw new Error(problems.join('\n'));
   } finally {
