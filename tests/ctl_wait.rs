@@ -88,11 +88,23 @@ async fn wait_exits_0_when_the_canary_succeeds_and_prints_the_url_and_each_step(
     let output = proxy
         .ctl(
             &proxy.token,
-            &["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT],
+            &[
+                "canary",
+                "start",
+                "web",
+                "--wait",
+                "--timeout",
+                CANARY_LIMIT,
+            ],
         )
         .await;
 
-    assert_eq!(output.status.code(), Some(0), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        describe_output(&output)
+    );
     let stdout = text(&output.stdout);
     let url = format!("dashboard: http://{}/#route=web", proxy.admin_addr);
     assert!(stdout.lines().any(|l| l == url), "no `{url}`: {stdout}");
@@ -105,7 +117,10 @@ async fn wait_exits_0_when_the_canary_succeeds_and_prints_the_url_and_each_step(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_1_when_the_canary_fails() {
     let blue = Origin::new("blue").start().await;
-    let green = Origin::new("green").answer(Answers::Switchable).start().await;
+    let green = Origin::new("green")
+        .answer(Answers::Switchable)
+        .start()
+        .await;
     green.set_status(500);
     let proxy = proxy_for(&blue, &green).await;
     let _traffic = Traffic::start(proxy.addr);
@@ -113,11 +128,23 @@ async fn wait_exits_1_when_the_canary_fails() {
     let output = proxy
         .ctl(
             &proxy.token,
-            &["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT],
+            &[
+                "canary",
+                "start",
+                "web",
+                "--wait",
+                "--timeout",
+                CANARY_LIMIT,
+            ],
         )
         .await;
 
-    assert_eq!(output.status.code(), Some(1), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        describe_output(&output)
+    );
     assert!(
         has_line(&output, "failed", "1/2"),
         "{}",
@@ -148,12 +175,32 @@ async fn wait_exits_2_when_the_canary_is_aborted_meanwhile() {
             .await;
         assert_eq!(status, StatusCode::OK, "abort: {body}");
     };
-    let args = ["canary", "start", "web", "--wait", "--timeout", CANARY_LIMIT];
+    let args = [
+        "canary",
+        "start",
+        "web",
+        "--wait",
+        "--timeout",
+        CANARY_LIMIT,
+    ];
     let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), abort);
 
-    assert_eq!(output.status.code(), Some(2), "{}", describe_output(&output));
-    assert!(has_line(&output, "running", "1/2"), "{}", describe_output(&output));
-    assert!(has_line(&output, "aborted", "1/2"), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(
+        has_line(&output, "running", "1/2"),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(
+        has_line(&output, "aborted", "1/2"),
+        "{}",
+        describe_output(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +218,12 @@ async fn wait_exits_3_when_the_timeout_passes_first() {
         )
         .await;
 
-    assert_eq!(output.status.code(), Some(3), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        describe_output(&output)
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     let stderr = text(&output.stderr);
     assert!(
@@ -201,9 +253,17 @@ async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout()
     };
     let args = ["status", "--wait-revision", &next, "--timeout", "30s"];
     let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), change);
-    assert_eq!(output.status.code(), Some(0), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        describe_output(&output)
+    );
     let stdout = text(&output.stdout);
-    assert!(stdout.starts_with(&format!("revision {next}\n")), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("revision {next}\n")),
+        "{stdout}"
+    );
     assert!(stdout.contains("  green    50 "), "{stdout}");
 
     let far = (proxy.revision().await + 5).to_string();
@@ -214,7 +274,12 @@ async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout()
             &["status", "--wait-revision", &far, "--timeout", "500ms"],
         )
         .await;
-    assert_eq!(output.status.code(), Some(3), "{}", describe_output(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        describe_output(&output)
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(
         text(&output.stderr).contains(&format!("waiting for revision {far} (applied: {next})")),

@@ -467,7 +467,10 @@ fn wait_flags_parse_and_go_with_their_commands() {
     );
     let pause = parse(&["canary", "pause", "web", "--wait"]).unwrap();
     let err = wait::Wait::of(&pause.command).unwrap_err();
-    assert!(err.to_string().contains("start, resume or approve"), "{err}");
+    assert!(
+        err.to_string().contains("start, resume or approve"),
+        "{err}"
+    );
     // --timeout needs the wait it limits, and a duration with a unit.
     assert!(parse(&["canary", "start", "web", "--timeout", "90s"]).is_err());
     assert!(parse(&["status", "--timeout", "90s"]).is_err());
@@ -476,7 +479,8 @@ fn wait_flags_parse_and_go_with_their_commands() {
 
 #[test]
 fn approve_maps_to_its_endpoint() {
-    let call = ApiCall::for_command(&parse(&["canary", "approve", "web"]).unwrap().command).unwrap();
+    let call =
+        ApiCall::for_command(&parse(&["canary", "approve", "web"]).unwrap().command).unwrap();
     assert_eq!(
         (call.method, call.path.as_str(), call.body),
         (Method::POST, "/api/v1/routes/web/canary/approve", None)
@@ -518,10 +522,15 @@ fn a_step_line_has_time_state_step_weight_and_reason() {
         progress.line(time),
         "2026-12-02T14:03:11Z  running  step 2/3  weight 50 %  checks pass so far"
     );
-    let idle = Progress::of(&json!({"state": "idle", "step": null, "steps": [12.5, 100.0],
-        "weight": 0.0, "reason": null}))
+    let idle = Progress::of(
+        &json!({"state": "idle", "step": null, "steps": [12.5, 100.0],
+        "weight": 0.0, "reason": null}),
+    )
     .unwrap();
-    assert_eq!(idle.line(time), "2026-12-02T14:03:11Z  idle  step -/2  weight 0 %");
+    assert_eq!(
+        idle.line(time),
+        "2026-12-02T14:03:11Z  idle  step -/2  weight 0 %"
+    );
     assert_eq!(Progress::of(&Value::Null), None);
 }
 
@@ -542,14 +551,20 @@ async fn canary_wait_prints_the_dashboard_url_and_each_change() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "web: blue=75 green=25 (revision 14)", "{out}");
     assert_eq!(lines[1], format!("dashboard: {url}/#route=web"), "{out}");
-    assert!(lines[2].ends_with("  running  step 1/2  weight 10 %  started"), "{out}");
+    assert!(
+        lines[2].ends_with("  running  step 1/2  weight 10 %  started"),
+        "{out}"
+    );
     assert!(
         lines[3].ends_with("  succeeded  step 2/2  weight 100 %  promoted: step 2/2: 100 % passed"),
         "{out}"
     );
     assert_eq!(lines.len(), 4, "{out}");
     let paths: Vec<String> = seen.lock().unwrap().iter().map(|s| s.1.clone()).collect();
-    assert_eq!(paths, ["/api/v1/routes/web/canary/start", "/api/v1/routes/web"]);
+    assert_eq!(
+        paths,
+        ["/api/v1/routes/web/canary/start", "/api/v1/routes/web"]
+    );
 }
 
 #[tokio::test]
@@ -560,8 +575,11 @@ async fn revision_wait_ends_when_reached_or_times_out() {
     assert!(out.starts_with("revision 13\n"), "{out}");
 
     let started = std::time::Instant::now();
-    let (end, out, _) =
-        run_wait(&url, &["status", "--wait-revision", "14", "--timeout", "300ms"]).await;
+    let (end, out, _) = run_wait(
+        &url,
+        &["status", "--wait-revision", "14", "--timeout", "300ms"],
+    )
+    .await;
     let end = end.unwrap();
     assert_eq!(end.exit_code(), 3, "{end:?}");
     assert!(end.message().unwrap().contains("applied: 13"), "{end:?}");
@@ -574,9 +592,16 @@ async fn revision_wait_retries_while_the_api_cannot_be_reached() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let (end, _, err) =
-        run_wait(&url, &["status", "--wait-revision", "1", "--timeout", "1500ms"]).await;
+    let (end, _, err) = run_wait(
+        &url,
+        &["status", "--wait-revision", "1", "--timeout", "1500ms"],
+    )
+    .await;
     assert_eq!(end.unwrap().exit_code(), 3);
-    assert_eq!(err.matches("cannot reach the admin API").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("cannot reach the admin API").count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("retrying"), "{err}");
 }

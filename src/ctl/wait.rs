@@ -17,8 +17,7 @@ use tokio::time::Instant;
 use super::client::{Client, Token};
 use super::format::{decode, format_answer, format_confirmation, format_percent};
 use super::{
-    ApiCall, CanaryAction, CtlArgs, CtlCommand, CtlError, encode_component, pretty_json,
-    route_path,
+    ApiCall, CanaryAction, CtlArgs, CtlCommand, CtlError, encode_component, pretty_json, route_path,
 };
 use crate::control::admin::api::RouteAnswer;
 
@@ -155,7 +154,9 @@ impl Progress {
     /// `step 2/3`, `step -/3` while idle.
     fn step_text(&self) -> String {
         let step = self.step.map_or_else(|| "-".to_string(), |s| s.to_string());
-        let steps = self.steps.map_or_else(|| "?".to_string(), |s| s.to_string());
+        let steps = self
+            .steps
+            .map_or_else(|| "?".to_string(), |s| s.to_string());
         format!("step {step}/{steps}")
     }
 
@@ -351,8 +352,10 @@ async fn wait_for_canary<O: Write, E: Write>(
 
 /// `90s`, `10m`: the timeout as the user may have written it.
 fn timeout_text(wait: Wait<'_>) -> String {
-    wait.timeout()
-        .map_or_else(|| "no limit".to_string(), |t| humantime::format_duration(t).to_string())
+    wait.timeout().map_or_else(
+        || "no limit".to_string(),
+        |t| humantime::format_duration(t).to_string(),
+    )
 }
 
 /// Sends `call` every [`POLL_INTERVAL`] until `look` finds what it waits
