@@ -56,7 +56,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments of `sluicegate ctl`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
+    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl canary start web --wait --timeout 30m\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
 )]
 pub struct CtlArgs {
     /// Base URL of the admin API (http:// or https://).
@@ -206,7 +206,7 @@ With --wait, the exit status says how the canary ended:
      also any error (refused action, unknown route, bad token)
   2  aborted (by an operator, e.g. `ctl canary abort` from another shell)
   3  --timeout passed first (the canary goes on; nothing is rolled back)
-A paused canary, or one awaiting approval, is waited for. Connection errors
+(Bad arguments exit 2 as well, before anything is sent.) A paused canary, or one awaiting approval, is waited for. Connection errors
 are retried until the timeout, each new one told on stderr.
 
 Examples:
@@ -323,14 +323,14 @@ pub fn main(args: CtlArgs) -> ExitCode {
 /// Runs one command, printing to stdout as it goes (a wait prints each
 /// change when it sees it).
 async fn run(args: &CtlArgs, token: Option<Token>) -> Result<WaitEnd, CtlError> {
-    use std::io::Write as _;
-    let mut out = wait::Printer::new(std::io::stdout(), std::io::stderr());
-    if wait::Wait::of(&args.command)?.is_some() {
-        return wait::execute(args, token, &mut out).await;
+    if let Some(wait) = wait::Wait::of(&args.command)? {
+        let mut printer = wait::Printer::new(std::io::stdout(), std::io::stderr());
+        return wait::execute(args, wait, token, &mut printer).await;
     }
     let text = execute(args, token).await?;
+    use std::io::Write as _;
     // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = out.out.write_all(text.as_bytes());
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(WaitEnd::Reached)
 }
 

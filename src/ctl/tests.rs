@@ -538,7 +538,11 @@ async fn run_wait(url: &str, argv: &[&str]) -> (Result<WaitEnd, CtlError>, Strin
     let mut full = vec!["--admin", url];
     full.extend_from_slice(argv);
     let mut printer = Printer::new(Vec::new(), Vec::new());
-    let end = wait::execute(&parse(&full).unwrap(), flag_token(TOKEN), &mut printer).await;
+    let args = parse(&full).unwrap();
+    let wait = wait::Wait::of(&args.command)
+        .unwrap()
+        .expect("a command that waits");
+    let end = wait::execute(&args, wait, flag_token(TOKEN), &mut printer).await;
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
     (end, text(printer.out), text(printer.err))
 }

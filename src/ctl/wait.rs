@@ -235,15 +235,13 @@ impl<O: Write, E: Write> Printer<O, E> {
     }
 }
 
-/// Runs a command that waits (see [`Wait::of`]).
+/// Runs `args.command`, which waits for `wait` (see [`Wait::of`]).
 pub(super) async fn execute<O: Write, E: Write>(
     args: &CtlArgs,
+    wait: Wait<'_>,
     token: Option<Token>,
     printer: &mut Printer<O, E>,
 ) -> Result<WaitEnd, CtlError> {
-    let Some(wait) = Wait::of(&args.command)? else {
-        return Err(CtlError::Usage("this command does not wait".into()));
-    };
     let deadline = wait.timeout().map(|t| Instant::now() + t);
     let client = args.client(token)?;
     let call = ApiCall::for_command(&args.command)?;
@@ -253,7 +251,8 @@ pub(super) async fn execute<O: Write, E: Write>(
             let first: RouteAnswer = decode(&answer)?;
             let dashboard = format!("{}/#route={}", client.page_url(), encode_component(route));
             if args.json {
-                printer.print(&String::from_utf8_lossy(&answer));
+                // One line, like the step lines after it.
+                printer.print(&decode::<Value>(&answer)?.to_string());
                 printer.print(&json!({ "dashboard": dashboard }).to_string());
             } else {
                 printer.print(&format_confirmation(&first));
@@ -371,21 +370,18 @@ async fn poll<O: Write, E: Write, T>(
     let mut pause = Duration::ZERO;
     let mut last_error: Option<String> = None;
     loop {
-        let remaining = |now: Instant| deadline.map(|d| d.saturating_duration_since(now));
-        if let Some(left) = remaining(Instant::now()) {
-            if left.is_zero() {
-                return Ok(None);
-            }
-            pause = pause.min(left);
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Ok(None);
         }
-        tokio::time::sleep(pause).await;
-        let sent = match remaining(Instant::now()) {
-            Some(left) if left.is_zero() => return Ok(None),
-            Some(left) => match tokio::time::timeout(left, client.send(call)).await {
+        tokio::time::sleep(left.map_or(pause, |left| pause.min(left))).await;
+        let send = client.send(call);
+        let sent = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
                 Ok(sent) => sent,
                 Err(_) => return Ok(None),
             },
-            None => client.send(call).await,
+            None => send.await,
         };
         match sent {
             Ok(body) => {
@@ -411,7 +407,7 @@ async fn poll<O: Write, E: Write, T>(
 }
 
 /// Errors of reaching the API, not answers of it: worth another try.
-pub(super) fn retried(error: &CtlError) -> bool {
+fn retried(error: &CtlError) -> bool {
     match error {
         CtlError::Unreachable { .. } | CtlError::Timeout { .. } | CtlError::Protocol(_) => true,
         CtlError::Api { status, .. } => status.is_server_error(),
