@@ -45,8 +45,8 @@
 
   // How many time labels each graph's x axis has (start, middle, end).
   const AXIS_LABELS = 3;
-  // The window a graph shows before there is data: 12 intervals of the stats.
-  const EMPTY_WINDOW_INTERVALS = 12;
+  // A graph shows at least 12 intervals of the stats, also before there is data.
+  const MIN_WINDOW_INTERVALS = 12;
 
   const ui = {};
   const cards = new Map(); // route name -> card
@@ -255,7 +255,9 @@
       const text = describe + ' refused: ' + e.message;
       if (card) setNote(card, 'error', text);
       else showMessage('error', text);
-      if (e.status === 401) askForToken();
+      // 401 is a wrong or missing token (a role that does not allow a call is 403).
+      if (e.status === 401 && token()) showTokenRejected();
+      else if (e.status === 401) askForToken();
       return null;
     } finally {
       if (trigger) trigger.disabled = false;
@@ -932,11 +934,11 @@
       }
     }
     const hasData = Number.isFinite(tMax);
-    if (hasData && tMax - tMin < EMPTY_WINDOW_INTERVALS * interval) tMin = tMax - EMPTY_WINDOW_INTERVALS * interval;
+    if (hasData && tMax - tMin < MIN_WINDOW_INTERVALS * interval) tMin = tMax - MIN_WINDOW_INTERVALS * interval;
     const span = hasData ? tMax - tMin : 0;
     // Without data yet, the axis shows the window the graph will fill.
     const axisEnd = hasData ? tMax : Date.now() / 1000;
-    const axisSpan = hasData ? span : EMPTY_WINDOW_INTERVALS * (interval || 10);
+    const axisSpan = hasData ? span : MIN_WINDOW_INTERVALS * (interval || 10);
 
     for (const metric of METRICS) {
       const graph = card.graphs.get(metric.key);
@@ -1048,11 +1050,10 @@
       for (const [route, w] of Object.entries(instance.routes || {})) {
         const tr = el('tr');
         tr.dataset.instance = String(instance.instance);
-        const name = el('td', null, instance.instance);
-        if (instance.last_seen) name.title = 'last seen ' + fmtDateTime(instance.last_seen);
-        tr.append(name);
+        tr.append(el('td', null, instance.instance));
         tr.append(el('td', null, instance.zone || '—'));
         tr.append(el('td', instance.connected ? 'ok' : 'bad', instance.connected ? 'connected' : 'cut off'));
+        tr.append(el('td', 'time', instance.last_seen ? fmtDateTime(instance.last_seen) : '—'));
         tr.append(el('td', 'num', instance.applied_revision));
         tr.append(el('td', null, route));
         tr.append(el('td', 'weights', weightsText(w.desired)));
@@ -1067,7 +1068,7 @@
     if (!rows.length) {
       const tr = el('tr');
       const td = el('td', 'empty', answer ? 'No instance registered yet.' : 'The fleet view is not available.');
-      td.colSpan = 10;
+      td.colSpan = 11;
       tr.append(td);
       rows.push(tr);
     }

@@ -52,6 +52,7 @@ async function main() {
     await page.locator('#token-input').fill(token);
     await page.locator('#token-save').click();
     await waitFor('the page to say the token is set', async () =>
+      (await page.locator('#token-state').isVisible()) &&
       (await page.locator('#token-state').textContent()) === 'token set',
     );
     if ((await page.content()).includes(token)) throw new Error('the token shows up in the page');

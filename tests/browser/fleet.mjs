@@ -1,7 +1,7 @@
 // The dashboard's fleet panel in Debian's headless Chromium: opens the page
 // of one instance of a two-instance fleet, enters the admin token, and waits
-// until the panel lists both instances, connected, with the route's weights
-// and the canary controller. Run by tests/dashboard.rs.
+// until the panel lists both instances, connected, last seen at a local date
+// and time, with the route's weights and the canary controller. Run by tests/dashboard.rs.
 //
 // env: SLUICEGATE_ADMIN_URL    the admin listener of one instance
 //      SLUICEGATE_ADMIN_TOKEN  its admin token
@@ -32,6 +32,10 @@ async function main() {
       const text = await row.textContent();
       if (!/connected/.test(text) || !/web/.test(text) || !/blue 90 · green 10/.test(text)) {
         throw new Error(`the fleet row of ${name} reads "${text}"`);
+      }
+      const seen = await row.locator('td.time').textContent();
+      if (/\d{4}-\d\d-\d\dT/.test(seen) || !seen.includes(String(new Date().getFullYear()))) {
+        throw new Error(`the fleet row of ${name} shows last seen "${seen}", not a local date and time`);
       }
     }
     await page.waitForFunction(
