@@ -609,3 +609,24 @@ async fn revision_wait_retries_while_the_api_cannot_be_reached() {
     );
     assert!(err.contains("retrying"), "{err}");
 }
+
+#[tokio::test]
+async fn canary_wait_with_json_prints_one_object_a_line() {
+    let (url, _) = fake_admin().await;
+    let (end, out, _) = run_wait(&url, &["--json", "canary", "start", "web", "--wait"]).await;
+    assert_eq!(end.unwrap(), WaitEnd::Reached);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0]["revision"], 14);
+    assert_eq!(lines[1]["dashboard"], format!("{url}/#route=web"));
+    assert_eq!(
+        (&lines[2]["state"], &lines[2]["step"], &lines[2]["steps"]),
+        (&json!("running"), &json!(1), &json!(2))
+    );
+    assert_eq!(lines[3]["state"], "succeeded");
+    assert_eq!(lines[3]["weight"], 100.0);
+    assert!(lines[3]["time"].as_str().unwrap().ends_with('Z'), "{out}");
+}
