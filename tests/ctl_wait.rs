@@ -350,3 +350,49 @@ async fn wait_goes_on_through_an_approval_step_once_approved_from_another_call()
         describe_output(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_wait_revision_returns_once_every_instance_applied_it() {
+    let etcd = support::etcd::EtcdCluster::start(1).await;
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let prefix = format!("/sg-test/ctl-wait-{}", std::process::id());
+    let mut instances = Vec::new();
+    for name in ["a", "b"] {
+        let body = format!(
+            "{}\n{}",
+            two_backend_config("90", &blue, "10", &green),
+            support::etcd::fleet_table(&etcd.urls(), &prefix, name, None)
+        );
+        instances.push(FileProxy::start(&body).await);
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    let (status, body) = a
+        .put_weights("web", &[("blue", 50.0), ("green", 50.0)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revision = body["revision"].as_u64().expect("revision").to_string();
+
+    let args = ["status", "--wait-revision", &revision, "--timeout", "20s"];
+    for instance in [a, b] {
+        let output = instance.ctl(&instance.token, &args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            describe_output(&output)
+        );
+        assert!(
+            text(&output.stdout).contains("  green    50 "),
+            "{}",
+            describe_output(&output)
+        );
+    }
+    let fleet = b.admin_get("/api/v1/fleet").await.1;
+    for instance in fleet["instances"].as_array().expect("instances") {
+        assert!(
+            instance["applied_revision"].as_u64() >= Some(revision.parse().expect("number")),
+            "{fleet}"
+        );
+    }
+}

@@ -630,3 +630,17 @@ async fn canary_wait_with_json_prints_one_object_a_line() {
     assert_eq!(lines[3]["weight"], 100.0);
     assert!(lines[3]["time"].as_str().unwrap().ends_with('Z'), "{out}");
 }
+
+#[test]
+fn in_a_fleet_the_connected_instances_behind_are_named() {
+    let instance = |name: &str, connected: bool, applied: u64| {
+        json!({"instance": name, "version": "0.1.0", "connected": connected,
+            "applied_revision": applied, "last_seen": "2026-12-02T14:03:11Z", "routes": {}})
+    };
+    let fleet: crate::control::admin::api::FleetAnswer = serde_json::from_value(json!({
+        "instances": [instance("a", true, 14), instance("b", true, 12), instance("c", false, 3)]
+    }))
+    .unwrap();
+    assert_eq!(wait::instances_behind(&fleet, 14), ["b at 12"]);
+    assert_eq!(wait::instances_behind(&fleet, 12), Vec::<String>::new());
+}

@@ -1,7 +1,8 @@
 //! Waiting from a deploy script (SPEC §7): `canary start|resume|approve
 //! ROUTE --wait` sends the action, prints the dashboard URL, then polls the
 //! route and prints one line per step or state change until the canary ends;
-//! `status --wait-revision N` polls until revision N is applied. How a wait
+//! `status --wait-revision N` polls until revision N is applied (in a
+//! fleet, by every connected instance). How a wait
 //! ends is a [`WaitEnd`], whose exit code the script branches on.
 //!
 //! Connection errors (a proxy restarting, say) are retried until the
@@ -17,9 +18,10 @@ use tokio::time::Instant;
 use super::client::{Client, Token};
 use super::format::{decode, format_answer, format_confirmation, format_percent};
 use super::{
-    ApiCall, CanaryAction, CtlArgs, CtlCommand, CtlError, encode_component, pretty_json, route_path,
+    API_PREFIX, ApiCall, CanaryAction, CtlArgs, CtlCommand, CtlError, encode_component,
+    pretty_json, route_path,
 };
-use crate::control::admin::api::RouteAnswer;
+use crate::control::admin::api::{FleetAnswer, RouteAnswer};
 
 /// Between two looks at the API: short enough to see every step of a
 /// canary whose interval is a second.
@@ -279,6 +281,15 @@ pub(super) async fn execute<O: Write, E: Write>(
                     timeout_text(wait)
                 )));
             };
+            let behind = wait_for_fleet(&client, revision, deadline, printer).await?;
+            if !behind.is_empty() {
+                return Ok(WaitEnd::TimedOut(format!(
+                    "timed out after {} waiting for revision {revision} on every instance \
+                     of the fleet (behind: {})",
+                    timeout_text(wait),
+                    behind.join(", ")
+                )));
+            }
             let text = if args.json {
                 pretty_json(&body)?
             } else {
@@ -288,6 +299,47 @@ pub(super) async fn execute<O: Write, E: Write>(
             Ok(WaitEnd::Reached)
         }
     }
+}
+
+/// In fleet mode, waits until every connected instance has applied
+/// `revision` too (a change is answered once the instance that took it has
+/// applied it; the others follow through etcd). Returns the instances still
+/// behind when the deadline passed; none out of fleet mode (`/fleet` is 404).
+async fn wait_for_fleet<O: Write, E: Write>(
+    client: &Client,
+    revision: u64,
+    deadline: Option<Instant>,
+    printer: &mut Printer<O, E>,
+) -> Result<Vec<String>, CtlError> {
+    let call = ApiCall {
+        method: http::Method::GET,
+        path: format!("{API_PREFIX}/fleet"),
+        body: None,
+    };
+    let mut behind = Vec::new();
+    let waited = poll(client, &call, deadline, printer, |body, _| {
+        behind = instances_behind(&decode(body)?, revision);
+        Ok(behind.is_empty().then_some(()))
+    })
+    .await;
+    match waited {
+        Ok(_) => Ok(behind),
+        Err(CtlError::Api { status, .. }) if status == http::StatusCode::NOT_FOUND => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `b at 12`: the connected instances that have not applied `revision` yet
+/// (a cut-off instance follows when it reconnects; `ctl fleet` shows it).
+pub(super) fn instances_behind(fleet: &FleetAnswer, revision: u64) -> Vec<String> {
+    fleet
+        .instances
+        .iter()
+        .filter(|i| i.connected && i.applied_revision < revision)
+        .map(|i| format!("{} at {}", i.instance, i.applied_revision))
+        .collect()
 }
 
 /// Prints `first` and every later change of the canary of `route` until
