@@ -2,8 +2,8 @@
 //! ROUTE --wait` sends the action, prints the dashboard URL, then polls the
 //! route and prints one line per step or state change until the canary ends;
 //! `status --wait-revision N` polls until revision N is applied (in a
-//! fleet, by every connected instance). How a wait
-//! ends is a [`WaitEnd`], whose exit code the script branches on.
+//! fleet, by every connected instance). How a wait ends is a [`WaitEnd`],
+//! whose exit code the script branches on.
 //!
 //! Connection errors (a proxy restarting, say) are retried until the
 //! timeout, each new one told on stderr; refusals (404, 401) end the wait.
