@@ -799,7 +799,9 @@
   /** A canary detail's value as shown: times local with date, percents with %. */
   function detailText(key, value) {
     if (isTimestamp(value)) return fmtDateTime(value);
-    if (key === 'approve_at' && Array.isArray(value)) return value.map((w) => fmtPercent(num(w))).join(', ');
+    if ((key === 'steps' || key === 'approve_at') && Array.isArray(value)) {
+      return value.map((w) => fmtPercent(num(w))).join(', ');
+    }
     return value !== null && typeof value === 'object' ? JSON.stringify(value) : String(value);
   }
 
