@@ -35,6 +35,16 @@ const CANARY: &str = r#"
 /// 30 s `FileProxy::ctl` gives a run.
 const CANARY_LIMIT: &str = "25s";
 
+/// `ctl canary start web --wait` within [`CANARY_LIMIT`].
+const START_AND_WAIT: [&str; 6] = [
+    "canary",
+    "start",
+    "web",
+    "--wait",
+    "--timeout",
+    CANARY_LIMIT,
+];
+
 async fn proxy_for(blue: &RunningOrigin, green: &RunningOrigin) -> FileProxy {
     FileProxy::start(&format!(
         "{}{CANARY}",
@@ -72,11 +82,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The step lines of stdout that show `state` at `step`.
-fn has_line(output: &Output, state: &str, step: &str) -> bool {
-    text(&output.stdout)
-        .lines()
-        .any(|line| line.contains(&format!("  {state}  step {step}  weight ")))
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}",
+        describe_output(output)
+    );
+}
+
+/// A step line of stdout shows `state` at `step`.
+fn assert_line(output: &Output, state: &str, step: &str) {
+    let line = format!("  {state}  step {step}  weight ");
+    assert!(
+        text(&output.stdout).lines().any(|l| l.contains(&line)),
+        "no step line with `{line}`: {}",
+        describe_output(output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,32 +108,15 @@ async fn wait_exits_0_when_the_canary_succeeds_and_prints_the_url_and_each_step(
     let proxy = proxy_for(&blue, &green).await;
     let _traffic = Traffic::start(proxy.addr);
 
-    let output = proxy
-        .ctl(
-            &proxy.token,
-            &[
-                "canary",
-                "start",
-                "web",
-                "--wait",
-                "--timeout",
-                CANARY_LIMIT,
-            ],
-        )
-        .await;
+    let output = proxy.ctl(&proxy.token, &START_AND_WAIT).await;
 
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 0);
     let stdout = text(&output.stdout);
     let url = format!("dashboard: http://{}/#route=web", proxy.admin_addr);
     assert!(stdout.lines().any(|l| l == url), "no `{url}`: {stdout}");
-    assert!(has_line(&output, "running", "1/2"), "{stdout}");
-    assert!(has_line(&output, "running", "2/2"), "{stdout}");
-    assert!(has_line(&output, "succeeded", "2/2"), "{stdout}");
+    assert_line(&output, "running", "1/2");
+    assert_line(&output, "running", "2/2");
+    assert_line(&output, "succeeded", "2/2");
     assert!(stdout.contains("weight 100 %  promoted"), "{stdout}");
 }
 
@@ -126,31 +131,10 @@ async fn wait_exits_1_when_the_canary_fails() {
     let proxy = proxy_for(&blue, &green).await;
     let _traffic = Traffic::start(proxy.addr);
 
-    let output = proxy
-        .ctl(
-            &proxy.token,
-            &[
-                "canary",
-                "start",
-                "web",
-                "--wait",
-                "--timeout",
-                CANARY_LIMIT,
-            ],
-        )
-        .await;
+    let output = proxy.ctl(&proxy.token, &START_AND_WAIT).await;
 
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        describe_output(&output)
-    );
-    assert!(
-        has_line(&output, "failed", "1/2"),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 1);
+    assert_line(&output, "failed", "1/2");
     assert_eq!(proxy.weights("web").await["green"], 0.0);
 }
 
@@ -176,32 +160,11 @@ async fn wait_exits_2_when_the_canary_is_aborted_meanwhile() {
             .await;
         assert_eq!(status, StatusCode::OK, "abort: {body}");
     };
-    let args = [
-        "canary",
-        "start",
-        "web",
-        "--wait",
-        "--timeout",
-        CANARY_LIMIT,
-    ];
-    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), abort);
+    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &START_AND_WAIT), abort);
 
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "{}",
-        describe_output(&output)
-    );
-    assert!(
-        has_line(&output, "running", "1/2"),
-        "{}",
-        describe_output(&output)
-    );
-    assert!(
-        has_line(&output, "aborted", "1/2"),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 2);
+    assert_line(&output, "running", "1/2");
+    assert_line(&output, "aborted", "1/2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,12 +182,7 @@ async fn wait_exits_3_when_the_timeout_passes_first() {
         )
         .await;
 
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 3);
     assert!(started.elapsed() < Duration::from_secs(15));
     let stderr = text(&output.stderr);
     assert!(
@@ -254,12 +212,7 @@ async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout()
     };
     let args = ["status", "--wait-revision", &next, "--timeout", "30s"];
     let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), change);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 0);
     let stdout = text(&output.stdout);
     assert!(
         stdout.starts_with(&format!("revision {next}\n")),
@@ -275,12 +228,7 @@ async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout()
             &["status", "--wait-revision", &far, "--timeout", "500ms"],
         )
         .await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 3);
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(
         text(&output.stderr).contains(&format!("waiting for revision {far} (applied: {next})")),
@@ -311,48 +259,22 @@ async fn wait_goes_on_through_an_approval_step_once_approved_from_another_call()
         })
         .await;
         let output = proxy.ctl(&proxy.token, &["canary", "approve", "web"]).await;
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            describe_output(&output)
-        );
+        assert_exit(&output, 0);
     };
-    let args = [
-        "canary",
-        "start",
-        "web",
-        "--wait",
-        "--timeout",
-        CANARY_LIMIT,
-    ];
-    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &args), approve);
+    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &START_AND_WAIT), approve);
 
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        describe_output(&output)
-    );
-    assert!(
-        has_line(&output, "awaiting_approval", "1/2"),
-        "{}",
-        describe_output(&output)
-    );
+    assert_exit(&output, 0);
+    assert_line(&output, "awaiting_approval", "1/2");
     assert!(
         text(&output.stdout).contains("sluicegate ctl canary approve web"),
         "{}",
         describe_output(&output)
     );
-    assert!(
-        has_line(&output, "succeeded", "2/2"),
-        "{}",
-        describe_output(&output)
-    );
+    assert_line(&output, "succeeded", "2/2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_fleet_wait_revision_returns_once_every_instance_applied_it() {
+async fn in_a_fleet_wait_revision_returns_once_every_instance_reports_it_applied() {
     let etcd = support::etcd::EtcdCluster::start(1).await;
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
@@ -367,6 +289,12 @@ async fn in_a_fleet_wait_revision_returns_once_every_instance_applied_it() {
         instances.push(FileProxy::start(&body).await);
     }
     let (a, b) = (&instances[0], &instances[1]);
+    for instance in [a, b] {
+        support::eventually_async("the instance to connect to etcd", || async {
+            instance.admin_get("/api/v1/routes").await.1["fleet"]["connected"] == true
+        })
+        .await;
+    }
     let (status, body) = a
         .put_weights("web", &[("blue", 50.0), ("green", 50.0)])
         .await;
@@ -376,12 +304,7 @@ async fn in_a_fleet_wait_revision_returns_once_every_instance_applied_it() {
     let args = ["status", "--wait-revision", &revision, "--timeout", "20s"];
     for instance in [a, b] {
         let output = instance.ctl(&instance.token, &args).await;
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            describe_output(&output)
-        );
+        assert_exit(&output, 0);
         assert!(
             text(&output.stdout).contains("  green    50 "),
             "{}",

@@ -93,7 +93,7 @@ pub struct CtlArgs {
 enum CtlCommand {
     /// Show routes: backends, desired and effective weights, endpoint health, canary.
     #[command(
-        after_help = "--wait-revision N waits until the proxy has applied revision N or a later one (e.g. the revision `ctl set` printed), in fleet mode every connected instance too, then prints the status.\n\nExit status: 0 shown (or revision reached), 1 on an error, 3 when --timeout passed first."
+        after_help = "--wait-revision N waits until the proxy has applied revision N or a later one (e.g. the revision `ctl set` printed), in fleet mode every instance too, then prints the status.\n\nExit status: 0 shown (or revision reached), 1 on an error, 3 when --timeout passed first."
     )]
     Status {
         /// Only this route.

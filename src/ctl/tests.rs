@@ -632,7 +632,7 @@ async fn canary_wait_with_json_prints_one_object_a_line() {
 }
 
 #[test]
-fn in_a_fleet_the_connected_instances_behind_are_named() {
+fn in_a_fleet_the_instances_behind_are_named() {
     let instance = |name: &str, connected: bool, applied: u64| {
         json!({"instance": name, "version": "0.1.0", "connected": connected,
             "applied_revision": applied, "last_seen": "2026-12-02T14:03:11Z", "routes": {}})
@@ -641,6 +641,6 @@ fn in_a_fleet_the_connected_instances_behind_are_named() {
         "instances": [instance("a", true, 14), instance("b", true, 12), instance("c", false, 3)]
     }))
     .unwrap();
-    assert_eq!(wait::instances_behind(&fleet, 14), ["b at 12"]);
-    assert_eq!(wait::instances_behind(&fleet, 12), Vec::<String>::new());
+    assert_eq!(wait::instances_behind(&fleet, 14), ["b at 12", "c at 3"]);
+    assert_eq!(wait::instances_behind(&fleet, 3), Vec::<String>::new());
 }

@@ -2,7 +2,7 @@
 //! ROUTE --wait` sends the action, prints the dashboard URL, then polls the
 //! route and prints one line per step or state change until the canary ends;
 //! `status --wait-revision N` polls until revision N is applied (in a
-//! fleet, by every connected instance). How a wait ends is a [`WaitEnd`],
+//! fleet, by every instance). How a wait ends is a [`WaitEnd`],
 //! whose exit code the script branches on.
 //!
 //! Connection errors (a proxy restarting, say) are retried until the
@@ -301,7 +301,7 @@ pub(super) async fn execute<O: Write, E: Write>(
     }
 }
 
-/// In fleet mode, waits until every connected instance has applied
+/// In fleet mode, waits until every instance of the fleet view has applied
 /// `revision` too (a change is answered once the instance that took it has
 /// applied it; the others follow through etcd). Returns the instances still
 /// behind when the deadline passed; none out of fleet mode (`/fleet` is 404).
@@ -331,13 +331,16 @@ async fn wait_for_fleet<O: Write, E: Write>(
     }
 }
 
-/// `b at 12`: the connected instances that have not applied `revision` yet
-/// (a cut-off instance follows when it reconnects; `ctl fleet` shows it).
+/// `b at 12`: the instances of the fleet view that have not applied
+/// `revision` yet. Those marked not connected count too: a registration is
+/// written through etcd, so one saying so is only stale (written before the
+/// instance connected); an instance really cut off leaves the view when its
+/// lease runs out.
 pub(super) fn instances_behind(fleet: &FleetAnswer, revision: u64) -> Vec<String> {
     fleet
         .instances
         .iter()
-        .filter(|i| i.connected && i.applied_revision < revision)
+        .filter(|i| i.applied_revision < revision)
         .map(|i| format!("{} at {}", i.instance, i.applied_revision))
         .collect()
 }
