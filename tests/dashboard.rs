@@ -2,7 +2,10 @@
 //! without a token under a strict CSP, and a person's path through it — open
 //! the page, enter the token, move green to 50 % with the slider, apply —
 //! driven in Debian's headless Chromium by `tests/browser/dashboard.mjs`; and
-//! in fleet mode, the fleet panel listing every instance (`fleet.mjs`).
+//! in fleet mode, the fleet panel listing every instance (`fleet.mjs`); what
+//! a deploy pipeline leans on — the `#route=` link, the token check, local
+//! times, time axes, the history's pills (`pipeline.mjs`) — and a canary
+//! approved from its panel (`approve.mjs`).
 
 pub mod support;
 
@@ -15,7 +18,7 @@ use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use http::{Method, StatusCode};
 
 use support::admin::{FileProxy, weight_map};
-use support::config_text::two_backend_config;
+use support::config_text::{LISTENER, backend, route, two_backend_config};
 use support::origin::{Origin, RunningOrigin};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -229,4 +232,116 @@ async fn the_fleet_panel_lists_every_instance_in_fleet_mode() {
         ],
     )
     .await;
+}
+
+/// Route `plain` (path /plain), then route `web`: blue/green with
+/// `canary` (a `[routes.canary]` table) appended.
+fn two_routes(blue: &RunningOrigin, green: &RunningOrigin, canary: &str) -> String {
+    let plain = route(
+        "plain",
+        "path_prefix = \"/plain\"",
+        "",
+        &[backend("blue", None, &[blue.addr])],
+    );
+    let web = route(
+        "web",
+        "",
+        "",
+        &[
+            backend("blue", Some("100"), &[blue.addr]),
+            backend("green", Some("0"), &[green.addr]),
+        ],
+    );
+    format!("{LISTENER}{plain}{web}{canary}")
+}
+
+async fn start_canary(proxy: &FileProxy) {
+    let (status, body) = proxy
+        .admin_send(
+            Method::POST,
+            "/api/v1/routes/web/canary/start",
+            None,
+            Some(&proxy.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "canary start: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_link_token_check_local_times_and_history_pills_work_in_the_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    require_browser_tools(&browser_dir);
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    // A canary that stays at its first step: no traffic, a long interval.
+    let canary = "  [routes.canary]\n  baseline = \"blue\"\n  canary = \"green\"\n  \
+                  steps = [10, 100]\n  interval = \"10m\"\n  min_requests = 1000\n  \
+                  max_p99_ratio = 1000\n";
+    let proxy = FileProxy::start(&two_routes(&blue, &green, canary)).await;
+    start_canary(&proxy).await;
+
+    run_browser_script(
+        &browser_dir,
+        "pipeline.mjs",
+        &[
+            (
+                "SLUICEGATE_ADMIN_URL",
+                format!("http://{}", proxy.admin_addr),
+            ),
+            ("SLUICEGATE_ADMIN_TOKEN", proxy.token.clone()),
+            ("SLUICEGATE_ROUTE", "web".to_string()),
+            (
+                "SCREENSHOT",
+                screenshot_path()
+                    .with_file_name("dashboard-pipeline.png")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the approve_at server side (canary-gates branch)"]
+async fn an_operator_approves_a_waiting_canary_and_sees_its_gate_in_the_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    require_browser_tools(&browser_dir);
+    let blue = Origin::new("blue").start().await;
+    let green = Origin::new("green").start().await;
+    let gate = Origin::new("gate").start().await;
+    let canary = format!(
+        "  [routes.canary]\n  baseline = \"blue\"\n  canary = \"green\"\n  \
+         steps = [50, 100]\n  approve_at = [50]\n  interval = \"300ms\"\n  \
+         min_requests = 3\n  max_p99_ratio = 1000\n  \
+         [[routes.canary.gates]]\n  url = \"http://{}/check\"\n  timeout = \"5s\"\n",
+        gate.addr
+    );
+    let proxy = FileProxy::start(&two_routes(&blue, &green, &canary)).await;
+    start_canary(&proxy).await;
+    let addr = proxy.addr;
+    let traffic = tokio::spawn(async move {
+        loop {
+            let reply = support::client::get(addr, "a.test", "/").await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    run_browser_script(
+        &browser_dir,
+        "approve.mjs",
+        &[
+            (
+                "SLUICEGATE_ADMIN_URL",
+                format!("http://{}", proxy.admin_addr),
+            ),
+            ("SLUICEGATE_ADMIN_TOKEN", proxy.token.clone()),
+            ("SLUICEGATE_ROUTE", "web".to_string()),
+        ],
+    )
+    .await;
+    traffic.abort();
+    assert_eq!(proxy.weights("web").await["green"], 100.0);
+    assert!(gate.hits() >= 1, "the gate was never called");
 }

@@ -43,8 +43,16 @@
     },
   ];
 
+  // How many time labels each graph's x axis has (start, middle, end).
+  const AXIS_LABELS = 3;
+  // A graph shows at least 12 intervals of the stats, also before there is data.
+  const MIN_WINDOW_INTERVALS = 12;
+
   const ui = {};
   const cards = new Map(); // route name -> card
+  // The route of the page's `#route=NAME` fragment, and whether the page
+  // has scrolled to it yet.
+  const focus = { route: null, scrolled: false };
   let revision = null; // of the last GET /routes, sent as if_revision
   let pollTimer = null;
   let polling = false;
@@ -110,11 +118,30 @@
     return 10 * magnitude;
   }
 
-  function fmtTime(text) {
-    const date = new Date(text);
-    if (Number.isNaN(date.getTime())) return String(text || '');
-    const today = new Date().toDateString() === date.toDateString();
-    return today ? date.toLocaleTimeString() : date.toLocaleString();
+  /** Local date and time, e.g. `2 Dec 2026, 14:03:11`; the text as it is if not a time. */
+  function fmtDateTime(value) {
+    const date = value instanceof Date ? value : new Date(value);
+    if (value === null || value === undefined || Number.isNaN(date.getTime())) return String(value ?? '');
+    return date.toLocaleString(undefined, {
+      year: 'numeric',
+      month: 'short',
+      day: 'numeric',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+    });
+  }
+
+  /** Local hours and minutes (seconds for short windows): a graph's time label. */
+  function fmtClock(unixSeconds, withSeconds) {
+    const options = { hour: '2-digit', minute: '2-digit' };
+    if (withSeconds) options.second = '2-digit';
+    return new Date(unixSeconds * 1000).toLocaleTimeString(undefined, options);
+  }
+
+  /** An RFC 3339 time as the API sends them (`2026-11-23T10:00:00.000Z`). */
+  function isTimestamp(value) {
+    return typeof value === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(value);
   }
 
   // ---------------------------------------------------------------------------
@@ -145,10 +172,11 @@
     }
   }
 
-  /** Calls the admin API; resolves to the JSON body, rejects with its `error`. */
-  async function api(method, path, body) {
+  /** Calls the admin API; resolves to the JSON body, rejects with its `error`.
+   *  `withToken` replaces the kept token (to check one before keeping it). */
+  async function api(method, path, body, withToken) {
     const headers = { Accept: 'application/json' };
-    const secret = token();
+    const secret = withToken ?? token();
     if (secret) headers.Authorization = 'Bearer ' + secret;
     const init = { method, headers, cache: 'no-store', credentials: 'omit' };
     if (body !== undefined) {
@@ -227,7 +255,9 @@
       const text = describe + ' refused: ' + e.message;
       if (card) setNote(card, 'error', text);
       else showMessage('error', text);
-      if (e.status === 401) askForToken();
+      // 401 is a wrong or missing token (a role that does not allow a call is 403).
+      if (e.status === 401 && token()) showTokenRejected();
+      else if (e.status === 401) askForToken();
       return null;
     } finally {
       if (trigger) trigger.disabled = false;
@@ -241,10 +271,43 @@
 
   function showTokenState() {
     const has = Boolean(token());
+    ui.tokenState.textContent = 'token set';
+    ui.tokenState.className = 'token-state';
     ui.tokenState.hidden = !has;
     ui.tokenForget.hidden = !has;
     ui.tokenInput.placeholder = has ? 'replace the token' : 'paste the admin token';
     if (has) ui.tokenForm.classList.remove('needed');
+  }
+
+  /** The admin API refused a token: say so where the token is, and do not keep it. */
+  function showTokenRejected() {
+    setToken('');
+    ui.tokenState.textContent = 'token rejected';
+    ui.tokenState.className = 'token-state rejected';
+    ui.tokenState.hidden = false;
+    askForToken();
+  }
+
+  /** Checks `value` with a read (a wrong token is 401 on every endpoint,
+   *  SPEC §3) before keeping it. */
+  async function useToken(value) {
+    ui.tokenSave.disabled = true;
+    try {
+      await api('GET', '/routes', undefined, value);
+      setToken(value);
+      hideMessage();
+    } catch (e) {
+      if (e.status === 401) {
+        showTokenRejected();
+        return;
+      }
+      // Not a verdict on the token (the API is down): keep it, say why.
+      setToken(value);
+      showMessage('error', 'The token could not be checked: ' + e.message);
+    } finally {
+      ui.tokenSave.disabled = false;
+    }
+    pollSoon();
   }
 
   // ---------------------------------------------------------------------------
@@ -279,14 +342,16 @@
       revision = num(data.revision);
       renderRoutes(Array.isArray(data.routes) ? data.routes : [], statsData);
       ui.status.textContent =
-        'updated ' + new Date().toLocaleTimeString() + (revision !== null ? ' · revision ' + revision : '');
+        'updated ' + fmtDateTime(new Date()) + (revision !== null ? ' · revision ' + revision : '');
       ui.status.className = 'status live';
     } else {
       const e = routes.reason;
       ui.status.textContent = e.status === 401 ? 'admin token needed' : 'not updating: ' + e.message;
       ui.status.className = 'status stale';
       if (e.status === 401) {
-        askForToken();
+        // A token that was kept and is now refused (rotated, say) is wrong.
+        if (token()) showTokenRejected();
+        else askForToken();
         if (!cards.size) ui.routes.replaceChildren(el('p', 'empty', 'Enter the admin token to see the routes.'));
       }
     }
@@ -336,6 +401,35 @@
         card.root.remove();
         cards.delete(name);
       }
+    }
+    showFocus();
+  }
+
+  // ---------------------------------------------------------------------------
+  // The route fragment: `#route=web` highlights that route's card and
+  // scrolls to its canary panel (the URL `ctl canary start --wait` prints).
+
+  function readFocus() {
+    const match = /(?:^#|&)route=([^&]*)/.exec(location.hash);
+    let route = null;
+    if (match) {
+      try {
+        route = decodeURIComponent(match[1]);
+      } catch {
+        route = match[1];
+      }
+    }
+    focus.route = route || null;
+    focus.scrolled = false;
+    showFocus();
+  }
+
+  function showFocus() {
+    for (const [name, card] of cards) card.root.classList.toggle('focused', name === focus.route);
+    const card = focus.route !== null ? cards.get(focus.route) : null;
+    if (card && !focus.scrolled) {
+      focus.scrolled = true;
+      card.canaryBox.scrollIntoView({ block: 'center' });
     }
   }
 
@@ -663,26 +757,74 @@
 
   function buildCanary(card) {
     const box = el('div', 'canary');
+    card.canaryBox = box;
     const head = el('div', 'canary-head');
     head.append(el('h3', null, 'Canary'));
+    card.canaryPill = el('span', 'pill canary-pill');
+    card.canaryPill.hidden = true;
     card.canaryState = el('span', 'canary-state', 'no canary running');
-    head.append(card.canaryState);
+    head.append(card.canaryPill, card.canaryState);
     box.append(head);
 
     card.canaryProgress = svgEl('svg', { viewBox: '0 0 100 4', preserveAspectRatio: 'none', class: 'canary-progress' });
     card.canaryDetails = el('dl', 'canary-details');
-    box.append(card.canaryProgress, card.canaryDetails);
+    card.canaryGates = el('ul', 'canary-gates');
+    card.canaryGates.setAttribute('aria-label', 'gate results');
+    box.append(card.canaryProgress, card.canaryDetails, card.canaryGates);
 
     const controls = el('div', 'canary-controls');
-    for (const action of ['start', 'pause', 'resume', 'abort']) {
-      const b = button(action[0].toUpperCase() + action.slice(1), 'secondary canary-' + action, () => {
+    // Approve stands first and is shown only while the canary waits for it.
+    for (const action of ['approve', 'start', 'pause', 'resume', 'abort']) {
+      const primary = action === 'approve';
+      const b = button(action[0].toUpperCase() + action.slice(1), (primary ? '' : 'secondary ') + 'canary-' + action, () => {
         if (action === 'abort' && !confirm('Abort the canary of ' + card.name + ' (back to the baseline)?')) return;
         act(card, b, 'canary ' + action, 'POST', routePath(card.name, 'canary', action), {});
       });
+      if (primary) {
+        b.hidden = true;
+        b.title = 'let the canary go on to its next step';
+        card.canaryApprove = b;
+      }
       controls.append(b);
     }
     box.append(controls);
     return box;
+  }
+
+  /** `awaiting_approval` → `awaiting approval`. */
+  function stateText(state) {
+    return String(state).replace(/_/g, ' ');
+  }
+
+  /** A canary detail's value as shown: times local with date, percents with %. */
+  function detailText(key, value) {
+    if (isTimestamp(value)) return fmtDateTime(value);
+    if ((key === 'steps' || key === 'approve_at') && Array.isArray(value)) {
+      return value.map((w) => fmtPercent(num(w))).join(', ');
+    }
+    return value !== null && typeof value === 'object' ? JSON.stringify(value) : String(value);
+  }
+
+  /** One line per gate call: passed or not, at which step, what it said, when. */
+  function renderGates(card, gates) {
+    const items = (Array.isArray(gates) ? gates : []).filter((g) => g && typeof g === 'object').map((gate) => {
+      const item = el('li', 'gate ' + (gate.passed ? 'passed' : 'refused'));
+      item.append(el('span', 'pill gate-result ' + (gate.passed ? 'up' : 'down'), gate.passed ? 'gate passed' : 'gate refused'));
+      const where = [];
+      if (num(gate.step) !== null) where.push('step ' + gate.step);
+      if (num(gate.weight) !== null) where.push(fmtPercent(gate.weight));
+      if (where.length) item.append(el('span', 'gate-step', where.join(' · ')));
+      if (gate.detail) item.append(el('span', 'gate-detail', gate.detail));
+      if (gate.url) item.append(el('code', 'gate-url', gate.url));
+      if (gate.time) {
+        const time = el('time', 'gate-time', fmtDateTime(gate.time));
+        time.dateTime = String(gate.time);
+        item.append(time);
+      }
+      return item;
+    });
+    card.canaryGates.replaceChildren(...items);
+    card.canaryGates.hidden = !items.length;
   }
 
   function updateCanary(card, canary) {
@@ -692,15 +834,23 @@
     card.canaryProgress.replaceChildren();
     if (!running) {
       card.canaryState.textContent = 'no canary running';
+      card.canaryPill.hidden = true;
+      card.canaryApprove.hidden = true;
       card.canaryProgress.classList.add('hidden');
+      renderGates(card, null);
       return;
     }
-    const state = canary.state ?? canary.status ?? canary.phase ?? 'running';
+    const state = String(canary.state ?? canary.status ?? canary.phase ?? 'running');
     const step = num(canary.step);
     const steps = num(canary.steps) ?? (Array.isArray(canary.steps) ? canary.steps.length : null);
-    let text = String(state);
-    if (step !== null) text += ' · step ' + step + (steps !== null ? ' of ' + steps : '');
-    card.canaryState.textContent = text;
+    card.canaryPill.hidden = false;
+    card.canaryPill.textContent = stateText(state);
+    card.canaryPill.className = 'pill canary-pill state-' + state.replace(/[^a-z_]/g, '');
+    const awaiting = state === 'awaiting_approval';
+    card.canaryApprove.hidden = !awaiting;
+    card.canaryBox.classList.toggle('awaiting', awaiting);
+    card.canaryState.textContent = step !== null ? 'step ' + step + (steps !== null ? ' of ' + steps : '') : '';
+    renderGates(card, canary.gates);
     if (step !== null && steps) {
       card.canaryProgress.classList.remove('hidden');
       card.canaryProgress.append(
@@ -711,11 +861,11 @@
       card.canaryProgress.classList.add('hidden');
     }
     for (const [key, value] of Object.entries(canary)) {
-      if (['state', 'status', 'phase', 'step'].includes(key)) continue;
+      if (['state', 'status', 'phase', 'step', 'gates'].includes(key)) continue;
       if (key === 'steps' && !Array.isArray(value)) continue;
-      const shown = value !== null && typeof value === 'object' ? JSON.stringify(value) : String(value);
       const item = el('div');
-      item.append(el('dt', null, key.replace(/_/g, ' ')), el('dd', null, shown));
+      item.dataset.key = key;
+      item.append(el('dt', null, key.replace(/_/g, ' ')), el('dd', null, detailText(key, value)));
       card.canaryDetails.append(item);
     }
   }
@@ -747,9 +897,18 @@
         const empty = el('span', 'nodata', 'no data yet');
         const plot = el('div', 'plot');
         plot.append(svg, empty);
-        cell.append(top, plot);
+        // Time labels in HTML, not SVG text: the SVG stretches to its box.
+        const axis = el('div', 'time-axis');
+        axis.setAttribute('aria-hidden', 'true');
+        const labels = [];
+        for (let i = 0; i < AXIS_LABELS; i++) {
+          const label = el('time', 'tick');
+          labels.push(label);
+          axis.append(label);
+        }
+        cell.append(top, plot, axis);
         cells.append(cell);
-        views.push({ backend: backend.name, svg, value, empty });
+        views.push({ backend: backend.name, svg, value, empty, labels });
       }
       row.append(cells);
       box.append(row);
@@ -777,8 +936,11 @@
       }
     }
     const hasData = Number.isFinite(tMax);
-    if (hasData && tMax - tMin < 12 * interval) tMin = tMax - 12 * interval;
+    if (hasData && tMax - tMin < MIN_WINDOW_INTERVALS * interval) tMin = tMax - MIN_WINDOW_INTERVALS * interval;
     const span = hasData ? tMax - tMin : 0;
+    // Without data yet, the axis shows the window the graph will fill.
+    const axisEnd = hasData ? tMax : Date.now() / 1000;
+    const axisSpan = hasData ? span : MIN_WINDOW_INTERVALS * (interval || 10);
 
     for (const metric of METRICS) {
       const graph = card.graphs.get(metric.key);
@@ -794,8 +956,20 @@
       for (const view of graph.views) {
         const points = values.get(view.backend) || [];
         drawGraph(view, points, tMin, span, top, metric, interval);
+        drawTimeAxis(view, axisEnd - axisSpan, axisSpan);
       }
     }
+  }
+
+  /** Labels at the start, middle and end of the graph's window, local time. */
+  function drawTimeAxis(view, start, span) {
+    const withSeconds = span < 300;
+    view.labels.forEach((label, i) => {
+      const t = start + (span * i) / (view.labels.length - 1);
+      label.textContent = fmtClock(t, withSeconds);
+      label.dateTime = new Date(t * 1000).toISOString();
+      label.title = fmtDateTime(new Date(t * 1000));
+    });
   }
 
   function fmtSpan(seconds) {
@@ -881,6 +1055,7 @@
         tr.append(el('td', null, instance.instance));
         tr.append(el('td', null, instance.zone || '—'));
         tr.append(el('td', instance.connected ? 'ok' : 'bad', instance.connected ? 'connected' : 'cut off'));
+        tr.append(el('td', 'time', instance.last_seen ? fmtDateTime(instance.last_seen) : '—'));
         tr.append(el('td', 'num', instance.applied_revision));
         tr.append(el('td', null, route));
         tr.append(el('td', 'weights', weightsText(w.desired)));
@@ -895,7 +1070,7 @@
     if (!rows.length) {
       const tr = el('tr');
       const td = el('td', 'empty', answer ? 'No instance registered yet.' : 'The fleet view is not available.');
-      td.colSpan = 10;
+      td.colSpan = 11;
       tr.append(td);
       rows.push(tr);
     }
@@ -913,12 +1088,12 @@
     for (const r of revisions) {
       const tr = el('tr');
       tr.append(el('td', 'num', r.revision));
-      const time = el('td', 'time', fmtTime(r.time));
+      const time = el('td', 'time', fmtDateTime(r.time));
       time.title = String(r.time || '');
       tr.append(time);
       tr.append(el('td', null, r.route ?? 'all routes'));
       const source = el('td');
-      source.append(el('span', 'pill source ' + String(r.source || ''), r.source || '—'));
+      source.append(el('span', 'pill source source-' + String(r.source || 'none'), r.source || '—'));
       tr.append(source);
       const actor = el('td', 'actor', r.actor || r.source || '—');
       if (r.client) actor.title = 'from ' + String(r.client);
@@ -969,6 +1144,7 @@
     ui.tokenForm = document.getElementById('token-form');
     ui.tokenInput = document.getElementById('token-input');
     ui.tokenState = document.getElementById('token-state');
+    ui.tokenSave = document.getElementById('token-save');
     ui.tokenForget = document.getElementById('token-forget');
 
     ui.tokenForm.addEventListener('submit', (event) => {
@@ -978,10 +1154,8 @@
         showMessage('error', 'Paste the admin token first.');
         return;
       }
-      setToken(value);
       ui.tokenInput.value = '';
-      hideMessage();
-      pollSoon();
+      useToken(value);
     });
     ui.tokenForget.addEventListener('click', () => {
       setToken('');
@@ -991,7 +1165,9 @@
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden) pollSoon();
     });
+    window.addEventListener('hashchange', readFocus);
     showTokenState();
+    readFocus();
     poll();
   }
 

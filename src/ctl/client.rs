@@ -207,6 +207,17 @@ impl Client {
         Ok(client)
     }
 
+    /// The admin URL as the user gave it, with a scheme and without a
+    /// trailing slash: where the dashboard page is.
+    pub(super) fn page_url(&self) -> String {
+        let url = self.url.trim_end_matches('/');
+        if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        }
+    }
+
     /// Sets the CA and client certificate of an `https://` URL.
     pub(super) fn with_tls(mut self, files: &TlsFiles) -> Result<Client, CtlError> {
         let given = files.ca.is_some() || files.cert.is_some() || files.key.is_some();

@@ -20,11 +20,11 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, C
 /// The human-readable output of `command` for the server's `answer`.
 pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<String, CtlError> {
     Ok(match command {
-        CtlCommand::Status { route: None } => {
+        CtlCommand::Status { route: None, .. } => {
             let answer: RoutesAnswer = decode(answer)?;
             format_status(Some(answer.revision), &answer.routes)
         }
-        CtlCommand::Status { route: Some(_) } => {
+        CtlCommand::Status { route: Some(_), .. } => {
             let answer: RouteAnswer = decode(answer)?;
             format_status(Some(answer.revision), std::slice::from_ref(&answer.route))
         }
@@ -72,7 +72,7 @@ pub(super) fn format_answer(command: &CtlCommand, answer: &[u8]) -> Result<Strin
 
 /// `web: blue=75 green=25 (revision 14)`, plus the effective weights when
 /// failover or drain make them differ.
-fn format_confirmation(answer: &RouteAnswer) -> String {
+pub(super) fn format_confirmation(answer: &RouteAnswer) -> String {
     let route = &answer.route;
     let desired = weights_text(route.backends.iter().map(|b| (&b.name, b.desired_weight)));
     let mut text = format!("{}: {desired} (revision {})", route.name, answer.revision);
@@ -254,7 +254,7 @@ fn source_name(source: Source) -> &'static str {
 }
 
 /// Percents with at most 2 decimals and no trailing zeros: 90, 12.5, 0.01.
-fn format_percent(value: f64) -> String {
+pub(super) fn format_percent(value: f64) -> String {
     let text = format!("{value:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" {

@@ -9,6 +9,9 @@
 //! - `client`: the admin URL, the token, the HTTP/1.1 exchange and [`CtlError`].
 //! - `format`: how the answers print (tables, one-line confirmations); their
 //!   shapes are the server's own wire types, [`crate::control::admin::api`].
+//! - `wait`: `--wait` of `canary start|resume|approve` and `status
+//!   --wait-revision`: poll the API, print each change, end with an exit
+//!   code a deploy script can branch on ([`wait::WaitEnd`]).
 //! - [`probe`]: `sluicegate probe URL`, a plain GET for container health
 //!   checks (not the admin API: any HTTP server).
 //! - `tests` (tests.rs): argument parsing, the command → request mapping, and
@@ -19,6 +22,7 @@ mod format;
 pub mod probe;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,12 +34,13 @@ use http::Method;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Weight;
+use crate::config::{Weight, parse_duration};
 use crate::control::admin::api::WeightMap;
 use crate::control::admin::api::{self, PromoteBody, RollbackBody, WeightsBody};
 use client::{Client, Token, resolve_token};
 pub use client::{CtlError, TokenSource};
 use format::{decode, format_answer};
+use wait::WaitEnd;
 
 /// Where `ctl` looks for the admin API unless `--admin` says otherwise.
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9901";
@@ -51,7 +56,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments of `sluicegate ctl`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
+    after_help = "Token: --token, else --token-file, else $SLUICEGATE_ADMIN_TOKEN, else ./sluicegate-admin.token if it exists.\n\nExamples:\n  sluicegate ctl status\n  sluicegate ctl set web blue=75 green=25 --reason \"more green\"\n  sluicegate ctl promote web green\n  sluicegate ctl rollback web\n  sluicegate ctl canary start web --wait --timeout 30m\n  sluicegate ctl set web blue=0 green=100 --zone eu-west-1\n  sluicegate ctl fleet\n  sluicegate ctl history --route web --limit 10\n  sluicegate ctl --json status web | jq '.route.backends'"
 )]
 pub struct CtlArgs {
     /// Base URL of the admin API (http:// or https://).
@@ -87,9 +92,18 @@ pub struct CtlArgs {
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
     /// Show routes: backends, desired and effective weights, endpoint health, canary.
+    #[command(
+        after_help = "--wait-revision N waits until the proxy has applied revision N or a later one (e.g. the revision `ctl set` printed), in fleet mode every instance too, then prints the status.\n\nExit status: 0 shown (or revision reached), 1 on an error, 3 when --timeout passed first."
+    )]
     Status {
         /// Only this route.
         route: Option<String>,
+        /// Wait until the applied revision is N or later (connection errors are retried).
+        #[arg(long, value_name = "N")]
+        wait_revision: Option<u64>,
+        /// With --wait-revision: give up after D (e.g. 90s, 10m; default: no limit).
+        #[arg(long, value_name = "D", value_parser = parse_duration, requires = "wait_revision")]
+        timeout: Option<Duration>,
     },
     /// Set a route's weights, e.g. `set web blue=75 green=25`.
     Set {
@@ -151,11 +165,20 @@ enum CtlCommand {
     },
     /// Re-read the config file now.
     Reload,
-    /// Control a route's canary: start, pause, resume, abort (back to baseline 100).
+    /// Control a route's canary: start, pause, resume, abort (back to baseline
+    /// 100), approve (go on from an approval step).
+    #[command(after_help = CANARY_HELP)]
     Canary {
         action: CanaryAction,
         /// Route name.
         route: String,
+        /// With start, resume or approve: print the dashboard URL, then each
+        /// step and state change until the canary ends (exit status below).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after D (e.g. 90s, 10m; default: no limit).
+        #[arg(long, value_name = "D", value_parser = parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
     },
     /// Stop new requests to an endpoint; in-flight ones finish.
     Drain(EndpointArgs),
@@ -174,12 +197,30 @@ struct EndpointArgs {
     endpoint: String,
 }
 
+/// `ctl canary --help`'s exit statuses: what a deploy script branches on.
+const CANARY_HELP: &str = "\
+With --wait, the exit status says how the canary ended:
+  0  succeeded (the last step passed: the canary backend has 100 %)
+  1  failed (rolled back to the baseline), or stopped: it went idle (a reload
+     changed its backends or steps) or its route lost [routes.canary];
+     also any error (refused action, unknown route, bad token)
+  2  aborted (by an operator, e.g. `ctl canary abort` from another shell)
+  3  --timeout passed first (the canary goes on; nothing is rolled back)
+(Bad arguments exit 2 as well, before anything is sent.) A paused canary, or one awaiting approval, is waited for. Connection errors
+are retried until the timeout, each new one told on stderr.
+
+Examples:
+  sluicegate ctl canary start web --wait --timeout 30m
+  sluicegate ctl canary approve web --wait
+  sluicegate ctl canary abort web";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CanaryAction {
     Start,
     Pause,
     Resume,
     Abort,
+    Approve,
 }
 
 impl CanaryAction {
@@ -189,7 +230,16 @@ impl CanaryAction {
             CanaryAction::Pause => "pause",
             CanaryAction::Resume => "resume",
             CanaryAction::Abort => "abort",
+            CanaryAction::Approve => "approve",
         }
+    }
+
+    /// The actions after which there is a canary run to wait for.
+    fn can_wait(self) -> bool {
+        matches!(
+            self,
+            CanaryAction::Start | CanaryAction::Resume | CanaryAction::Approve
+        )
     }
 }
 
@@ -251,17 +301,17 @@ pub fn main(args: CtlArgs) -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(execute(&args, token)),
+            Ok(runtime) => runtime.block_on(run(&args, token)),
             Err(e) => Err(CtlError::Runtime(e)),
         },
         Err(e) => Err(e),
     };
     match result {
-        Ok(text) => {
-            use std::io::Write as _;
-            // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            ExitCode::SUCCESS
+        Ok(end) => {
+            if let Some(message) = end.message() {
+                eprintln!("sluicegate ctl: {message}");
+            }
+            ExitCode::from(end.exit_code())
         }
         Err(e) => {
             eprintln!("sluicegate ctl: {e}");
@@ -270,23 +320,49 @@ pub fn main(args: CtlArgs) -> ExitCode {
     }
 }
 
+/// Runs one command, printing to stdout as it goes (a wait prints each
+/// change when it sees it).
+async fn run(args: &CtlArgs, token: Option<Token>) -> Result<WaitEnd, CtlError> {
+    if let Some(wait) = wait::Wait::of(&args.command)? {
+        let mut printer = wait::Printer::new(std::io::stdout(), std::io::stderr());
+        return wait::execute(args, wait, token, &mut printer).await;
+    }
+    let text = execute(args, token).await?;
+    use std::io::Write as _;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(WaitEnd::Reached)
+}
+
 /// Runs `args.command` against `args.admin` and returns what to print.
 async fn execute(args: &CtlArgs, token: Option<Token>) -> Result<String, CtlError> {
-    let client = Client::new(&args.admin, token)?.with_tls(&client::TlsFiles {
-        ca: args.ca.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    })?;
+    let client = args.client(token)?;
     let call = ApiCall::for_command(&args.command)?;
     let body = client.send(&call).await?;
     if args.json {
-        let answer: Value = decode(&body)?;
-        let mut text =
-            serde_json::to_string_pretty(&answer).map_err(|e| CtlError::Protocol(e.to_string()))?;
-        text.push('\n');
-        return Ok(text);
+        return pretty_json(&body);
     }
     format_answer(&args.command, &body)
+}
+
+impl CtlArgs {
+    /// The admin API client of `--admin`, `--ca`, `--cert` and `--key`.
+    fn client(&self, token: Option<Token>) -> Result<Client, CtlError> {
+        Client::new(&self.admin, token)?.with_tls(&client::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
+}
+
+/// Pretty JSON text of `body`, newline-terminated (`--json`).
+fn pretty_json(body: &[u8]) -> Result<String, CtlError> {
+    let answer: Value = decode(body)?;
+    let mut text =
+        serde_json::to_string_pretty(&answer).map_err(|e| CtlError::Protocol(e.to_string()))?;
+    text.push('\n');
+    Ok(text)
 }
 
 /// One request to the admin API.
@@ -319,8 +395,10 @@ impl ApiCall {
             body,
         };
         let call = match command {
-            CtlCommand::Status { route: None } => get(format!("{API_PREFIX}/routes")),
-            CtlCommand::Status { route: Some(route) } => get(route_path(route)?),
+            CtlCommand::Status { route: None, .. } => get(format!("{API_PREFIX}/routes")),
+            CtlCommand::Status {
+                route: Some(route), ..
+            } => get(route_path(route)?),
             CtlCommand::Set {
                 route,
                 weights,
@@ -405,7 +483,7 @@ impl ApiCall {
             }
             CtlCommand::Fleet => get(format!("{API_PREFIX}/fleet")),
             CtlCommand::Reload => post(format!("{API_PREFIX}/reload"), None),
-            CtlCommand::Canary { action, route } => post(
+            CtlCommand::Canary { action, route, .. } => post(
                 format!("{}/canary/{}", route_path(route)?, action.as_str()),
                 None,
             ),

@@ -261,6 +261,18 @@ async fn fake_answer(req: Request<Incoming>, seen: &Seen) -> hyper::Response<Ful
             ("GET", "/api/v1/routes") => (200, json!({"revision": 13, "routes": [route]})),
             ("GET", "/api/v1/routes/nope") => (404, json!({"error": "unknown route \"nope\""})),
             ("PUT", "/api/v1/routes/web/weights") => (200, json!({"revision": 14, "route": route})),
+            ("POST", "/api/v1/routes/web/canary/start") => {
+                let mut route = route.clone();
+                route["canary"] = json!({"state": "running", "step": 1, "steps": [10.0, 100.0],
+                    "weight": 10.0, "reason": "started"});
+                (200, json!({"revision": 14, "route": route}))
+            }
+            ("GET", "/api/v1/routes/web") => {
+                let mut route = route.clone();
+                route["canary"] = json!({"state": "succeeded", "step": 2, "steps": [10.0, 100.0],
+                    "weight": 100.0, "reason": "promoted: step 2/2: 100 % passed"});
+                (200, json!({"revision": 15, "route": route}))
+            }
             ("POST", "/api/v1/reload") => (
                 422,
                 json!({"error": "invalid config", "errors": [
@@ -417,4 +429,218 @@ async fn a_non_json_error_hints_at_the_wrong_address() {
         err.to_string(),
         "404 Not Found: \"no route matches\" (not an admin API answer; is --admin the admin address?)"
     );
+}
+
+// ---- waiting ----
+
+use std::time::SystemTime;
+
+use wait::{Printer, Progress};
+
+#[test]
+fn wait_flags_parse_and_go_with_their_commands() {
+    let args = parse(&["canary", "start", "web", "--wait", "--timeout", "90s"]).unwrap();
+    assert_eq!(
+        wait::Wait::of(&args.command).unwrap(),
+        Some(wait::Wait::Canary {
+            action: CanaryAction::Start,
+            route: "web",
+            timeout: Some(Duration::from_secs(90)),
+        })
+    );
+    let args = parse(&["canary", "approve", "web", "--wait"]).unwrap();
+    assert!(matches!(
+        wait::Wait::of(&args.command).unwrap(),
+        Some(wait::Wait::Canary { timeout: None, .. })
+    ));
+    let args = parse(&["status", "--wait-revision", "14", "--timeout", "10m"]).unwrap();
+    assert_eq!(
+        wait::Wait::of(&args.command).unwrap(),
+        Some(wait::Wait::Revision {
+            revision: 14,
+            timeout: Some(Duration::from_secs(600)),
+        })
+    );
+    assert_eq!(
+        wait::Wait::of(&parse(&["canary", "start", "web"]).unwrap().command).unwrap(),
+        None
+    );
+    let pause = parse(&["canary", "pause", "web", "--wait"]).unwrap();
+    let err = wait::Wait::of(&pause.command).unwrap_err();
+    assert!(
+        err.to_string().contains("start, resume or approve"),
+        "{err}"
+    );
+    // --timeout needs the wait it limits, and a duration with a unit.
+    assert!(parse(&["canary", "start", "web", "--timeout", "90s"]).is_err());
+    assert!(parse(&["status", "--timeout", "90s"]).is_err());
+    assert!(parse(&["canary", "start", "web", "--wait", "--timeout", "90"]).is_err());
+}
+
+#[test]
+fn approve_maps_to_its_endpoint() {
+    let call =
+        ApiCall::for_command(&parse(&["canary", "approve", "web"]).unwrap().command).unwrap();
+    assert_eq!(
+        (call.method, call.path.as_str(), call.body),
+        (Method::POST, "/api/v1/routes/web/canary/approve", None)
+    );
+}
+
+#[test]
+fn canary_states_map_to_exit_codes() {
+    let progress = |state: &str| Progress {
+        state: state.to_string(),
+        step: Some(1),
+        steps: Some(2),
+        weight: Some(10.0),
+        reason: None,
+    };
+    let code = |state: &str| progress(state).end("web").map(|end| end.exit_code());
+    assert_eq!(code("succeeded"), Some(0));
+    assert_eq!(code("failed"), Some(1));
+    assert_eq!(code("aborted"), Some(2));
+    assert_eq!(code("idle"), Some(1));
+    for waiting in ["running", "paused", "awaiting_approval", "something_new"] {
+        assert_eq!(code(waiting), None, "{waiting} ended the wait");
+    }
+    let idle = progress("idle").end("web").unwrap();
+    assert!(idle.message().unwrap().contains("went idle"), "{idle:?}");
+    assert_eq!(WaitEnd::Reached.exit_code(), 0);
+    assert_eq!(WaitEnd::TimedOut("t".into()).exit_code(), 3);
+    assert_eq!(WaitEnd::Stopped("s".into()).exit_code(), 1);
+    assert_eq!(WaitEnd::Aborted.message(), None);
+}
+
+#[test]
+fn a_step_line_has_time_state_step_weight_and_reason() {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_220_191);
+    let view = json!({"state": "running", "step": 2, "steps": [10.0, 50.0, 100.0],
+        "weight": 50.0, "step_requests": 3, "reason": "checks pass so far"});
+    let progress = Progress::of(&view).unwrap();
+    assert_eq!(
+        progress.line(time),
+        "2026-12-02T14:03:11Z  running  step 2/3  weight 50 %  checks pass so far"
+    );
+    let idle = Progress::of(
+        &json!({"state": "idle", "step": null, "steps": [12.5, 100.0],
+        "weight": 0.0, "reason": null}),
+    )
+    .unwrap();
+    assert_eq!(
+        idle.line(time),
+        "2026-12-02T14:03:11Z  idle  step -/2  weight 0 %"
+    );
+    assert_eq!(Progress::of(&Value::Null), None);
+}
+
+async fn run_wait(url: &str, argv: &[&str]) -> (Result<WaitEnd, CtlError>, String, String) {
+    let mut full = vec!["--admin", url];
+    full.extend_from_slice(argv);
+    let mut printer = Printer::new(Vec::new(), Vec::new());
+    let args = parse(&full).unwrap();
+    let wait = wait::Wait::of(&args.command)
+        .unwrap()
+        .expect("a command that waits");
+    let end = wait::execute(&args, wait, flag_token(TOKEN), &mut printer).await;
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (end, text(printer.out), text(printer.err))
+}
+
+#[tokio::test]
+async fn canary_wait_prints_the_dashboard_url_and_each_change() {
+    let (url, seen) = fake_admin().await;
+    let (end, out, err) = run_wait(&url, &["canary", "start", "web", "--wait"]).await;
+    assert_eq!(end.unwrap(), WaitEnd::Reached, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "web: blue=75 green=25 (revision 14)", "{out}");
+    assert_eq!(lines[1], format!("dashboard: {url}/#route=web"), "{out}");
+    assert!(
+        lines[2].ends_with("  running  step 1/2  weight 10 %  started"),
+        "{out}"
+    );
+    assert!(
+        lines[3].ends_with("  succeeded  step 2/2  weight 100 %  promoted: step 2/2: 100 % passed"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    let paths: Vec<String> = seen.lock().unwrap().iter().map(|s| s.1.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/routes/web/canary/start", "/api/v1/routes/web"]
+    );
+}
+
+#[tokio::test]
+async fn revision_wait_ends_when_reached_or_times_out() {
+    let (url, _) = fake_admin().await;
+    let (end, out, _) = run_wait(&url, &["status", "--wait-revision", "13"]).await;
+    assert_eq!(end.unwrap(), WaitEnd::Reached);
+    assert!(out.starts_with("revision 13\n"), "{out}");
+
+    let started = std::time::Instant::now();
+    let (end, out, _) = run_wait(
+        &url,
+        &["status", "--wait-revision", "14", "--timeout", "300ms"],
+    )
+    .await;
+    let end = end.unwrap();
+    assert_eq!(end.exit_code(), 3, "{end:?}");
+    assert!(end.message().unwrap().contains("applied: 13"), "{end:?}");
+    assert_eq!(out, "");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn revision_wait_retries_while_the_api_cannot_be_reached() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let (end, _, err) = run_wait(
+        &url,
+        &["status", "--wait-revision", "1", "--timeout", "1500ms"],
+    )
+    .await;
+    assert_eq!(end.unwrap().exit_code(), 3);
+    assert_eq!(
+        err.matches("cannot reach the admin API").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("retrying"), "{err}");
+}
+
+#[tokio::test]
+async fn canary_wait_with_json_prints_one_object_a_line() {
+    let (url, _) = fake_admin().await;
+    let (end, out, _) = run_wait(&url, &["--json", "canary", "start", "web", "--wait"]).await;
+    assert_eq!(end.unwrap(), WaitEnd::Reached);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0]["revision"], 14);
+    assert_eq!(lines[1]["dashboard"], format!("{url}/#route=web"));
+    assert_eq!(
+        (&lines[2]["state"], &lines[2]["step"], &lines[2]["steps"]),
+        (&json!("running"), &json!(1), &json!(2))
+    );
+    assert_eq!(lines[3]["state"], "succeeded");
+    assert_eq!(lines[3]["weight"], 100.0);
+    assert!(lines[3]["time"].as_str().unwrap().ends_with('Z'), "{out}");
+}
+
+#[test]
+fn in_a_fleet_the_instances_behind_are_named() {
+    let instance = |name: &str, connected: bool, applied: u64| {
+        json!({"instance": name, "version": "0.1.0", "connected": connected,
+            "applied_revision": applied, "last_seen": "2026-12-02T14:03:11Z", "routes": {}})
+    };
+    let fleet: crate::control::admin::api::FleetAnswer = serde_json::from_value(json!({
+        "instances": [instance("a", true, 14), instance("b", true, 12), instance("c", false, 3)]
+    }))
+    .unwrap();
+    assert_eq!(wait::instances_behind(&fleet, 14), ["b at 12", "c at 3"]);
+    assert_eq!(wait::instances_behind(&fleet, 3), Vec::<String>::new());
 }

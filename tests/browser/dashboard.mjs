@@ -12,45 +12,12 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const CHROMIUM = '/usr/bin/chromium';
+import { CHROMIUM, Fatal, env, log, run, waitFor, watchProblems } from './lib.mjs';
+
 const ROUTE = 'web';
 const STABLE = 'blue';
 const NEW = 'green';
-const OVERALL_LIMIT_MS = 90_000;
-const STEP_LIMIT_MS = 15_000;
 const TOKEN_KEY = 'sluicegate.admin-token';
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`environment variable ${name} is not set`);
-  return value;
-}
-
-function log(message) {
-  process.stdout.write(`dashboard.mjs: ${message}\n`);
-}
-
-/** An error that ends a wait at once instead of being retried. */
-class Fatal extends Error {}
-
-/** Polls `check` (async, returns a truthy value when done) until `limit`. */
-async function waitFor(what, check, limit = STEP_LIMIT_MS) {
-  const deadline = Date.now() + limit;
-  let last;
-  for (;;) {
-    try {
-      const result = await check();
-      if (result) return result;
-    } catch (e) {
-      if (e instanceof Fatal) throw e;
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 function narrowPath(path) {
   return path.endsWith('.png') ? path.slice(0, -4) + '-narrow.png' : path + '-narrow.png';
@@ -65,14 +32,7 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(STEP_LIMIT_MS);
-    const problems = [];
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('console', (msg) => {
-      const text = msg.text();
-      // Refused inline code or style would show up here; 404s of /stats do not count.
-      if (/Content Security Policy|Refused to/i.test(text)) problems.push(`CSP: ${text}`);
-    });
+    const problems = watchProblems(page);
 
     log(`opening ${url}`);
     const response = await page.goto(url);
@@ -91,7 +51,10 @@ async function main() {
     log('entering the admin token');
     await page.locator('#token-input').fill(token);
     await page.locator('#token-save').click();
-    await waitFor('the page to say the token is set', () => page.locator('#token-state').isVisible());
+    await waitFor('the page to say the token is set', async () =>
+      (await page.locator('#token-state').isVisible()) &&
+      (await page.locator('#token-state').textContent()) === 'token set',
+    );
     if ((await page.content()).includes(token)) throw new Error('the token shows up in the page');
     const stored = await page.evaluate((key) => sessionStorage.getItem(key), TOKEN_KEY);
     if (stored !== token) throw new Error('the token was not kept in sessionStorage');
@@ -143,19 +106,4 @@ async function main() {
   }
 }
 
-const limit = setTimeout(() => {
-  process.stderr.write(`dashboard.mjs: FAILED: gave up after ${OVERALL_LIMIT_MS / 1000} s\n`);
-  process.exit(1);
-}, OVERALL_LIMIT_MS);
-
-main().then(
-  () => {
-    clearTimeout(limit);
-    log('ok');
-    process.exit(0);
-  },
-  (e) => {
-    process.stderr.write(`dashboard.mjs: FAILED: ${e && e.stack ? e.stack : e}\n`);
-    process.exit(1);
-  },
-);
+run('dashboard.mjs', main);

@@ -1,7 +1,7 @@
 // The dashboard's fleet panel in Debian's headless Chromium: opens the page
 // of one instance of a two-instance fleet, enters the admin token, and waits
-// until the panel lists both instances, connected, with the route's weights
-// and the canary controller. Run by tests/dashboard.rs.
+// until the panel lists both instances, connected, last seen at a local date
+// and time, with the route's weights and the canary controller. Run by tests/dashboard.rs.
 //
 // env: SLUICEGATE_ADMIN_URL    the admin listener of one instance
 //      SLUICEGATE_ADMIN_TOKEN  its admin token
@@ -11,14 +11,7 @@
 
 import { chromium } from 'playwright-core';
 
-const CHROMIUM = '/usr/bin/chromium';
-const LIMIT_MS = 60_000;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`environment variable ${name} is not set`);
-  return value;
-}
+import { CHROMIUM, env, run, watchProblems } from './lib.mjs';
 
 async function main() {
   const url = env('SLUICEGATE_ADMIN_URL').replace(/\/+$/, '') + '/';
@@ -27,9 +20,8 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const problems = watchProblems(page);
     page.setDefaultTimeout(20_000);
-    const problems = [];
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     await page.goto(url);
     await page.locator('#token-input').fill(token);
     await page.locator('#token-save').click();
@@ -40,6 +32,10 @@ async function main() {
       const text = await row.textContent();
       if (!/connected/.test(text) || !/web/.test(text) || !/blue 90 · green 10/.test(text)) {
         throw new Error(`the fleet row of ${name} reads "${text}"`);
+      }
+      const seen = await row.locator('td.time').textContent();
+      if (/\d{4}-\d\d-\d\dT/.test(seen) || !seen.includes(String(new Date().getFullYear()))) {
+        throw new Error(`the fleet row of ${name} shows last seen "${seen}", not a local date and time`);
       }
     }
     await page.waitForFunction(
@@ -54,19 +50,4 @@ async function main() {
   }
 }
 
-const limit = setTimeout(() => {
-  process.stderr.write(`fleet.mjs: FAILED: gave up after ${LIMIT_MS / 1000} s\n`);
-  process.exit(1);
-}, LIMIT_MS);
-
-main().then(
-  () => {
-    clearTimeout(limit);
-    process.stdout.write('fleet.mjs: ok\n');
-    process.exit(0);
-  },
-  (e) => {
-    process.stderr.write(`fleet.mjs: FAILED: ${e && e.stack ? e.stack : e}\n`);
-    process.exit(1);
-  },
-);
+run('fleet.mjs', main);
