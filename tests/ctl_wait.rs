@@ -238,7 +238,6 @@ async fn status_wait_revision_returns_once_the_revision_lands_and_3_on_timeout()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the approve_at server side (canary-gates branch)"]
 async fn wait_goes_on_through_an_approval_step_once_approved_from_another_call() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
@@ -253,18 +252,41 @@ async fn wait_goes_on_through_an_approval_step_once_approved_from_another_call()
     .await;
     let _traffic = Traffic::start(proxy.addr);
 
-    let approve = async {
-        support::eventually_async("the canary to await an approval", || async {
-            proxy.route("web").await["route"]["canary"]["state"] == "awaiting_approval"
-        })
-        .await;
-        let output = proxy.ctl(&proxy.token, &["canary", "approve", "web"]).await;
-        assert_exit(&output, 0);
+    // Approved once ctl has shown the wait (its stdout read as it runs), so
+    // the test does not depend on ctl's poll catching a short wait.
+    let mut child = proxy
+        .ctl_command(&proxy.token, &START_AND_WAIT)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sluicegate ctl");
+    let stdout = child.stdout.take().expect("ctl stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut printed = String::new();
+    let mut approved = false;
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read ctl stdout") {
+            printed.push_str(&line);
+            printed.push('\n');
+            if !approved && line.contains("  awaiting_approval  step 1/2  weight ") {
+                let output = proxy.ctl(&proxy.token, &["canary", "approve", "web"]).await;
+                assert_exit(&output, 0);
+                approved = true;
+            }
+        }
     };
-    let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &START_AND_WAIT), approve);
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("ctl --wait did not finish within 30 s");
+    let mut output = child.wait_with_output().await.expect("ctl exit");
+    output.stdout = printed.into_bytes();
 
+    assert!(
+        approved,
+        "ctl never showed the wait: {}",
+        describe_output(&output)
+    );
     assert_exit(&output, 0);
-    assert_line(&output, "awaiting_approval", "1/2");
     assert!(
         text(&output.stdout).contains("sluicegate ctl canary approve web"),
         "{}",

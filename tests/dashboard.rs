@@ -303,7 +303,6 @@ async fn the_route_link_token_check_local_times_and_history_pills_work_in_the_br
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the approve_at server side (canary-gates branch)"]
 async fn an_operator_approves_a_waiting_canary_and_sees_its_gate_in_the_browser() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     require_browser_tools(&browser_dir);

@@ -187,6 +187,16 @@ impl FileProxy {
     /// Runs the real `sluicegate ctl ARGS` against this proxy with `token`
     /// (from the proxy's dir, the token in the environment cleared).
     pub async fn ctl(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = self.ctl_command(token, args);
+        tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .expect("ctl did not finish within 30 s")
+            .expect("run sluicegate ctl")
+    }
+
+    /// The command [`ctl`](Self::ctl) runs, for a test that reads its
+    /// output while it runs.
+    pub fn ctl_command(&self, token: &str, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"));
         command
             .arg("ctl")
@@ -199,10 +209,7 @@ impl FileProxy {
             // No generated token file to find there.
             .current_dir(&self.dir.path)
             .kill_on_drop(true);
-        tokio::time::timeout(Duration::from_secs(30), command.output())
-            .await
-            .expect("ctl did not finish within 30 s")
-            .expect("run sluicegate ctl")
+        command
     }
 
     /// `body` with this proxy's `[admin]` table appended.
