@@ -170,3 +170,50 @@ async fn a_response_with_broken_chunked_framing_closes_the_client_connection() {
         "the broken chunk is not passed on: {text:?}"
     );
 }
+
+/// One keep-alive connection on `path`: a request, an idle wait of `pause`,
+/// a request, then how long until the proxy closed it idle.
+async fn idle_then_closed(path: support::config_text::H1Path, pause: Duration) -> Duration {
+    use support::config_text::{listener_on, timeouts};
+    use support::raw::RawConn;
+    let blue = Origin::new("blue").start().await;
+    let config = format!(
+        "{}{}{}",
+        listener_on(path),
+        timeouts(&[("client_idle", "3s")]),
+        route("web", "", "", &[backend("blue", None, &[blue.addr])])
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    let request = b"GET /echo HTTP/1.1\r\nHost: web.test\r\n\r\n";
+    for round in ["first", "after the idle wait"] {
+        conn.send(request).await;
+        let head = conn.read_head().await;
+        conn.read_body(&head, false).await;
+        assert_eq!(head.status, 200, "{path:?}: {round}");
+        if round == "first" {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    let idle_from = tokio::time::Instant::now();
+    assert!(conn.closed().await, "{path:?}: closed when idle");
+    idle_from.elapsed()
+}
+
+// Real time: the fast path's deadlines read the system clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_idle_past_its_buffer_trim_is_served_and_closed_at_client_idle() {
+    use support::config_text::H1Path;
+    // Past the fast path's one-second buffer trim, well before client_idle.
+    let pause = Duration::from_millis(1500);
+    let (fast, hyper) = tokio::join!(
+        idle_then_closed(H1Path::Fast, pause),
+        idle_then_closed(H1Path::Hyper, pause)
+    );
+    for (path, idle) in [(H1Path::Fast, fast), (H1Path::Hyper, hyper)] {
+        assert!(
+            idle >= Duration::from_millis(2900) && idle < Duration::from_millis(4500),
+            "{path:?}: closed after {idle:?} idle (client_idle is 3s)"
+        );
+    }
+}

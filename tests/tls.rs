@@ -217,3 +217,29 @@ async fn a_listener_with_a_missing_certificate_fails_to_start() {
         .to_string();
     assert!(error.contains("key.pem"), "{error}");
 }
+
+#[tokio::test]
+async fn a_tls_keep_alive_connection_idle_past_the_buffer_trim_is_served() {
+    let cert = Certificate::new("idle");
+    let blue = Origin::new("blue").start().await;
+    let proxy = start(&cert, &blue).await;
+    let stream = tls_stream(&cert, proxy.addr, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 0..2 {
+        let req = Request::get("/echo")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "request {round}");
+        resp.into_body().collect().await.unwrap();
+        if round == 0 {
+            // The fast path lets an idle connection's buffers go after 1 s
+            // and waits on the TLS socket's readiness.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+    }
+}

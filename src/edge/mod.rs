@@ -563,7 +563,7 @@ struct Accepted {
 /// closes, is idle for `client_idle`, or shutdown asks it to finish.
 async fn serve_connection<S>(mut stream: S, conn_info: Accepted)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + fast_path::Readable + Unpin + Send + 'static,
 {
     let Accepted {
         client,
@@ -596,9 +596,12 @@ where
         let client = client.clone();
         async move { Ok::<_, Infallible>(hyper_path::handle(&state, client, req).await) }
     });
-    if let Err(error) =
-        connection::serve_hyper(stream, buffered, service, timeouts, limits, stop).await
-    {
+    // Boxed: an idle fast-path connection's task need not hold room for
+    // hyper's connection state, only the rare hand-over pays for it.
+    let hyper = Box::pin(connection::serve_hyper(
+        stream, buffered, service, timeouts, limits, stop,
+    ));
+    if let Err(error) = hyper.await {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }

@@ -49,6 +49,54 @@ pub(super) async fn now_or_never<F: Future>(io: F) -> Option<F::Output> {
     .await
 }
 
+/// A client stream that can wait until it has bytes to read without a
+/// buffer to read them into: an idle connection holds none.
+pub trait Readable {
+    /// Ready to read (or closed). May wake without data.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readable for TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readable for tokio_rustls::server::TlsStream<TcpStream> {
+    /// The TCP socket's readiness: a read that found nothing to return has
+    /// left no plaintext buffered in rustls.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        self.get_ref().0.readable()
+    }
+}
+
+/// Waits, holding no buffer, until `stream` may have bytes, shutdown
+/// starts, or `deadline`: [`Read::Data`] means "try a read" (it may find
+/// nothing yet).
+pub(super) async fn wait_readable<S: Readable>(
+    stream: &S,
+    deadline: Pin<&mut Sleep>,
+    stop: Option<&mut watch::Receiver<bool>>,
+) -> Read {
+    let stop_changed = async {
+        match stop {
+            Some(stop) => {
+                let _ = stop.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        ready = stream.readable() => match ready {
+            Ok(()) => Read::Data,
+            Err(_) => Read::Closed,
+        },
+        () = stop_changed => Read::Stop,
+        () = deadline => Read::Closed,
+    }
+}
+
 pub(super) async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,

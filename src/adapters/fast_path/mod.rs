@@ -41,7 +41,8 @@ use crate::exchange::outcome::{Ledger, Served, error_headers, error_text};
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{Endpoint, RawConn};
 use head::{Framing, Parsed};
-use io::{BodyLeft, Read, now_or_never, read_more, read_response, within};
+pub use io::Readable;
+use io::{BodyLeft, Read, now_or_never, read_more, read_response, wait_readable, within};
 
 /// A request body up to this size is read before the request is sent; a
 /// larger one goes to hyper, which streams it.
@@ -50,6 +51,9 @@ const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Reads take at least this much room.
 const READ_ROOM: usize = 2 * 1024;
+/// How long an idle keep-alive connection keeps its buffers before it lets
+/// them go and waits for its next request holding none.
+const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
 /// Body reads take up to this much room.
 const BODY_ROOM: usize = 32 * 1024;
 /// Buffers grown past this are released after a request, so an idle
@@ -87,7 +91,7 @@ pub struct Client<'a> {
 /// Serves requests on `stream` until it closes or a request needs hyper.
 pub async fn serve<S>(stream: &mut S, client: Client<'_>) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Readable + Unpin,
 {
     let Client {
         state,
@@ -114,6 +118,8 @@ where
         // 1. A complete head (and a small body) in `buf`, decided on the
         // snapshot in force when it became complete.
         let mut idle = served && conn.buf.is_empty();
+        // Idle past IDLE_TRIM: the buffers were let go.
+        let mut trimmed = false;
         // Armed only when a read has to wait: under load the next request
         // is often there already.
         let mut deadline: Option<Instant> = None;
@@ -152,9 +158,35 @@ where
                         timeouts.client_headers
                     };
                     let due = *deadline.get_or_insert_with(|| Instant::now() + limit);
-                    conn.timer.as_mut().reset(due.into());
                     let watch_stop = (!closing).then_some(&mut *stop);
-                    read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await
+                    if !idle {
+                        conn.timer.as_mut().reset(due.into());
+                        read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await
+                    } else if trimmed {
+                        // Idle for a while: wait holding no buffer.
+                        conn.release();
+                        conn.timer.as_mut().reset(due.into());
+                        match wait_readable(stream, conn.timer.as_mut(), watch_stop).await {
+                            Read::Data => continue,
+                            other => other,
+                        }
+                    } else {
+                        // A keep-alive client's next request mostly comes
+                        // within IDLE_TRIM: the buffers wait with it until then.
+                        let trim_at = (Instant::now() + IDLE_TRIM).min(due);
+                        conn.timer.as_mut().reset(trim_at.into());
+                        match read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop)
+                            .await
+                        {
+                            // The trim time, not the deadline (an EOF here
+                            // is read again, from the empty buffer).
+                            Read::Closed if trim_at < due => {
+                                trimmed = true;
+                                continue;
+                            }
+                            other => other,
+                        }
+                    }
                 }
             };
             match read {
@@ -286,6 +318,13 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
+    /// Lets every buffer go (the connection is idle: `buf` holds nothing).
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.out = Vec::new();
+        self.resp = BytesMut::new();
+    }
+
     /// Releases buffers that grew large, so an idle connection stays small.
     fn trim(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
