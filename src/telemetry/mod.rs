@@ -415,6 +415,11 @@ impl Telemetry {
 
     /// A slot for a new client connection, or `None` (counted) when
     /// `max` are open already.
+    /// Client connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
     pub fn try_open_connection(&self, max: usize) -> Option<ConnectionSlot> {
         let max = max as u64;
         let opened =

@@ -54,6 +54,10 @@ const READ_ROOM: usize = 2 * 1024;
 /// How long an idle keep-alive connection keeps its buffers before it lets
 /// them go and waits for its next request holding none.
 const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
+/// Above this many open client connections an idle one lets its buffers go
+/// at once (what a request then costs in allocations is small next to
+/// thousands of idle clients' buffers).
+const MANY_OPEN: u64 = 1024;
 /// Body reads take up to this much room.
 const BODY_ROOM: usize = 32 * 1024;
 /// Buffers grown past this are released after a request, so an idle
@@ -162,8 +166,10 @@ where
                     if !idle {
                         conn.timer.as_mut().reset(due.into());
                         read_more(stream, &mut conn.buf, conn.timer.as_mut(), watch_stop).await
-                    } else if trimmed {
-                        // Idle for a while: wait holding no buffer.
+                    } else if trimmed || state.telemetry().open_connections() > MANY_OPEN {
+                        // Idle for a while, or one of very many: wait
+                        // holding no buffer.
+                        trimmed = true;
                         conn.release();
                         conn.timer.as_mut().reset(due.into());
                         match wait_readable(stream, conn.timer.as_mut(), watch_stop).await {
