@@ -66,7 +66,9 @@ async fn post(url: &WebhookUrl, body: Bytes) -> Result<StatusCode, String> {
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    // The connection ends with this call: the task goes with it.
+    // The connection ends with this call: the task goes with it (and when
+    // a timeout drops this call midway, hyper's connection ends with the
+    // dropped sender: a receiver that never answers holds no socket).
     let driver = tokio::spawn(connection);
     let req = Request::builder()
         .method(Method::POST)
@@ -80,8 +82,7 @@ async fn post(url: &WebhookUrl, body: Bytes) -> Result<StatusCode, String> {
         .header(header::CONNECTION, "close")
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let answer = sender.send_request(req).await;
-    let result = match answer {
+    let result = match sender.send_request(req).await {
         Ok(resp) => {
             let status = resp.status();
             // Read (a bounded part of) the body so the receiver is not cut off mid-answer.
@@ -94,4 +95,32 @@ async fn post(url: &WebhookUrl, body: Bytes) -> Result<StatusCode, String> {
     };
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_is_left_when_the_timeout_passes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url =
+            WebhookUrl::parse(&format!("http://{}/hook", listener.local_addr().unwrap())).unwrap();
+        let limit = Duration::from_millis(100);
+        let post = tokio::spawn(async move { post_json(&url, Bytes::from("{}"), limit).await });
+        let (mut held, _) = listener.accept().await.unwrap();
+        let (outcome, _) = post.await.unwrap();
+        assert_eq!(outcome, Outcome::TimedOut(limit));
+        // Read the request, then the connection must close: nothing of the
+        // timed-out call stays behind.
+        let mut seen = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), held.read_to_end(&mut seen)).await;
+        assert!(
+            closed.is_ok(),
+            "the connection stayed open after the timeout"
+        );
+        assert!(seen.starts_with(b"POST /hook HTTP/1.1"));
+    }
 }

@@ -78,22 +78,24 @@ pub(super) async fn wait_readable<S: Readable>(
     deadline: Pin<&mut Sleep>,
     stop: Option<&mut watch::Receiver<bool>>,
 ) -> Read {
-    let stop_changed = async {
-        match stop {
-            Some(stop) => {
-                let _ = stop.changed().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         biased;
         ready = stream.readable() => match ready {
             Ok(()) => Read::Data,
             Err(_) => Read::Closed,
         },
-        () = stop_changed => Read::Stop,
+        () = stop_changed(stop) => Read::Stop,
         () = deadline => Read::Closed,
+    }
+}
+
+/// Shutdown starting, when it is watched (never otherwise).
+async fn stop_changed(stop: Option<&mut watch::Receiver<bool>>) {
+    match stop {
+        Some(stop) => {
+            let _ = stop.changed().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -103,18 +105,10 @@ pub(super) async fn read_more<S: AsyncRead + Unpin>(
     deadline: Pin<&mut Sleep>,
     stop: Option<&mut watch::Receiver<bool>>,
 ) -> Read {
-    let stop_changed = async {
-        match stop {
-            Some(stop) => {
-                let _ = stop.changed().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         biased;
         read = stream.read_buf(buf) => Read::from(read),
-        () = stop_changed => Read::Stop,
+        () = stop_changed(stop) => Read::Stop,
         () = deadline => Read::Closed,
     }
 }

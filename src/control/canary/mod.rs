@@ -509,13 +509,7 @@ impl Controller {
                     "canary rolled back at step {}: {why}",
                     run.plan.step_text(run.step)
                 );
-                tracing::warn!(route = route.name(), %why, "canary failed: rolling back");
-                if let Err(e) = self.finish(route, run, CanaryPhase::Failed, reason, None) {
-                    run.phase = CanaryPhase::Paused;
-                    run.reason = format!("{why}; the rollback failed: {e}");
-                    tracing::error!(route = route.name(), error = %e, "canary rollback failed");
-                }
-                true
+                self.fail(route, run, reason, why)
             }
         }
     }
