@@ -555,15 +555,27 @@ async fn canary_takeover(how: Stop) {
         },
     )
     .await;
-    // Only the controller takes canary actions.
-    let (status, refusal) = second
-        .admin_send(
-            Method::POST,
-            "/api/v1/routes/web/canary/start",
-            None,
-            Some(&second.token),
-        )
-        .await;
+    // Only the controller takes canary actions. The second instance may
+    // learn who holds the controller key a moment after the registration
+    // shows it: until then it says to try again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (status, refusal) = loop {
+        let (status, refusal) = second
+            .admin_send(
+                Method::POST,
+                "/api/v1/routes/web/canary/start",
+                None,
+                Some(&second.token),
+            )
+            .await;
+        let not_yet = refusal["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("try again in a moment"));
+        if !not_yet || tokio::time::Instant::now() > deadline {
+            break (status, refusal);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, StatusCode::CONFLICT, "{refusal}");
     assert!(
         refusal["error"]

@@ -390,7 +390,7 @@ impl State {
             change.source,
             change.reason,
         );
-        self.publish(control);
+        self.publish_weights(control, &change.route);
         vec![change.route]
     }
 
@@ -438,7 +438,7 @@ impl State {
             Source::File,
             reason.to_string(),
         );
-        self.publish(control);
+        self.publish_weights(control, route);
         Ok(vec![route.to_string()])
     }
 

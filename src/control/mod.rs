@@ -190,6 +190,25 @@ impl State {
         self.revisions.send_replace(revision);
     }
 
+    /// Publishes a change of route `route`'s desired weights alone: the
+    /// current snapshot with that one route rebuilt (the others, the router
+    /// and the endpoints shared), so a weight change costs one route however
+    /// many there are. A whole build when the snapshot is of another config.
+    fn publish_weights(&self, control: &Control, route: &str) {
+        let revision = control.history.latest();
+        let current = self.current.load();
+        let next = Arc::ptr_eq(&current.config, &control.config)
+            .then(|| current.with_weights(route, control.overrides.get(route), revision))
+            .flatten();
+        match next {
+            Some(snapshot) => {
+                self.current.store(Arc::new(snapshot));
+                self.revisions.send_replace(revision);
+            }
+            None => self.publish(control),
+        }
+    }
+
     /// Sends every request's line to `log` from now on.
     pub fn set_access_log(&mut self, log: AccessLog) {
         self.access_log = Some(Arc::new(log));

@@ -15,6 +15,20 @@ pub(super) trait Matchable {
     fn headers(&self) -> &[HeaderMatch];
 }
 
+impl<M: Matchable> Matchable for std::sync::Arc<M> {
+    fn host(&self) -> Option<&HostMatch> {
+        M::host(self)
+    }
+
+    fn path_prefix(&self) -> &str {
+        M::path_prefix(self)
+    }
+
+    fn headers(&self) -> &[HeaderMatch] {
+        M::headers(self)
+    }
+}
+
 /// Header lookups over hyper's [`HeaderMap`] or the HTTP/1.1 fast path's
 /// parsed head: what route matching and the backend choice read.
 pub trait HeaderLookup {

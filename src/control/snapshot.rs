@@ -25,10 +25,12 @@ use crate::upstream::{EjectionGuard, EjectionRules, Endpoint, TlsClients, Transp
 pub struct Snapshot {
     pub revision: u64,
     pub config: Arc<Config>,
-    pub routes: Vec<Route>,
-    router: Router,
+    /// Shared with the snapshots before and after it where a change left
+    /// them alone ([`Snapshot::with_weights`]).
+    pub routes: Vec<Arc<Route>>,
+    router: Arc<Router>,
     /// Route positions by name, for the admin API and the change pipeline.
-    by_name: HashMap<String, usize>,
+    by_name: Arc<HashMap<String, usize>>,
 }
 
 /// A route ready to serve: its backends and the weighted picker over them.
@@ -200,13 +202,13 @@ impl Snapshot {
             })
             .collect();
         share_ejection_rules(&config.routes, &endpoints);
-        let routes: Vec<Route> = config
+        let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
             .zip(endpoints)
             .map(|(rc, route_endpoints)| {
                 let chosen = overrides.get(&rc.name);
-                let mut backends: Vec<Backend> = rc
+                let backends: Vec<Backend> = rc
                     .backends
                     .iter()
                     .zip(route_endpoints)
@@ -229,37 +231,25 @@ impl Snapshot {
                         }
                     })
                     .collect();
-                let desired: Vec<Weight> = backends.iter().map(|b| b.weight).collect();
-                let available: Vec<bool> = backends.iter().map(|b| b.available).collect();
-                let effective = effective_weights(&desired, &available, rc.failover);
-                for (backend, weight) in backends.iter_mut().zip(&effective) {
-                    backend.effective = *weight;
-                }
-                let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
-                let desired: Vec<u32> = desired.iter().map(|w| w.0).collect();
                 let fast_h1 = rc.mirror.is_none()
                     && backends
                         .iter()
                         .all(|b| b.endpoints.iter().all(|e| e.speaks_plain_http1()));
-                Route {
-                    fast_h1,
-                    config: rc.clone(),
-                    picker: WeightedPicker::new(&weights),
-                    sticky: StickyRanges::new(&desired),
-                    mirror: rc
-                        .mirror
-                        .as_ref()
-                        .map(|m| telemetry.mirror(&rc.name, m.max_concurrent)),
-                    backends,
-                }
+                let mirror = rc
+                    .mirror
+                    .as_ref()
+                    .map(|m| telemetry.mirror(&rc.name, m.max_concurrent));
+                Arc::new(Route::assemble(rc.clone(), backends, mirror, fast_h1))
             })
             .collect();
-        let router = Router::new(&routes);
-        let by_name = routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.config.name.clone(), i))
-            .collect();
+        let router = Arc::new(Router::new(&routes));
+        let by_name = Arc::new(
+            routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.config.name.clone(), i))
+                .collect(),
+        );
         Snapshot {
             revision,
             config,
@@ -267,6 +257,29 @@ impl Snapshot {
             router,
             by_name,
         }
+    }
+
+    /// This snapshot at `revision` with route `name`'s desired weights set to
+    /// `weights` (`None`: the file's). Every other route, the router and
+    /// the endpoints are shared, so a weight change costs one route, not
+    /// the whole config. `None` for an unknown route.
+    pub fn with_weights(
+        &self,
+        name: &str,
+        weights: Option<&WeightMap>,
+        revision: u64,
+    ) -> Option<Snapshot> {
+        let &at = self.by_name.get(name)?;
+        let mut routes = self.routes.clone();
+        let changed = routes.get_mut(at)?;
+        *changed = Arc::new(changed.with_weights(weights));
+        Some(Snapshot {
+            revision,
+            config: Arc::clone(&self.config),
+            routes,
+            router: Arc::clone(&self.router),
+            by_name: Arc::clone(&self.by_name),
+        })
     }
 
     /// The first route matching `host` (any case, port allowed), `path` and
@@ -278,16 +291,77 @@ impl Snapshot {
         path: &str,
         headers: &(impl HeaderLookup + ?Sized),
     ) -> Option<&Route> {
-        self.router.find(&self.routes, host, path, headers)
+        self.router
+            .find(&self.routes, host, path, headers)
+            .map(AsRef::as_ref)
     }
 
     /// The route called `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
-        self.by_name.get(name).and_then(|&i| self.routes.get(i))
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.routes.get(i))
+            .map(AsRef::as_ref)
     }
 }
 
 impl Route {
+    /// A route of `backends` (their desired weights set, availability read):
+    /// the effective weights, the picker and the sticky ranges follow.
+    fn assemble(
+        config: RouteConfig,
+        mut backends: Vec<Backend>,
+        mirror: Option<Arc<MirrorState>>,
+        fast_h1: bool,
+    ) -> Route {
+        let desired: Vec<Weight> = backends.iter().map(|b| b.weight).collect();
+        let available: Vec<bool> = backends.iter().map(|b| b.available).collect();
+        let effective = effective_weights(&desired, &available, config.failover);
+        for (backend, weight) in backends.iter_mut().zip(&effective) {
+            backend.effective = *weight;
+        }
+        let weights: Vec<u32> = effective.iter().map(|w| w.0).collect();
+        let desired: Vec<u32> = desired.iter().map(|w| w.0).collect();
+        Route {
+            fast_h1,
+            config,
+            picker: WeightedPicker::new(&weights),
+            sticky: StickyRanges::new(&desired),
+            mirror,
+            backends,
+        }
+    }
+
+    /// This route with desired `weights` (`None`: the file's), the same
+    /// endpoints, metrics and mirror.
+    fn with_weights(&self, weights: Option<&WeightMap>) -> Route {
+        let backends = self
+            .backends
+            .iter()
+            .zip(&self.config.backends)
+            .map(|(b, bc)| {
+                let weight = weights.map_or(bc.weight, |w| w.get(&b.name));
+                Backend {
+                    name: b.name.clone(),
+                    weight,
+                    effective: weight,
+                    available: b.endpoints.iter().any(|e| e.available()),
+                    endpoints: b.endpoints.clone(),
+                    health: b.health.clone(),
+                    outlier: b.outlier,
+                    metrics: Arc::clone(&b.metrics),
+                    next_endpoint: AtomicUsize::new(b.next_endpoint.load(Ordering::Relaxed)),
+                }
+            })
+            .collect();
+        Route::assemble(
+            self.config.clone(),
+            backends,
+            self.mirror.clone(),
+            self.fast_h1,
+        )
+    }
+
     /// The desired weights, in backend order.
     pub fn weights(&self) -> WeightMap {
         WeightMap(
@@ -471,6 +545,74 @@ backends = [{ name = "a", endpoints = ["127.0.0.1:1"] }]
         assert_eq!(find(Some("other.test"), "/static/a.css"), Some("rest"));
         assert_eq!(find(Some("other.test"), "/"), None);
         assert_eq!(find(None, "/static/"), Some("rest"));
+    }
+
+    #[test]
+    fn a_weight_change_rebuilds_its_route_alone_and_equals_a_whole_build() {
+        let toml = r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+failover = true
+match = { host = "web.test" }
+backends = [
+  { name = "blue", weight = 90, endpoints = ["127.0.0.1:1"] },
+  { name = "green", weight = 10, endpoints = ["127.0.0.1:2"] },
+]
+[[routes]]
+name = "api"
+match = { path_prefix = "/api/" }
+backends = [{ name = "a", endpoints = ["127.0.0.1:3"] }]
+"#;
+        let config = Arc::new(Config::parse(toml, "test.toml", Format::Toml).unwrap());
+        let (tls, pool, telemetry) = (
+            TlsClients::default(),
+            EndpointPool::default(),
+            Telemetry::new(),
+        );
+        let before = Snapshot::build(
+            Arc::clone(&config),
+            &tls,
+            1,
+            &HashMap::new(),
+            &pool,
+            &telemetry,
+        );
+        let weights = WeightMap(vec![
+            ("blue".to_string(), Weight(2_500)),
+            ("green".to_string(), Weight(7_500)),
+        ]);
+        let after = before.with_weights("web", Some(&weights), 2).unwrap();
+        let overrides = HashMap::from([("web".to_string(), weights.clone())]);
+        let whole = Snapshot::build(config, &tls, 2, &overrides, &pool, &telemetry);
+        assert_eq!(after.revision, 2);
+        let web = after.route("web").unwrap();
+        assert_eq!(web.weights(), weights);
+        assert_eq!(web.weights(), whole.route("web").unwrap().weights());
+        assert_eq!(
+            web.effective_weights(),
+            whole.route("web").unwrap().effective_weights(),
+            "the same effective weights as a whole build"
+        );
+        assert!(
+            Arc::ptr_eq(&before.routes[1], &after.routes[1]),
+            "api shared"
+        );
+        assert!(Arc::ptr_eq(
+            &before.route("web").unwrap().backends[0].endpoints[0],
+            &web.backends[0].endpoints[0]
+        ));
+        let none = http::HeaderMap::new();
+        let found = after.find_route(None, "/api/x", &none).map(Route::name);
+        assert_eq!(found, Some("api"), "the router is the same");
+        // Back to the file's weights.
+        let file = after.with_weights("web", None, 3).unwrap();
+        assert_eq!(
+            file.route("web").unwrap().weights(),
+            before.route("web").unwrap().weights()
+        );
+        assert!(before.with_weights("nope", None, 3).is_none());
     }
 
     /// The endpoint `addr` of `route`'s `backend`.

@@ -591,7 +591,7 @@ pub fn spawn(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) -> Jo
 }
 
 /// `interval / 10` of the quickest canary, within [`MIN_TICK`]..=[`MAX_TICK`].
-fn tick_period(routes: &[Route]) -> Duration {
+fn tick_period(routes: &[Arc<Route>]) -> Duration {
     routes
         .iter()
         .filter_map(|r| r.config.canary.as_ref())
