@@ -19,29 +19,22 @@ use hyper_util::server::conn::auto;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use support::admin::{FileProxy, describe_output, weight_map};
 use support::body::{TestBody, full};
+use support::canary::{
+    Traffic, act, assert_at, assert_weights, canary_action, canary_revisions, canary_table,
+    reasons, state_is, view, wait_for,
+};
 use support::client::{Http1Client, get_request};
 use support::config_text::{LISTENER, backend, route};
 use support::origin::Origin;
 
-/// How long a whole canary may take on a busy machine; it needs about 1 s.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A `[routes.canary]` for blue → green in three steps of 200 ms. The p99
-/// ratio is loose: loopback latencies jitter on a busy test machine, and the
-/// p99 check has its unit tests.
-const CANARY: &str = r#"
-  [routes.canary]
-  baseline = "blue"
-  canary = "green"
-  steps = [10, 50, 100]
-  interval = "200ms"
-  min_requests = 5
-  max_p99_ratio = 100
-"#;
+/// The `[routes.canary]` for blue → green in three steps of 200 ms, with a
+/// p99 ratio of 100.
+fn canary() -> String {
+    canary_table(100, "")
+}
 
 /// Route `plain` (no canary, path /plain) then route `web`: blue 100 /
 /// green 0 with `canary` appended; passive ejection off, so a failing canary
@@ -102,107 +95,6 @@ impl Drop for StatusBackend {
     }
 }
 
-/// A client sending GET / through the proxy, one request after another,
-/// until dropped.
-struct Traffic {
-    sent: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Traffic {
-    fn start(addr: SocketAddr) -> Traffic {
-        let sent = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&sent);
-        let task = tokio::spawn(async move {
-            loop {
-                let mut client = Http1Client::connect(addr).await;
-                while let Ok(resp) = client.send_streaming(get_request("canary.test", "/")).await {
-                    if resp.into_body().collect().await.is_err() {
-                        break;
-                    }
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        });
-        Traffic { sent, task }
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// POST /api/v1/routes/{route}/canary/{action} with the token.
-async fn canary_action(proxy: &FileProxy, route: &str, action: &str) -> (StatusCode, Value) {
-    proxy
-        .admin_send(
-            Method::POST,
-            &format!("/api/v1/routes/{route}/canary/{action}"),
-            None,
-            Some(&proxy.token),
-        )
-        .await
-}
-
-/// Like [`canary_action`], asserting 200; the route's `canary` view.
-async fn act(proxy: &FileProxy, action: &str) -> Value {
-    let (status, body) = canary_action(proxy, "web", action).await;
-    assert_eq!(status, StatusCode::OK, "canary {action}: {body}");
-    body["route"]["canary"].clone()
-}
-
-/// Route `web`'s `canary` view.
-async fn canary(proxy: &FileProxy) -> Value {
-    proxy.route("web").await["route"]["canary"].clone()
-}
-
-/// Polls until `web`'s canary satisfies `done`; returns its view then.
-async fn wait_for(proxy: &FileProxy, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let view = canary(proxy).await;
-        if done(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the canary to be {what}: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
-    move |view| view["state"] == state
-}
-
-/// Route `web`'s revisions with source `canary`, oldest first.
-async fn canary_revisions(proxy: &FileProxy) -> Vec<Value> {
-    let (status, body) = proxy
-        .admin_get("/api/v1/history?route=web&limit=1000")
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let mut revisions: Vec<Value> = body["revisions"]
-        .as_array()
-        .expect("revisions")
-        .iter()
-        .filter(|r| r["source"] == "canary")
-        .cloned()
-        .collect();
-    revisions.reverse();
-    revisions
-}
-
-fn reasons(revisions: &[Value]) -> Vec<String> {
-    revisions
-        .iter()
-        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 /// `sluicegate_canary_weight{route="web"}` from /metrics.
 async fn canary_weight_metric(proxy: &FileProxy) -> Option<f64> {
     let (status, body) = proxy.admin_send(Method::GET, "/metrics", None, None).await;
@@ -217,8 +109,8 @@ async fn canary_weight_metric(proxy: &FileProxy) -> Option<f64> {
 async fn a_healthy_canary_is_promoted_through_every_step() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
-    let idle = canary(&proxy).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
+    let idle = view(&proxy).await;
     assert_eq!(idle["state"], "idle", "{idle}");
     assert_eq!(idle["steps"], serde_json::json!([10.0, 50.0, 100.0]));
     assert_eq!(canary_weight_metric(&proxy).await, Some(0.0));
@@ -229,10 +121,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
         (started["step"].as_u64(), started["weight"].as_f64()),
         (Some(1), Some(10.0))
     );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 90.0), ("green", 10.0)])
-    );
+    assert_weights(&proxy, 90.0, 10.0).await;
     let traffic = Traffic::start(proxy.addr);
 
     let done = wait_for(&proxy, "succeeded", |v| v["state"] != "running").await;
@@ -243,10 +132,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
         "the client got answers"
     );
     drop(traffic);
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 0.0), ("green", 100.0)])
-    );
+    assert_weights(&proxy, 0.0, 100.0).await;
     let revisions = canary_revisions(&proxy).await;
     let reasons = reasons(&revisions);
     assert_eq!(
@@ -269,7 +155,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
 async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
     let blue = Origin::new("blue").start().await;
     let green = StatusBackend::start("green", StatusCode::INTERNAL_SERVER_ERROR).await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
 
     act(&proxy, "start").await;
     let _traffic = Traffic::start(proxy.addr);
@@ -278,10 +164,7 @@ async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["step"], 1);
     assert_eq!(done["error_rate"], 1.0, "{done}");
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 100.0), ("green", 0.0)])
-    );
+    assert_weights(&proxy, 100.0, 0.0).await;
     let reasons = reasons(&canary_revisions(&proxy).await);
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(
@@ -295,7 +178,7 @@ async fn a_canary_returning_500s_is_rolled_back_to_the_baseline() {
 async fn without_traffic_the_canary_stays_at_step_one() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
 
     let started = act(&proxy, "start").await;
     let step_started = started["step_started"].as_str().expect("step_started");
@@ -309,11 +192,8 @@ async fn without_traffic_the_canary_stays_at_step_one() {
     })
     .await;
     // Read after that moment: the controller has looked many times since.
-    let view = canary(&proxy).await;
-    assert_eq!(
-        (view["state"].as_str(), view["step"].as_u64()),
-        (Some("running"), Some(1))
-    );
+    let view = view(&proxy).await;
+    assert_at(&view, "running", 1);
     assert_eq!(view["step_requests"], 0, "{view}");
     assert!(
         view["reason"]
@@ -323,10 +203,7 @@ async fn without_traffic_the_canary_stays_at_step_one() {
         "{view}"
     );
     assert_eq!(canary_revisions(&proxy).await.len(), 1);
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 90.0), ("green", 10.0)])
-    );
+    assert_weights(&proxy, 90.0, 10.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +211,7 @@ async fn pause_resume_and_abort_through_the_api() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
     // Steps of 1 s: the test aborts at step 2 long before it could pass.
-    let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
+    let slow_steps = canary().replace("\"200ms\"", "\"1s\"");
     let proxy = FileProxy::start(&config(blue.addr, green.addr, &slow_steps)).await;
 
     act(&proxy, "start").await;
@@ -355,10 +232,7 @@ async fn pause_resume_and_abort_through_the_api() {
 
     let aborted = act(&proxy, "abort").await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 100.0), ("green", 0.0)])
-    );
+    assert_weights(&proxy, 100.0, 0.0).await;
     let reasons = reasons(&canary_revisions(&proxy).await);
     let last = reasons.last().expect("a canary revision");
     assert!(
@@ -373,7 +247,7 @@ async fn pause_resume_and_abort_through_the_api() {
 async fn canary_actions_that_do_not_fit_are_refused() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
 
     let expect = |(status, body): (StatusCode, Value), wanted: StatusCode, words: &str| {
         assert_eq!(status, wanted, "{body}");
@@ -406,7 +280,7 @@ async fn canary_actions_that_do_not_fit_are_refused() {
         .admin_send(Method::POST, "/api/v1/routes/web/canary/start", None, None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(canary(&proxy).await["state"], "idle");
+    assert_eq!(view(&proxy).await["state"], "idle");
 
     act(&proxy, "start").await;
     expect(
@@ -431,7 +305,7 @@ async fn canary_actions_that_do_not_fit_are_refused() {
 async fn an_admin_weight_change_pauses_the_canary() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
 
     act(&proxy, "start").await;
     let (status, body) = proxy
@@ -450,10 +324,7 @@ async fn an_admin_weight_change_pauses_the_canary() {
         "the canary leaves the operator's weights alone"
     );
     act(&proxy, "resume").await;
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 90.0), ("green", 10.0)])
-    );
+    assert_weights(&proxy, 90.0, 10.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,7 +332,7 @@ async fn a_restart_brings_the_canary_back_at_its_step() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
     // Steps of 1 s: the test pauses at step 2 long before it could pass.
-    let slow_steps = CANARY.replace("\"200ms\"", "\"1s\"");
+    let slow_steps = canary().replace("\"200ms\"", "\"1s\"");
     let proxy = FileProxy::start_with_state_file(&config(blue.addr, green.addr, &slow_steps)).await;
 
     act(&proxy, "start").await;
@@ -471,33 +342,23 @@ async fn a_restart_brings_the_canary_back_at_its_step() {
     assert_eq!(act(&proxy, "pause").await["step"], 2);
 
     let proxy = proxy.restart().await;
-    let view = canary(&proxy).await;
-    assert_eq!(
-        (view["state"].as_str(), view["step"].as_u64()),
-        (Some("paused"), Some(2)),
-        "{view}"
-    );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 50.0), ("green", 50.0)])
-    );
+    let paused = view(&proxy).await;
+    assert_at(&paused, "paused", 2);
+    assert_weights(&proxy, 50.0, 50.0).await;
     assert_eq!(act(&proxy, "resume").await["step"], 2);
 
     // A running canary comes back running, its window started again.
     let before_restart = SystemTime::now();
     let proxy = proxy.restart().await;
-    let view = canary(&proxy).await;
-    assert_eq!(
-        (view["state"].as_str(), view["step"].as_u64()),
-        (Some("running"), Some(2)),
-        "{view}"
-    );
-    let step_started = humantime::parse_rfc3339(view["step_started"].as_str().unwrap_or_default())
-        .expect("RFC 3339 step_started");
+    let running = view(&proxy).await;
+    assert_at(&running, "running", 2);
+    let step_started =
+        humantime::parse_rfc3339(running["step_started"].as_str().unwrap_or_default())
+            .expect("RFC 3339 step_started");
     // step_started is shown in whole milliseconds.
     assert!(
         step_started + Duration::from_millis(1) > before_restart,
-        "{view}"
+        "{running}"
     );
 }
 
@@ -508,7 +369,7 @@ async fn a_restart_brings_the_canary_back_at_its_step() {
 async fn ctl_canary_commands_drive_a_running_proxy() {
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
-    let proxy = FileProxy::start(&config(blue.addr, green.addr, CANARY)).await;
+    let proxy = FileProxy::start(&config(blue.addr, green.addr, &canary())).await;
 
     let output = proxy.ctl(&proxy.token, &["canary", "start", "web"]).await;
     assert!(output.status.success(), "{}", describe_output(&output));
@@ -626,7 +487,7 @@ impl Drop for ResettingBackend {
 async fn a_canary_resetting_connections_fails_at_its_first_step_unseen_by_clients() {
     let blue = Origin::new("blue").start().await;
     let green = ResettingBackend::start().await;
-    let canary_config = CANARY.replace(
+    let canary_config = canary().replace(
         "min_requests = 5",
         "min_requests = 20\n  max_error_rate = 0.05",
     );

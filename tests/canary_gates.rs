@@ -5,59 +5,41 @@
 
 pub mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use support::admin::{FileProxy, weight_map};
-use support::client::{Http1Client, get_request};
+use support::admin::FileProxy;
+use support::canary::{
+    Traffic, act, assert_at, assert_weights, canary_action, canary_table, history, state_is, view,
+    wait_for,
+};
 use support::config_text::{LISTENER, backend, route};
 use support::origin::Origin;
 use support::webhook::{Answer, WebhookReceiver};
-
-/// How long a whole canary may take on a busy machine.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// blue → green in steps of 10, 50, 100 % of 200 ms each; `extra` goes
-/// into `[routes.canary]` (approve_at, gates). The p99 ratio is loose: this
-/// machine is loaded, and the p99 check has its unit tests.
-fn canary(extra: &str) -> String {
-    format!(
-        r#"
-  [routes.canary]
-  baseline = "blue"
-  canary = "green"
-  steps = [10, 50, 100]
-  interval = "200ms"
-  min_requests = 5
-  max_p99_ratio = 1000
-{extra}"#
-    )
-}
 
 /// `[[routes.canary.gates]]` at `url`.
 fn gate(url: &str, timeout: &str) -> String {
     format!("\n  [[routes.canary.gates]]\n  url = \"{url}\"\n  timeout = \"{timeout}\"\n")
 }
 
-/// Route `web`, blue 100 / green 0, with `canary`; then `tail` (top-level
-/// tables such as `[[notify]]`).
-fn config(blue: SocketAddr, green: SocketAddr, canary: &str, tail: &str) -> String {
+/// Route `web`, blue 100 / green 0 on `b`, with the `[routes.canary]` of
+/// [`canary_table`] (p99 ratio 1000: this machine is loaded) ending in
+/// `extra` (approve_at, gates); then `tail` (top-level tables such as
+/// `[[notify]]`).
+fn config(b: &Backends, extra: &str, tail: &str) -> String {
     let web = route(
         "web",
         "",
         "",
         &[
-            backend("blue", Some("100"), &[blue]),
-            backend("green", Some("0"), &[green]),
+            backend("blue", Some("100"), &[b.blue.addr]),
+            backend("green", Some("0"), &[b.green.addr]),
         ],
     );
-    format!("{LISTENER}{web}{canary}\n{tail}")
+    format!("{LISTENER}{web}{}\n{tail}", canary_table(1000, extra))
 }
 
 /// `[[notify]]` at `url`.
@@ -77,94 +59,27 @@ async fn backends() -> Backends {
     }
 }
 
-/// GET / through the proxy, one request after another, until dropped.
-struct Traffic(JoinHandle<()>);
-
-impl Traffic {
-    fn start(addr: SocketAddr) -> Traffic {
-        Traffic(tokio::spawn(async move {
-            loop {
-                let mut client = Http1Client::connect(addr).await;
-                while let Ok(resp) = client.send_streaming(get_request("canary.test", "/")).await {
-                    if resp.into_body().collect().await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn canary_action(proxy: &FileProxy, action: &str) -> (StatusCode, Value) {
-    proxy
-        .admin_send(
-            Method::POST,
-            &format!("/api/v1/routes/web/canary/{action}"),
-            None,
-            Some(&proxy.token),
-        )
-        .await
-}
-
-/// Like [`canary_action`], asserting 200; the `canary` view.
-async fn act(proxy: &FileProxy, action: &str) -> Value {
-    let (status, body) = canary_action(proxy, action).await;
-    assert_eq!(status, StatusCode::OK, "canary {action}: {body}");
-    body["route"]["canary"].clone()
-}
-
-async fn view(proxy: &FileProxy) -> Value {
-    proxy.route("web").await["route"]["canary"].clone()
-}
-
-/// Polls until the canary view satisfies `done`; returns it then.
-async fn wait_for(proxy: &FileProxy, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let view = view(proxy).await;
-        if done(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the canary to be {what}: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
-    move |view| view["state"] == state
-}
-
-/// Route `web`'s revisions, newest first.
-async fn history(proxy: &FileProxy) -> Vec<Value> {
-    let (status, body) = proxy
-        .admin_get("/api/v1/history?route=web&limit=1000")
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["revisions"].as_array().cloned().unwrap_or_default()
+/// A proxy on `b` whose canary asks `gate_server` (within `timeout`) before
+/// each step after the first, its canary started and traffic sent; returns
+/// the proxy, the start's `canary` view and the traffic.
+async fn start_gated(
+    b: &Backends,
+    gate_server: &WebhookReceiver,
+    timeout: &str,
+) -> (FileProxy, Value, Traffic) {
+    let proxy = FileProxy::start(&config(b, &gate(&gate_server.url, timeout), "")).await;
+    let started = act(&proxy, "start").await;
+    let traffic = Traffic::start(proxy.addr);
+    (proxy, started, traffic)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_step_holds_the_weights_until_approved() {
     let b = backends().await;
-    let body = config(
-        b.blue.addr,
-        b.green.addr,
-        &canary("  approve_at = [10]\n"),
-        "",
-    );
+    let body = config(&b, "  approve_at = [10]\n", "");
     let proxy = FileProxy::start(&body).await;
 
-    let (status, refused) = canary_action(&proxy, "approve").await;
+    let (status, refused) = canary_action(&proxy, "web", "approve").await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
@@ -185,31 +100,17 @@ async fn an_approval_step_holds_the_weights_until_approved() {
     // Many ticks (every 50 ms) and steps' worth of traffic pass: nothing moves.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let still = view(&proxy).await;
-    assert_eq!(
-        (still["state"].as_str(), still["step"].as_u64()),
-        (Some("awaiting_approval"), Some(1)),
-        "{still}"
-    );
+    assert_at(&still, "awaiting_approval", 1);
     assert_eq!(
         proxy.revision().await,
         revision,
         "no revision while waiting"
     );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 90.0), ("green", 10.0)])
-    );
+    assert_weights(&proxy, 90.0, 10.0).await;
 
     let approved = act(&proxy, "approve").await;
-    assert_eq!(
-        (approved["state"].as_str(), approved["step"].as_u64()),
-        (Some("running"), Some(2)),
-        "{approved}"
-    );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 50.0), ("green", 50.0)])
-    );
+    assert_at(&approved, "running", 2);
+    assert_weights(&proxy, 50.0, 50.0).await;
     let step = &history(&proxy).await[0];
     assert_eq!(step["source"], "canary", "{step}");
     assert_eq!(
@@ -217,7 +118,7 @@ async fn an_approval_step_holds_the_weights_until_approved() {
         "the approval's revision names its caller: {step}"
     );
     assert!(step["client"].as_str().is_some(), "{step}");
-    let (status, refused) = canary_action(&proxy, "approve").await;
+    let (status, refused) = canary_action(&proxy, "web", "approve").await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
@@ -237,12 +138,7 @@ async fn an_approval_step_holds_the_weights_until_approved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wait_for_an_approval_survives_a_restart() {
     let b = backends().await;
-    let body = config(
-        b.blue.addr,
-        b.green.addr,
-        &canary("  approve_at = [50]\n"),
-        "",
-    );
+    let body = config(&b, "  approve_at = [50]\n", "");
     let proxy = FileProxy::start_with_state_file(&body).await;
     act(&proxy, "start").await;
     let traffic = Traffic::start(proxy.addr);
@@ -251,24 +147,14 @@ async fn the_wait_for_an_approval_survives_a_restart() {
 
     let proxy = proxy.restart().await;
     let restored = view(&proxy).await;
-    assert_eq!(
-        (restored["state"].as_str(), restored["step"].as_u64()),
-        (Some("awaiting_approval"), Some(2)),
-        "{restored}"
-    );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 50.0), ("green", 50.0)])
-    );
+    assert_at(&restored, "awaiting_approval", 2);
+    assert_weights(&proxy, 50.0, 50.0).await;
     // A pause while waiting comes back waiting on resume.
     assert_eq!(act(&proxy, "pause").await["state"], "paused");
     assert_eq!(act(&proxy, "resume").await["state"], "awaiting_approval");
     let approved = act(&proxy, "approve").await;
     assert_eq!(approved["step"], 3, "{approved}");
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 0.0), ("green", 100.0)])
-    );
+    assert_weights(&proxy, 0.0, 100.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,15 +162,7 @@ async fn a_gate_answering_500_fails_the_canary_naming_the_gate() {
     let b = backends().await;
     let gate_server =
         WebhookReceiver::start(Answer::Status(StatusCode::INTERNAL_SERVER_ERROR)).await;
-    let body = config(
-        b.blue.addr,
-        b.green.addr,
-        &canary(&gate(&gate_server.url, "2s")),
-        "",
-    );
-    let proxy = FileProxy::start(&body).await;
-    act(&proxy, "start").await;
-    let traffic = Traffic::start(proxy.addr);
+    let (proxy, _, traffic) = start_gated(&b, &gate_server, "2s").await;
     let failed = wait_for(&proxy, "failed", state_is("failed")).await;
     drop(traffic);
     let reason = failed["reason"].as_str().unwrap_or_default();
@@ -292,10 +170,7 @@ async fn a_gate_answering_500_fails_the_canary_naming_the_gate() {
         reason.contains(&format!("gate {} answered 500", gate_server.url)),
         "{reason}"
     );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 100.0), ("green", 0.0)])
-    );
+    assert_weights(&proxy, 100.0, 0.0).await;
     let asked = gate_server.received();
     assert_eq!(
         asked.first(),
@@ -314,15 +189,7 @@ async fn a_gate_answering_500_fails_the_canary_naming_the_gate() {
 async fn a_gate_that_never_answers_fails_after_its_timeout_without_blocking_the_api() {
     let b = backends().await;
     let gate_server = WebhookReceiver::start(Answer::Never).await;
-    let body = config(
-        b.blue.addr,
-        b.green.addr,
-        &canary(&gate(&gate_server.url, "1500ms")),
-        "",
-    );
-    let proxy = FileProxy::start(&body).await;
-    act(&proxy, "start").await;
-    let traffic = Traffic::start(proxy.addr);
+    let (proxy, _, traffic) = start_gated(&b, &gate_server, "1500ms").await;
     gate_server
         .wait_for("the gate to be called", |asked| asked["step"] == 2)
         .await;
@@ -353,26 +220,15 @@ async fn a_gate_that_never_answers_fails_after_its_timeout_without_blocking_the_
         )),
         "{reason}"
     );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 100.0), ("green", 0.0)])
-    );
+    assert_weights(&proxy, 100.0, 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_answering_200_lets_the_canary_go_on_and_shows_in_the_view() {
     let b = backends().await;
     let gate_server = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
-    let body = config(
-        b.blue.addr,
-        b.green.addr,
-        &canary(&gate(&gate_server.url, "2s")),
-        "",
-    );
-    let proxy = FileProxy::start(&body).await;
-    let started = act(&proxy, "start").await;
+    let (proxy, started, traffic) = start_gated(&b, &gate_server, "2s").await;
     assert_eq!(started["gates"], serde_json::json!([]), "{started}");
-    let traffic = Traffic::start(proxy.addr);
     let done = wait_for(&proxy, "succeeded", state_is("succeeded")).await;
     drop(traffic);
     let steps: Vec<Value> = gate_server
@@ -399,10 +255,7 @@ async fn a_gate_answering_200_lets_the_canary_go_on_and_shows_in_the_view() {
         humantime::parse_rfc3339(latest["time"].as_str().unwrap_or_default()).is_ok(),
         "{latest}"
     );
-    assert_eq!(
-        proxy.weights("web").await,
-        weight_map(&[("blue", 0.0), ("green", 100.0)])
-    );
+    assert_weights(&proxy, 0.0, 100.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,7 +268,7 @@ async fn notify_receives_revision_and_canary_events_in_order() {
         notify(&receiver.url, ""),
         notify(&canary_only.url, "events = [\"canary\"]")
     );
-    let body = config(b.blue.addr, b.green.addr, &canary(""), &tail);
+    let body = config(&b, "", &tail);
     let proxy = FileProxy::start_with_named_token(&body, "deploy-bot").await;
 
     let (status, answer) = proxy
@@ -517,17 +370,24 @@ async fn notify_receives_revision_and_canary_events_in_order() {
     );
 }
 
+/// The `i`th of a run of admin PUTs on `proxy` that alternate green between
+/// 10 and 20, asserting 200; how long it took to answer.
+async fn put_alternating(proxy: &FileProxy, i: usize) -> Duration {
+    let green = if i.is_multiple_of(2) { 10.0 } else { 20.0 };
+    let started = Instant::now();
+    let (status, body) = proxy
+        .put_weights("web", &[("blue", 100.0 - green), ("green", green)])
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    took
+}
+
 /// The p99 of `rounds` admin PUTs (alternating weights) on `proxy`.
 async fn put_p99(proxy: &FileProxy, rounds: usize) -> Duration {
     let mut took = Vec::with_capacity(rounds);
     for i in 0..rounds {
-        let green = if i % 2 == 0 { 10.0 } else { 20.0 };
-        let started = Instant::now();
-        let (status, body) = proxy
-            .put_weights("web", &[("blue", 100.0 - green), ("green", green)])
-            .await;
-        took.push(started.elapsed());
-        assert_eq!(status, StatusCode::OK, "{body}");
+        took.push(put_alternating(proxy, i).await);
     }
     took.sort();
     took[(rounds * 99).div_ceil(100) - 1]
@@ -537,14 +397,14 @@ async fn put_p99(proxy: &FileProxy, rounds: usize) -> Duration {
 async fn a_receiver_that_never_answers_delays_no_admin_answer() {
     let b = backends().await;
     let live = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
-    let plain = FileProxy::start(&config(b.blue.addr, b.green.addr, &canary(""), "")).await;
+    let plain = FileProxy::start(&config(&b, "", "")).await;
     let dead = WebhookReceiver::start(Answer::Never).await;
     let tail = format!(
         "{}{}",
         notify(&live.url, ""),
         notify(&dead.url, "timeout = \"30s\"")
     );
-    let with_dead = FileProxy::start(&config(b.blue.addr, b.green.addr, &canary(""), &tail)).await;
+    let with_dead = FileProxy::start(&config(&b, "", &tail)).await;
 
     let without = put_p99(&plain, 100).await;
     let with = put_p99(&with_dead, 100).await;
@@ -594,7 +454,7 @@ async fn dropped_events_are_counted_when_the_queue_overflows_or_retries_run_out(
         notify(&dead.url, "timeout = \"30s\""),
         notify(&closed, "events = [\"canary\"]")
     );
-    let proxy = FileProxy::start(&config(b.blue.addr, b.green.addr, &canary(""), &tail)).await;
+    let proxy = FileProxy::start(&config(&b, "", &tail)).await;
     assert_eq!(
         dropped(&proxy, &dead.url).await,
         Some(0.0),
@@ -603,11 +463,7 @@ async fn dropped_events_are_counted_when_the_queue_overflows_or_retries_run_out(
 
     let changes = sluicegate::control::notify::QUEUE + 50;
     for i in 0..changes {
-        let green = if i % 2 == 0 { 10.0 } else { 20.0 };
-        let (status, body) = proxy
-            .put_weights("web", &[("blue", 100.0 - green), ("green", green)])
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        put_alternating(&proxy, i).await;
     }
     // One event is being delivered, QUEUE wait: the rest were dropped.
     let overflow = dropped(&proxy, &dead.url).await.unwrap_or_default();
@@ -627,7 +483,7 @@ async fn dropped_events_are_counted_when_the_queue_overflows_or_retries_run_out(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_abort_through_the_api_records_the_token_name_as_actor() {
     let b = backends().await;
-    let body = config(b.blue.addr, b.green.addr, &canary(""), "");
+    let body = config(&b, "", "");
     let proxy = FileProxy::start_with_named_token(&body, "deploy-bot").await;
     act(&proxy, "start").await;
     act(&proxy, "abort").await;
@@ -652,7 +508,7 @@ async fn a_canary_abort_through_the_api_records_the_token_name_as_actor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_change_after_the_canary_succeeded_shows_in_its_view() {
     let b = backends().await;
-    let body = config(b.blue.addr, b.green.addr, &canary(""), "");
+    let body = config(&b, "", "");
     let proxy = FileProxy::start(&body).await;
     act(&proxy, "start").await;
     let traffic = Traffic::start(proxy.addr);
@@ -682,7 +538,7 @@ async fn a_reload_that_changes_notify_applies_the_new_receivers() {
     let b = backends().await;
     let old = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
     let new = WebhookReceiver::start(Answer::Status(StatusCode::OK)).await;
-    let body = |url: &str| config(b.blue.addr, b.green.addr, &canary(""), &notify(url, ""));
+    let body = |url: &str| config(&b, "", &notify(url, ""));
     let proxy = FileProxy::start(&body(&old.url)).await;
     proxy
         .put_weights("web", &[("blue", 80.0), ("green", 20.0)])

@@ -5,16 +5,13 @@
 
 pub mod support;
 
-use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
-use http_body_util::BodyExt;
-use tokio::task::JoinHandle;
+use http::StatusCode;
 
 use support::admin::{FileProxy, describe_output};
-use support::client::{Http1Client, get_request};
+use support::canary::{Traffic, canary_action, view};
 use support::config_text::two_backend_config;
 use support::origin::{Answers, Origin, RunningOrigin};
 
@@ -53,29 +50,9 @@ async fn proxy_for(blue: &RunningOrigin, green: &RunningOrigin) -> FileProxy {
     .await
 }
 
-/// GET / through the proxy, one request after another, until dropped.
-struct Traffic(JoinHandle<()>);
-
-impl Traffic {
-    fn start(addr: SocketAddr) -> Traffic {
-        Traffic(tokio::spawn(async move {
-            loop {
-                let mut client = Http1Client::connect(addr).await;
-                while let Ok(resp) = client.send_streaming(get_request("a.test", "/")).await {
-                    if resp.into_body().collect().await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Requests through `proxy` (for `a.test`, 2 ms apart), until dropped.
+fn traffic(proxy: &FileProxy) -> Traffic {
+    Traffic::start_with(proxy.addr, "a.test", Duration::from_millis(2))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -106,7 +83,7 @@ async fn wait_exits_0_when_the_canary_succeeds_and_prints_the_url_and_each_step(
     let blue = Origin::new("blue").start().await;
     let green = Origin::new("green").start().await;
     let proxy = proxy_for(&blue, &green).await;
-    let _traffic = Traffic::start(proxy.addr);
+    let _traffic = traffic(&proxy);
 
     let output = proxy.ctl(&proxy.token, &START_AND_WAIT).await;
 
@@ -129,7 +106,7 @@ async fn wait_exits_1_when_the_canary_fails() {
         .await;
     green.set_status(500);
     let proxy = proxy_for(&blue, &green).await;
-    let _traffic = Traffic::start(proxy.addr);
+    let _traffic = traffic(&proxy);
 
     let output = proxy.ctl(&proxy.token, &START_AND_WAIT).await;
 
@@ -147,17 +124,10 @@ async fn wait_exits_2_when_the_canary_is_aborted_meanwhile() {
     // No traffic: the canary waits at step 1 until the abort.
     let abort = async {
         support::eventually_async("the canary to run", || async {
-            proxy.route("web").await["route"]["canary"]["state"] == "running"
+            view(&proxy).await["state"] == "running"
         })
         .await;
-        let (status, body) = proxy
-            .admin_send(
-                Method::POST,
-                "/api/v1/routes/web/canary/abort",
-                None,
-                Some(&proxy.token),
-            )
-            .await;
+        let (status, body) = canary_action(&proxy, "web", "abort").await;
         assert_eq!(status, StatusCode::OK, "abort: {body}");
     };
     let (output, ()) = tokio::join!(proxy.ctl(&proxy.token, &START_AND_WAIT), abort);
@@ -190,10 +160,7 @@ async fn wait_exits_3_when_the_timeout_passes_first() {
         "{stderr}"
     );
     // Timing out leaves the canary where it is.
-    assert_eq!(
-        proxy.route("web").await["route"]["canary"]["state"],
-        "running"
-    );
+    assert_eq!(view(&proxy).await["state"], "running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +217,7 @@ async fn wait_goes_on_through_an_approval_step_once_approved_from_another_call()
         two_backend_config("100", &blue, "0", &green)
     ))
     .await;
-    let _traffic = Traffic::start(proxy.addr);
+    let _traffic = traffic(&proxy);
 
     // Approved once ctl has shown the wait (its stdout read as it runs), so
     // the test does not depend on ctl's poll catching a short wait.

@@ -11,7 +11,8 @@
 //!   the raw-byte origins kept apart are listed in its doc: [`recording_origin`],
 //!   [`h2_origin`], [`hostile`]'s backends, [`nginx`];
 //! - [`proxy`]: sluicegate on port-0 listeners; [`admin`]: started from a file,
-//!   with the admin API;
+//!   with the admin API; [`canary`]: the canary driven through that API,
+//!   its view and history, and traffic to give its steps requests;
 //! - [`client`]: hyper clients (HTTP/1.1, h2c), raw-socket exchanges and the
 //!   metrics scrape; [`raw`]: a raw HTTP/1.x connection; [`grpc`]: gRPC and
 //!   WebSocket clients; [`tls`]: a private CA and TLS clients;
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod canary;
 pub mod client;
 pub mod config_text;
 pub mod differential;
