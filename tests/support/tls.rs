@@ -92,31 +92,33 @@ impl Pki {
 
     /// A client config that trusts only this CA and offers `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> ClientConfig {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der()).expect("add CA root");
-        let mut config = ClientConfig::builder_with_provider(ring())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
+        with_alpn(self.trusting().with_no_client_auth(), alpn)
     }
 
     /// [`client_config`](Self::client_config) presenting `identity` as the
     /// client certificate.
     pub fn client_config_as(&self, alpn: &[&[u8]], identity: &Leaf) -> ClientConfig {
+        let config = self
+            .trusting()
+            .with_client_auth_cert(vec![identity.der.clone()], identity.private_key())
+            .expect("client certificate");
+        with_alpn(config, alpn)
+    }
+
+    /// A client config builder that trusts only this CA.
+    fn trusting(&self) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der()).expect("add CA root");
-        let mut config = ClientConfig::builder_with_provider(ring())
+        ClientConfig::builder_with_provider(ring())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots)
-            .with_client_auth_cert(vec![identity.der.clone()], identity.private_key())
-            .expect("client certificate");
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
     }
+}
+
+fn with_alpn(mut config: ClientConfig, alpn: &[&[u8]]) -> ClientConfig {
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
 }
 
 impl Leaf {
