@@ -48,8 +48,15 @@ pub fn system_roots() -> (RootCertStore, Vec<String>) {
 
 /// The certificate chain in the PEM file `path`; at least one certificate.
 pub fn cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(Iterator::collect)
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    cert_chain_bytes(&bytes, path)
+}
+
+/// The certificate chain in `bytes`, read from `path`; at least one.
+pub fn cert_chain_bytes(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
     if chain.is_empty() {
         return Err(format!("no certificate in {}", path.display()));
@@ -59,7 +66,14 @@ pub fn cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The private key in the PEM file `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|_| format!("no readable private key in {}", path.display()))?;
+    private_key_bytes(&bytes, path)
+}
+
+/// The private key in `bytes`, read from `path`.
+pub fn private_key_bytes(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     // The parser's own error text could quote the key: name only the file.
-    PrivateKeyDer::from_pem_file(path)
+    PrivateKeyDer::from_pem_slice(bytes)
         .map_err(|_| format!("no readable private key in {}", path.display()))
 }

@@ -320,13 +320,13 @@ impl Identity {
     fn load(files: &CertPair) -> Result<Identity, String> {
         let read =
             |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let mut bytes = read(&files.cert)?;
-        bytes.extend_from_slice(&read(&files.key)?);
+        let (cert, key) = (read(&files.cert)?, read(&files.key)?);
+        let fingerprint = content_hash(&[cert.as_slice(), key.as_slice()].concat());
         Ok(Identity {
-            chain: pem::cert_chain(&files.cert)?,
-            key: pem::private_key(&files.key)?,
+            chain: pem::cert_chain_bytes(&cert, &files.cert)?,
+            key: pem::private_key_bytes(&key, &files.key)?,
             files: files.clone(),
-            fingerprint: content_hash(&bytes),
+            fingerprint,
         })
     }
 }
