@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,6 +134,46 @@ def wait_http_ok(port, path="/", timeout=30.0):
             return
         time.sleep(0.1)
     raise RuntimeError(f"no 200 from 127.0.0.1:{port}{path} after {timeout}s")
+
+
+# ----------------------------------------------------------------------- TLS
+
+
+def make_cert(workdir):
+    """A self-signed ECDSA P-256 certificate for TARGET_HOST (SAN: the name and
+    127.0.0.1), made once per run in `workdir`; every TLS listener serves it.
+    Returns {"cert": path, "key": path, "pem": cert + key in one file (HAProxy)}."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("openssl not found: the TLS cases need it to make their "
+                         "certificate (Debian package openssl), or leave them out with --cases")
+    d = Path(workdir) / "tls"
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "cert.pem", d / "key.pem"
+    out = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", f"/CN={TARGET_HOST}",
+         "-addext", f"subjectAltName=DNS:{TARGET_HOST},IP:127.0.0.1"],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"openssl req failed:\n{out.stderr}")
+    pem = d / "cert-key.pem"
+    pem.write_text(cert.read_text() + key.read_text())
+    return {"cert": cert, "key": key, "pem": pem}
+
+
+def build_tls_shim(workdir):
+    """Compiles wrk_tls_shim.c (wrk's LD_PRELOAD shim: full or resumed
+    handshakes on reconnect, and a count of each) into `workdir`."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("no C compiler (cc/gcc) for wrk_tls_shim.c: the TLS cases need it "
+                         "(Debian package gcc), or leave them out with --cases")
+    so = Path(workdir) / "wrk_tls_shim.so"
+    out = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", so, HERE / "wrk_tls_shim.c",
+                          "-ldl"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"building wrk_tls_shim.so failed:\n{out.stderr}")
+    return so
 
 
 # --------------------------------------------------------------------- /proc
@@ -350,8 +391,38 @@ class Origins:
 # ------------------------------------------------------------------- proxies
 
 
-def nginx_proxy_conf(d, port, h2_port, origins):
+NGINX_LOCATION = """
+    location / {
+      proxy_pass http://origins;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      # 64 KiB fits in memory: no temp files
+      proxy_buffer_size 16k;
+      proxy_buffers 8 16k;
+      proxy_busy_buffers_size 32k;
+      proxy_max_temp_file_size 0;
+    }"""
+
+
+def nginx_proxy_conf(d, port, h2_port, origins, tls_port=None, tls=None):
     a, b = origins
+    tls_server = ""
+    if tls_port:
+        # TLS 1.3 only, default ciphers and groups, HTTP/1.1 (no http2: ALPN
+        # offers http/1.1 only); session cache and tickets on (the usual setup).
+        tls_server = f"""
+  server {{
+    listen 127.0.0.1:{tls_port} ssl backlog=4096;
+    ssl_certificate {tls['cert']};
+    ssl_certificate_key {tls['key']};
+    ssl_protocols TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;{NGINX_LOCATION}
+  }}"""
     return f"""
 worker_processes 1;
 daemon off;
@@ -373,28 +444,27 @@ http {{
   }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    listen 127.0.0.1:{h2_port} http2 backlog=4096;
-    location / {{
-      proxy_pass http://origins;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      # 64 KiB fits in memory: no temp files
-      proxy_buffer_size 16k;
-      proxy_buffers 8 16k;
-      proxy_busy_buffers_size 32k;
-      proxy_max_temp_file_size 0;
-    }}
-  }}
+    listen 127.0.0.1:{h2_port} http2 backlog=4096;{NGINX_LOCATION}
+  }}{tls_server}
 }}
 """
 
 
-def haproxy_conf(d, port, h2_port, origins):
+def haproxy_conf(d, port, h2_port, origins, tls_port=None, tls=None):
     a, b = origins
+    tls_frontend = ""
+    if tls_port:
+        # Its own frontend, so the plain one stays as it was. TLS 1.3 only,
+        # default ciphers and groups, ALPN http/1.1; tickets and the session
+        # cache (tune.ssl.cachesize) at their defaults.
+        tls_frontend = f"""
+frontend fe_tls
+  bind 127.0.0.1:{tls_port} ssl crt {tls['pem']} ssl-min-ver TLSv1.3 alpn http/1.1 backlog 4096
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend origins
+"""
     return f"""
 global
   nbthread 1
@@ -425,11 +495,11 @@ backend origins
   http-reuse always
   server a {a} weight 9
   server b {b} weight 1
-"""
+{tls_frontend}"""
 
 
 def sluicegate_conf(port, admin_port, origins, routes=1, split=True, retries=None,
-                    failover=None, sticky_header=None, extra=""):
+                    failover=None, sticky_header=None, extra="", tls_port=None, tls=None):
     """The sluicegate config; `routes` > 1 puts `routes - 1` other routes
     (distinct hosts, every tenth a wildcard) before the one that matches."""
     a, b = origins
@@ -437,6 +507,14 @@ def sluicegate_conf(port, admin_port, origins, routes=1, split=True, retries=Non
         "[[listeners]]",
         f'addr = "127.0.0.1:{port}"',
         "",
+    ]
+    if tls_port:
+        # rustls defaults (TLS 1.2 and 1.3, ALPN h2 and http/1.1, its session
+        # cache): the listener has no switches for them. wrk offers no ALPN
+        # and negotiates TLS 1.3, so the cases see TLS 1.3 + HTTP/1.1 here too.
+        lines += ["[[listeners]]", f'addr = "127.0.0.1:{tls_port}"',
+                  f'tls = {{ cert = "{tls["cert"]}", key = "{tls["key"]}" }}', ""]
+    lines += [
         "[admin]",
         f'addr = "127.0.0.1:{admin_port}"',
         "",
@@ -477,10 +555,16 @@ class Proxy:
 
     kinds: nginx, haproxy, sluicegate, floor. `port` takes HTTP/1.1 (and h2c
     prior knowledge for sluicegate and the floor); `h2_port` takes h2c.
+    With `tls` (make_cert's paths) nginx, HAProxy and sluicegate also listen
+    on `tls_port`: HTTPS (HTTP/1.1 over TLS 1.3). The floor has no TLS:
+    `tls_port` stays None.
     """
 
+    TLS_KINDS = ("nginx", "haproxy", "sluicegate")
+
     def __init__(self, services, name, kind, origins, workdir, routes=1, valgrind=None,
-                 floor_flags=("--xff", "--auto"), sluicegate_opts=None, cpu=PROXY_CPU):
+                 floor_flags=("--xff", "--auto"), sluicegate_opts=None, cpu=PROXY_CPU,
+                 tls=None):
         self.name, self.kind = name, kind
         self.services = services
         self.dir = Path(workdir) / name
@@ -488,19 +572,22 @@ class Proxy:
         self.port = free_port()
         self.h2_port = self.port
         self.admin_port = None
+        self.tls_port = free_port() if tls and kind in self.TLS_KINDS else None
+        t = dict(tls_port=self.tls_port, tls=tls)
         d = self.dir
         if kind == "nginx":
             self.h2_port = free_port()
-            (d / "nginx.conf").write_text(nginx_proxy_conf(d, self.port, self.h2_port, origins))
+            (d / "nginx.conf").write_text(nginx_proxy_conf(d, self.port, self.h2_port, origins,
+                                                           **t))
             argv = ["nginx", "-p", d, "-c", d / "nginx.conf", "-e", d / "error.log"]
         elif kind == "haproxy":
             self.h2_port = free_port()
-            (d / "haproxy.cfg").write_text(haproxy_conf(d, self.port, self.h2_port, origins))
+            (d / "haproxy.cfg").write_text(haproxy_conf(d, self.port, self.h2_port, origins, **t))
             argv = ["haproxy", "-db", "-f", d / "haproxy.cfg"]
         elif kind == "sluicegate":
             self.admin_port = free_port()
             conf = sluicegate_conf(self.port, self.admin_port, origins, routes=routes,
-                                   **(sluicegate_opts or {}))
+                                   **t, **(sluicegate_opts or {}))
             (d / "sluicegate.toml").write_text(conf)
             argv = [SLUICEGATE, "run", "-c", d / "sluicegate.toml"]
         elif kind == "floor":
@@ -515,6 +602,8 @@ class Proxy:
         wait_listening(self.port, timeout=timeout, proc=self.svc.proc)
         if self.h2_port != self.port:
             wait_listening(self.h2_port, timeout=timeout, proc=self.svc.proc)
+        if self.tls_port:
+            wait_listening(self.tls_port, timeout=timeout, proc=self.svc.proc)
 
     def pids(self):
         return self.svc.pids()
@@ -586,6 +675,7 @@ def environment():
         "haproxy": first_line(["haproxy", "-v"]),
         "wrk": first_line(["wrk", "-v"]),
         "h2load": first_line(["h2load", "--version"]),
+        "openssl": first_line(["openssl", "version"]),
         "valgrind": first_line(["valgrind", "--version"]),
         "python": first_line(["python3", "--version"]),
     }

@@ -14,6 +14,8 @@ declare -A PEERS_PACKAGES=(
     [callgrind_annotate]=valgrind
     [taskset]=util-linux
     [python3]=python3
+    [openssl]=openssl
+    [cc]=gcc
 )
 
 peers_setup() {
