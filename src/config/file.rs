@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::duration;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct FileConfig {
 }
 
 /// `[[notify]]`: a webhook POSTed one JSON object per event, in the background.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileNotify {
     /// `http://host:port/path`.
@@ -45,7 +45,7 @@ pub struct FileNotify {
 }
 
 /// `[[routes.canary.gates]]`: a webhook that must answer 2xx before each step after the first.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileGate {
     /// `http://host:port/path`.
@@ -57,7 +57,7 @@ pub struct FileGate {
 }
 
 /// `[fleet]`: share weights, history and canaries with other instances through etcd.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileFleet {
     #[serde(default)]
@@ -74,7 +74,7 @@ pub struct FileFleet {
 }
 
 /// `tls = { ca, cert, key }` of `[fleet]`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileFleetTls {
     pub ca: Option<String>,
@@ -83,7 +83,7 @@ pub struct FileFleetTls {
 }
 
 /// `[limits]`
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_connections: Option<usize>,
@@ -93,7 +93,7 @@ pub struct FileLimits {
 }
 
 /// `[access_log]`
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAccessLog {
     pub enabled: Option<bool>,
@@ -104,7 +104,7 @@ pub struct FileAccessLog {
 }
 
 /// `[[listeners]]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub addr: String,
@@ -114,7 +114,7 @@ pub struct FileListener {
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, …] }` on a listener.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
     pub cert: String,
@@ -127,7 +127,7 @@ pub struct FileTls {
 }
 
 /// One `{ cert, key }` pair in `sni`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCertPair {
     pub cert: String,
@@ -135,7 +135,7 @@ pub struct FileCertPair {
 }
 
 /// `[admin]`
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub addr: Option<String>,
@@ -150,7 +150,7 @@ pub struct FileAdmin {
 }
 
 /// `tls = { cert, key, client_ca }` of `[admin]`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdminTls {
     pub cert: String,
@@ -159,7 +159,7 @@ pub struct FileAdminTls {
 }
 
 /// One `[[admin.tokens]]`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdminToken {
     /// Recorded as the actor of the changes made with this token.
@@ -172,7 +172,7 @@ pub struct FileAdminToken {
 }
 
 /// `[timeouts]`
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
     #[serde(default)]
@@ -199,7 +199,7 @@ pub struct FileTimeouts {
 }
 
 /// `[[routes]]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     pub name: String,
@@ -219,7 +219,7 @@ pub struct FileRoute {
 }
 
 /// `match = { host, path_prefix, headers }`
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMatch {
     pub host: Option<String>,
@@ -229,7 +229,7 @@ pub struct FileMatch {
 }
 
 /// `sticky = { cookie = NAME }` or `{ header = NAME }`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSticky {
     pub cookie: Option<String>,
@@ -241,7 +241,7 @@ pub struct FileSticky {
 }
 
 /// `[[routes.backends]]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackend {
     pub name: String,
@@ -268,7 +268,7 @@ pub struct FileBackend {
 }
 
 /// `[routes.backends.outlier]`: passive ejection.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileOutlier {
     pub consecutive_failures: Option<u32>,
@@ -281,7 +281,7 @@ pub struct FileOutlier {
 }
 
 /// `[routes.backends.health]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealth {
     pub path: Option<String>,
@@ -296,7 +296,7 @@ pub struct FileHealth {
 }
 
 /// `[routes.mirror]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMirror {
     pub backend: String,
@@ -312,7 +312,7 @@ pub struct FileMirror {
 }
 
 /// `[routes.canary]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCanary {
     pub baseline: String,

@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod file;
+mod memo;
 pub mod pem;
 pub mod schema;
 mod source;
@@ -15,11 +16,13 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
 pub use duration::{DURATION_PATTERN, parse_duration};
+pub use memo::ParseMemo;
 pub use source::{Format, Position};
 
 /// Weights are kept in basis points: 10,000 is 100 %, 1 is 0.01 %.
@@ -80,7 +83,9 @@ pub struct Config {
     /// `None` when off.
     pub access_log: Option<AccessLogConfig>,
     pub limits: Limits,
-    pub routes: Vec<RouteConfig>,
+    /// Shared with the configs before and after it where a reload left the
+    /// route alone ([`ParseMemo`]), and with the snapshots' routes.
+    pub routes: Vec<Arc<RouteConfig>>,
     /// `[fleet]`: weights, history and canaries shared through etcd.
     pub fleet: Option<FleetConfig>,
     /// `[[notify]]`: webhooks told of every revision and canary change.
@@ -306,7 +311,7 @@ impl Default for Timeouts {
 }
 
 /// One route: which requests it takes and how it splits them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     pub host: Option<HostMatch>,
@@ -415,7 +420,7 @@ impl IpNet {
 }
 
 /// A group of endpoints running one version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub weight: Weight,
@@ -772,6 +777,17 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and validates `path` (TOML, or YAML for `.yaml`/`.yml`).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_from(path, None)
+    }
+
+    /// [`Config::load`] that parses only the route tables whose text is not
+    /// in `memo` (the file's last load), and keeps this load's in it: a
+    /// reload of a large file that changed a few routes parses a few routes.
+    pub fn load_with(path: &Path, memo: &mut ParseMemo) -> Result<Config, ConfigErrors> {
+        Config::load_from(path, Some(memo))
+    }
+
+    fn load_from(path: &Path, memo: Option<&mut ParseMemo>) -> Result<Config, ConfigErrors> {
         let name = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
@@ -782,7 +798,7 @@ impl Config {
             }])
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut config = Config::parse_in(&src, &name, Format::from_path(path), dir)?;
+        let mut config = Config::parse_memo(&src, &name, Format::from_path(path), dir, memo)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.source = Some(path.to_path_buf());
         config.source_hash = Some(content_hash(src.as_bytes()));
@@ -802,6 +818,25 @@ impl Config {
         format: Format,
         dir: &Path,
     ) -> Result<Config, ConfigErrors> {
+        Config::parse_memo(src, file, format, dir, None)
+    }
+
+    fn parse_memo(
+        src: &str,
+        file: &str,
+        format: Format,
+        dir: &Path,
+        memo: Option<&mut ParseMemo>,
+    ) -> Result<Config, ConfigErrors> {
+        if let (Format::Toml, Some(memo)) = (format, memo)
+            && let Some(mut pieces) = memo.cut(src)
+        {
+            let header = std::mem::take(&mut pieces.header);
+            let routes = std::mem::take(&mut pieces.routes);
+            let config = validate::validate_routes(header, routes, file, src, format, dir)?;
+            memo.remember(pieces, &config.routes);
+            return Ok(config);
+        }
         let raw = validate::deserialize(src, format).map_err(|errors| {
             let located = errors.into_iter().map(|(pos, message)| ConfigError {
                 file: file.to_string(),
@@ -869,7 +904,10 @@ impl Config {
 
     /// The route called `name`.
     pub fn route(&self, name: &str) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| r.name == name)
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .map(AsRef::as_ref)
     }
 }
 

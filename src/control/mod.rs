@@ -23,7 +23,8 @@ mod snapshot;
 pub mod webhook;
 
 pub use change::{
-    Applied, Change, ChangeError, FleetUpdate, PreparedConfig, WeightChange, load, prepare,
+    Applied, Change, ChangeError, FleetUpdate, PreparedConfig, WeightChange, load, load_with,
+    prepare,
 };
 pub use router::HeaderLookup;
 pub use snapshot::{Backend, EndpointPool, Route, Snapshot, effective_weights};
@@ -178,7 +179,7 @@ impl State {
     /// Builds and swaps in the snapshot for `control`, then tells subscribers.
     fn publish(&self, control: &Control) {
         let revision = control.history.latest();
-        let snapshot = Snapshot::build(
+        let snapshot = self.current.load().rebuild(
             Arc::clone(&control.config),
             &control.tls,
             revision,
@@ -186,7 +187,7 @@ impl State {
             &self.pool,
             &self.telemetry,
         );
-        self.current.store(Arc::new(snapshot));
+        drop_later(self.current.swap(Arc::new(snapshot)));
         self.revisions.send_replace(revision);
     }
 
@@ -251,5 +252,17 @@ impl State {
         self.control
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Drops `value` on the blocking pool when there is a runtime: the routes of
+/// a large config take milliseconds to free, which the change that replaced
+/// them (and the worker it ran on) need not wait for.
+pub(crate) fn drop_later<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }

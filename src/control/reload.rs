@@ -10,8 +10,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{ConfigError, ConfigErrors, content_hash};
-use crate::control::{Applied, Change, State, load};
+use crate::config::{ConfigError, ConfigErrors, ParseMemo, content_hash};
+use crate::control::{Applied, Change, State, load_with};
 
 /// Bursts of file events (an editor's write + rename) are folded into one reload.
 const DEBOUNCE: Duration = Duration::from_millis(25);
@@ -24,6 +24,9 @@ pub struct Reloader {
     /// Hashes of the bytes last read and last applied: file events that did
     /// not change the file are ignored, and reloading the running file is a no-op.
     seen: Mutex<Seen>,
+    /// The route tables of the last file read, so a reload parses only the
+    /// ones that changed ([`ParseMemo`]).
+    memo: Mutex<ParseMemo>,
     announce: Option<Announce>,
 }
 
@@ -79,6 +82,7 @@ impl Reloader {
                 read: loaded,
                 applied: loaded,
             }),
+            memo: Mutex::new(ParseMemo::default()),
             announce: None,
         }
     }
@@ -137,7 +141,11 @@ impl Reloader {
         if let Ok(mut seen) = self.seen.lock() {
             seen.read = hash;
         }
-        let applied = load(&self.path).and_then(|prepared| {
+        let loaded = match self.memo.lock() {
+            Ok(mut memo) => load_with(&self.path, &mut memo),
+            Err(_) => load_with(&self.path, &mut ParseMemo::default()),
+        };
+        let applied = loaded.and_then(|prepared| {
             let loaded = prepared.config.source_hash;
             let applied = self
                 .state
@@ -174,6 +182,22 @@ impl Reloader {
         }
     }
 
+    /// Gives the memo the running config's routes when the file is the
+    /// one they came from, so the first reload is as quick as the others.
+    fn remember(&self) {
+        let Ok(src) = std::fs::read_to_string(&self.path) else {
+            return;
+        };
+        let running = self.seen.lock().map(|s| s.applied).unwrap_or(None);
+        let toml = crate::config::Format::from_path(&self.path) == crate::config::Format::Toml;
+        if toml && running == Some(content_hash(src.as_bytes())) {
+            let config = Arc::clone(&self.state.snapshot().config);
+            if let Ok(mut memo) = self.memo.lock() {
+                memo.seed(&src, &config.routes);
+            }
+        }
+    }
+
     /// Watches the file's directory (editors and Kubernetes ConfigMaps replace
     /// files by rename or symlink swap) and reloads on change until `stop`.
     pub fn watch(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> notify::Result<()> {
@@ -196,7 +220,13 @@ impl Reloader {
         tokio::spawn(async move {
             let _watcher = watcher;
             // The file may have changed between loading it and watching it.
-            let _ = reloader.reload_if_changed();
+            let first = Arc::clone(&reloader);
+            let _ = tokio::task::spawn_blocking(move || {
+                if matches!(first.reload_if_changed(), Ok(Outcome::Unchanged)) {
+                    first.remember();
+                }
+            })
+            .await;
             loop {
                 tokio::select! {
                     event = rx.recv() => if event.is_none() { break },
@@ -204,7 +234,10 @@ impl Reloader {
                 }
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
-                let _ = reloader.reload_if_changed();
+                // Off the workers: a large file takes tens of milliseconds
+                // that requests on this worker need not wait for.
+                let next = Arc::clone(&reloader);
+                let _ = tokio::task::spawn_blocking(move || next.reload_if_changed()).await;
             }
         });
         Ok(())
@@ -225,7 +258,8 @@ impl Reloader {
                     _ = stop.changed() => break,
                 }
                 tracing::info!("SIGHUP: reloading the config file");
-                let _ = reloader.reload();
+                let next = Arc::clone(&reloader);
+                let _ = tokio::task::spawn_blocking(move || next.reload()).await;
             }
         });
         Ok(())

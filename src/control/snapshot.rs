@@ -36,7 +36,7 @@ pub struct Snapshot {
 /// A route ready to serve: its backends and the weighted picker over them.
 #[derive(Debug)]
 pub struct Route {
-    pub config: RouteConfig,
+    pub config: Arc<RouteConfig>,
     pub backends: Vec<Backend>,
     picker: WeightedPicker,
     /// Sticky bucket ranges by desired weight (so a failover does not move
@@ -183,19 +183,75 @@ impl Snapshot {
         pool: &EndpointPool,
         telemetry: &Telemetry,
     ) -> Snapshot {
+        Snapshot::build_reusing(config, tls, revision, overrides, pool, telemetry, None)
+    }
+
+    /// [`Snapshot::build`] that keeps `self`'s `Arc<Route>` for every route
+    /// nothing changed for: the same config, desired weights, endpoints and
+    /// availability. A reload of a large file that changes one route builds
+    /// one route (no metric-handle lookups, no drop of the old routes).
+    pub fn rebuild(
+        &self,
+        config: Arc<Config>,
+        tls: &TlsClients,
+        revision: u64,
+        overrides: &HashMap<String, WeightMap>,
+        pool: &EndpointPool,
+        telemetry: &Telemetry,
+    ) -> Snapshot {
+        Snapshot::build_reusing(
+            config,
+            tls,
+            revision,
+            overrides,
+            pool,
+            telemetry,
+            Some(self),
+        )
+    }
+
+    fn build_reusing(
+        config: Arc<Config>,
+        tls: &TlsClients,
+        revision: u64,
+        overrides: &HashMap<String, WeightMap>,
+        pool: &EndpointPool,
+        telemetry: &Telemetry,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         // Endpoints by route and backend. They take this snapshot's ejection
         // rules before any availability is read: the rules may lift an ejection.
+        let idle_limit = config.timeouts.upstream_idle;
         let endpoints: Vec<Vec<Vec<Arc<Endpoint>>>> = config
             .routes
             .iter()
             .map(|rc| {
+                // The very same route config: either the same config published
+                // again (same TLS clients) or a reload that left a route without
+                // TLS settings alone (`ParseMemo` shares no other): the pool
+                // would give the endpoints the route has already.
+                let same = previous
+                    .and_then(|p| p.route_arc(&rc.name))
+                    .filter(|old| Arc::ptr_eq(&old.config, rc));
+                if let Some(old) = same {
+                    return old
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            b.endpoints
+                                .iter()
+                                .for_each(|e| e.set_idle_limit(idle_limit));
+                            b.endpoints.clone()
+                        })
+                        .collect();
+                }
                 rc.backends
                     .iter()
                     .map(|bc| {
                         let transport = tls.transport(&bc.transport);
                         bc.endpoints
                             .iter()
-                            .map(|a| pool.get(a, &transport, config.timeouts.upstream_idle))
+                            .map(|a| pool.get(a, &transport, idle_limit))
                             .collect()
                     })
                     .collect()
@@ -208,6 +264,12 @@ impl Snapshot {
             .zip(endpoints)
             .map(|(rc, route_endpoints)| {
                 let chosen = overrides.get(&rc.name);
+                let kept = previous
+                    .and_then(|p| p.route_arc(&rc.name))
+                    .filter(|old| old.unchanged(rc, chosen, &route_endpoints));
+                if let Some(kept) = kept {
+                    return Arc::clone(kept);
+                }
                 let backends: Vec<Backend> = rc
                     .backends
                     .iter()
@@ -239,17 +301,31 @@ impl Snapshot {
                     .mirror
                     .as_ref()
                     .map(|m| telemetry.mirror(&rc.name, m.max_concurrent));
-                Arc::new(Route::assemble(rc.clone(), backends, mirror, fast_h1))
+                Arc::new(Route::assemble(Arc::clone(rc), backends, mirror, fast_h1))
             })
             .collect();
-        let router = Arc::new(Router::new(&routes));
-        let by_name = Arc::new(
-            routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.config.name.clone(), i))
-                .collect(),
-        );
+        // The router and the name map only see each route's name, host and
+        // place: the previous ones serve when those are all the same.
+        let same_places = |p: &&Snapshot| {
+            p.routes.len() == routes.len()
+                && p.routes.iter().zip(&routes).all(|(a, b)| {
+                    Arc::ptr_eq(&a.config, &b.config)
+                        || (a.config.name == b.config.name && a.config.host == b.config.host)
+                })
+        };
+        let (router, by_name) = match previous.filter(same_places) {
+            Some(p) => (Arc::clone(&p.router), Arc::clone(&p.by_name)),
+            None => (
+                Arc::new(Router::new(&routes)),
+                Arc::new(
+                    routes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (r.config.name.clone(), i))
+                        .collect(),
+                ),
+            ),
+        };
         Snapshot {
             revision,
             config,
@@ -298,10 +374,11 @@ impl Snapshot {
 
     /// The route called `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
-        self.by_name
-            .get(name)
-            .and_then(|&i| self.routes.get(i))
-            .map(AsRef::as_ref)
+        self.route_arc(name).map(AsRef::as_ref)
+    }
+
+    fn route_arc(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_name.get(name).and_then(|&i| self.routes.get(i))
     }
 }
 
@@ -309,7 +386,7 @@ impl Route {
     /// A route of `backends` (their desired weights set, availability read):
     /// the effective weights, the picker and the sticky ranges follow.
     fn assemble(
-        config: RouteConfig,
+        config: Arc<RouteConfig>,
         mut backends: Vec<Backend>,
         mirror: Option<Arc<MirrorState>>,
         fast_h1: bool,
@@ -330,6 +407,34 @@ impl Route {
             mirror,
             backends,
         }
+    }
+
+    /// Whether a build for `config` with desired `weights` (`None`: the
+    /// file's) over `endpoints` would give this route: same config, same
+    /// desired weights, the same endpoint objects, each backend's
+    /// availability as it was (a flip must recompute the effective weights).
+    fn unchanged(
+        &self,
+        config: &Arc<RouteConfig>,
+        weights: Option<&WeightMap>,
+        endpoints: &[Vec<Arc<Endpoint>>],
+    ) -> bool {
+        (Arc::ptr_eq(&self.config, config) || self.config == *config)
+            && self.backends.len() == endpoints.len()
+            && self
+                .backends
+                .iter()
+                .zip(&config.backends)
+                .zip(endpoints)
+                .all(|((b, bc), endpoints)| {
+                    b.weight == weights.map_or(bc.weight, |w| w.get(&bc.name))
+                        && b.endpoints.len() == endpoints.len()
+                        && b.endpoints
+                            .iter()
+                            .zip(endpoints)
+                            .all(|(a, b)| Arc::ptr_eq(a, b))
+                        && b.available == endpoints.iter().any(|e| e.available())
+                })
     }
 
     /// This route with desired `weights` (`None`: the file's), the same
@@ -355,7 +460,7 @@ impl Route {
             })
             .collect();
         Route::assemble(
-            self.config.clone(),
+            Arc::clone(&self.config),
             backends,
             self.mirror.clone(),
             self.fast_h1,
@@ -396,7 +501,7 @@ impl Route {
 /// backend is a guard, since its share would get 503. An endpoint in several
 /// routes is in a guard of each, and an ejection that would empty any of
 /// them is refused.
-fn share_ejection_rules(routes: &[RouteConfig], endpoints: &[Vec<Vec<Arc<Endpoint>>>]) {
+fn share_ejection_rules(routes: &[Arc<RouteConfig>], endpoints: &[Vec<Vec<Arc<Endpoint>>>]) {
     type ByEndpoint<'a> = HashMap<*const Endpoint, (&'a Arc<Endpoint>, EjectionRules)>;
     fn add<'a>(
         rules: &mut ByEndpoint<'a>,
@@ -613,6 +718,128 @@ backends = [{ name = "a", endpoints = ["127.0.0.1:3"] }]
             before.route("web").unwrap().weights()
         );
         assert!(before.with_weights("nope", None, 3).is_none());
+    }
+
+    #[test]
+    fn a_rebuild_keeps_what_did_not_change_and_rebuilds_the_rest() {
+        let text = |web_weight: u32, api_host: &str| {
+            format!(
+                r#"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[routes]]
+name = "web"
+match = {{ host = "web.test" }}
+backends = [
+  {{ name = "blue", weight = {web_weight}, endpoints = ["127.0.0.1:1"] }},
+  {{ name = "green", weight = {}, endpoints = ["127.0.0.1:2"] }},
+]
+[[routes]]
+name = "api"
+match = {{ host = "{api_host}" }}
+backends = [{{ name = "a", endpoints = ["127.0.0.1:3"] }}]
+"#,
+                100 - web_weight
+            )
+        };
+        let parse = |t: &str| Arc::new(Config::parse(t, "test.toml", Format::Toml).unwrap());
+        let (tls, pool, telemetry) = (
+            TlsClients::default(),
+            EndpointPool::default(),
+            Telemetry::new(),
+        );
+        let none = HashMap::new();
+        let first = Snapshot::build(
+            parse(&text(90, "api.test")),
+            &tls,
+            1,
+            &none,
+            &pool,
+            &telemetry,
+        );
+
+        // web's weights changed in the file; api's config is equal (another parse).
+        let second = first.rebuild(
+            parse(&text(50, "api.test")),
+            &tls,
+            2,
+            &none,
+            &pool,
+            &telemetry,
+        );
+        assert!(
+            !Arc::ptr_eq(&first.routes[0], &second.routes[0]),
+            "web rebuilt"
+        );
+        assert_eq!(
+            second.route("web").unwrap().backends[0].weight,
+            Weight(5_000)
+        );
+        assert!(Arc::ptr_eq(&first.routes[1], &second.routes[1]), "api kept");
+        assert!(
+            Arc::ptr_eq(&first.router, &second.router),
+            "same hosts: same router"
+        );
+
+        // An override for web: rebuilt with it; one equal to the file's
+        // weights for api: kept.
+        let overrides = HashMap::from([
+            (
+                "web".to_string(),
+                WeightMap(vec![
+                    ("blue".to_string(), Weight(2_500)),
+                    ("green".to_string(), Weight(7_500)),
+                ]),
+            ),
+            (
+                "api".to_string(),
+                WeightMap(vec![("a".to_string(), Weight(10_000))]),
+            ),
+        ]);
+        let config = Arc::clone(&second.config);
+        let third = second.rebuild(Arc::clone(&config), &tls, 3, &overrides, &pool, &telemetry);
+        assert!(
+            !Arc::ptr_eq(&second.routes[0], &third.routes[0]),
+            "web rebuilt"
+        );
+        assert_eq!(
+            third.route("web").unwrap().backends[1].weight,
+            Weight(7_500)
+        );
+        assert!(Arc::ptr_eq(&second.routes[1], &third.routes[1]), "api kept");
+
+        // An endpoint's availability flips: its route is rebuilt (failover
+        // and effective weights are computed at build).
+        third.route("web").unwrap().backends[1].endpoints[0].set_draining(true);
+        let fourth = third.rebuild(config, &tls, 4, &overrides, &pool, &telemetry);
+        let web = fourth.route("web").unwrap();
+        assert!(!Arc::ptr_eq(&third.routes[0], &fourth.routes[0]));
+        assert!(!web.backends[1].available);
+        assert_eq!(web.backends[1].weight, Weight(7_500), "the override stays");
+        assert!(Arc::ptr_eq(&third.routes[1], &fourth.routes[1]));
+
+        // A host changed: a new router that finds it.
+        let fifth = fourth.rebuild(
+            parse(&text(50, "v2.api.test")),
+            &tls,
+            5,
+            &none,
+            &pool,
+            &telemetry,
+        );
+        assert!(!Arc::ptr_eq(&fourth.router, &fifth.router));
+        let headers = http::HeaderMap::new();
+        let found = fifth
+            .find_route(Some("v2.api.test"), "/", &headers)
+            .map(Route::name);
+        assert_eq!(found, Some("api"));
+        assert!(fifth.find_route(Some("api.test"), "/", &headers).is_none());
+        // Compared with a whole build of the same: the same weights everywhere.
+        let whole = Snapshot::build(Arc::clone(&fifth.config), &tls, 5, &none, &pool, &telemetry);
+        for (a, b) in fifth.routes.iter().zip(&whole.routes) {
+            assert_eq!(a.weights(), b.weights());
+            assert_eq!(a.effective_weights(), b.effective_weights());
+        }
     }
 
     /// The endpoint `addr` of `route`'s `backend`.

@@ -25,14 +25,42 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub(super) use parse::deserialize;
+use std::sync::Arc;
 
 use super::source::SourceMap;
 use super::*;
 
+/// A route as validation gets it: read from the file, or checked already (a
+/// `[[routes]]` table with the same text as at the last load, see
+/// [`crate::config::ParseMemo`]).
+pub(super) enum RawRoute {
+    File(Box<file::FileRoute>),
+    Checked(Arc<RouteConfig>),
+}
+
 /// Converts `raw` (read from `src`, named `file`), or returns every error
 /// found, in file order.
 pub(super) fn validate(
+    mut raw: file::FileConfig,
+    file: &str,
+    src: &str,
+    format: Format,
+    dir: &Path,
+) -> Result<Config, ConfigErrors> {
+    let routes = std::mem::take(&mut raw.routes);
+    let routes = routes
+        .into_iter()
+        .map(|r| RawRoute::File(Box::new(r)))
+        .collect();
+    validate_routes(raw, routes, file, src, format, dir)
+}
+
+/// [`validate`] for a file whose routes come apart from the rest of it
+/// (`raw.routes` is ignored); a checked route is only checked against the
+/// others (its name).
+pub(super) fn validate_routes(
     raw: file::FileConfig,
+    routes: Vec<RawRoute>,
     file: &str,
     src: &str,
     format: Format,
@@ -46,7 +74,7 @@ pub(super) fn validate(
         map: None,
         errors: Vec::new(),
     };
-    let config = checker.config(raw);
+    let config = checker.config(raw, routes);
     if checker.errors.is_empty() {
         Ok(config)
     } else {
@@ -123,7 +151,7 @@ impl Checker<'_> {
         }
     }
 
-    fn config(&mut self, raw: file::FileConfig) -> Config {
+    fn config(&mut self, raw: file::FileConfig, routes: Vec<RawRoute>) -> Config {
         let listeners = self.listeners(raw.listeners);
         let admin = self.admin(raw.admin.unwrap_or_default());
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
@@ -132,19 +160,24 @@ impl Checker<'_> {
         let fleet = raw.fleet.and_then(|f| self.fleet(f));
         let notify = self.notify(raw.notify);
         let mut names = HashSet::new();
-        let routes = raw
-            .routes
+        let routes = routes
             .into_iter()
             .enumerate()
             .filter_map(|(i, route)| {
-                let path = format!("routes[{i}]");
-                if !names.insert(route.name.clone()) {
+                let name = match &route {
+                    RawRoute::File(raw) => &raw.name,
+                    RawRoute::Checked(checked) => &checked.name,
+                };
+                if !names.insert(name.clone()) {
                     self.error(
-                        &format!("{path}.name"),
-                        format!("duplicate route name `{}`", route.name),
+                        &format!("routes[{i}].name"),
+                        format!("duplicate route name `{name}`"),
                     );
                 }
-                self.route(&path, route)
+                match route {
+                    RawRoute::File(raw) => self.route(&format!("routes[{i}]"), *raw).map(Arc::new),
+                    RawRoute::Checked(checked) => Some(checked),
+                }
             })
             .collect();
         Config {

@@ -364,7 +364,9 @@ async fn start_needs_room_for_every_step_next_to_other_backends() {
         "{refused:?}"
     );
     // The canary must have somewhere to send traffic.
-    config.routes[0].backends[1].endpoints.clear();
+    Arc::make_mut(&mut config.routes[0]).backends[1]
+        .endpoints
+        .clear();
     apply_file(&state, config);
     let refused = controller.act("web", Action::Start);
     assert!(
@@ -383,7 +385,7 @@ async fn a_reload_keeps_the_canary_unless_it_removes_or_reshapes_it() {
     assert_eq!(view(&state, &controller)["state"], "running");
     // New steps: stopped where it was.
     let mut reshaped = config("", true);
-    if let Some(canary) = reshaped.routes[0].canary.as_mut() {
+    if let Some(canary) = Arc::make_mut(&mut reshaped.routes[0]).canary.as_mut() {
         canary.steps = vec![Weight(2000), Weight::FULL];
     }
     apply_file(&state, reshaped);
@@ -411,11 +413,11 @@ fn the_tick_is_a_tenth_of_the_quickest_interval_within_bounds() {
         tick_period(&state.snapshot().routes)
     };
     assert_eq!(period(&config), Duration::from_secs(1));
-    if let Some(canary) = config.routes[0].canary.as_mut() {
+    if let Some(canary) = Arc::make_mut(&mut config.routes[0]).canary.as_mut() {
         canary.interval = Duration::from_millis(200);
     }
     assert_eq!(period(&config), MIN_TICK);
-    if let Some(canary) = config.routes[0].canary.as_mut() {
+    if let Some(canary) = Arc::make_mut(&mut config.routes[0]).canary.as_mut() {
         canary.interval = Duration::from_secs(5);
     }
     assert_eq!(period(&config), Duration::from_millis(500));
@@ -473,7 +475,7 @@ async fn a_restart_restores_the_step_or_pauses_when_the_weights_differ() {
 #[tokio::test(start_paused = true)]
 async fn an_approval_step_waits_and_another_hand_still_pauses_it() {
     let mut config = config("", true);
-    if let Some(canary) = config.routes[0].canary.as_mut() {
+    if let Some(canary) = Arc::make_mut(&mut config.routes[0]).canary.as_mut() {
         canary.approve_at = vec![Weight(1000)];
     }
     let state = Arc::new(State::new(config));

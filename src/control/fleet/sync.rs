@@ -193,7 +193,7 @@ pub(super) fn read_mirror(
     keys: &Keys,
     mirror: &Mirror,
     zone: Option<&str>,
-    routes: &[RouteConfig],
+    routes: &[Arc<RouteConfig>],
     last: Option<&FleetUpdate>,
 ) -> Read {
     let mut problems = Vec::new();
@@ -336,7 +336,7 @@ async fn seed(fleet: &Fleet, mirror: &Mirror, config: &Config) {
 mod tests {
     use super::*;
 
-    fn routes() -> Vec<RouteConfig> {
+    fn routes() -> Vec<Arc<RouteConfig>> {
         crate::config::blue_green_90_10().routes
     }
 
