@@ -188,18 +188,32 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 #[inline]
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names (cheap comparisons of
-    // standard headers) instead of eight hashed removals.
-    let any = headers
-        .keys()
-        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    // Most messages have none or one (an upstream's `Connection:
+    // keep-alive`): one pass over the names (cheap comparisons of standard
+    // headers) finds which, and only those are removed (a removal hashes).
+    let hops = HOP_BY_HOP;
+    let mut present = [false; 8];
+    let mut any = false;
+    for name in headers.keys() {
+        let at = if name == header::UPGRADE {
+            Some(hops.len())
+        } else {
+            hops.iter().position(|hop| hop == name)
+        };
+        if let Some(slot) = at.and_then(|i| present.get_mut(i)) {
+            *slot = true;
+            any = true;
+        }
+    }
     if any {
-        strip_hop_by_hop(headers);
+        strip_hop_by_hop(headers, &present);
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+/// Removes the hop-by-hop fields marked in `present` (by [`HOP_BY_HOP`]
+/// position, then `Upgrade`) and those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, present: &[bool]) {
+    if present.first() == Some(&true) {
         let named: Vec<HeaderName> = header_tokens(headers, header::CONNECTION)
             .filter(|name| connection_may_drop(name))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
@@ -208,10 +222,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    let hops = HOP_BY_HOP;
+    let names = hops.iter().chain([&header::UPGRADE]);
+    for (name, _) in names.zip(present).filter(|(_, here)| **here) {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 #[cfg(test)]
