@@ -11,8 +11,11 @@
 //! `routes` key, each route piece one route table and nothing else (a
 //! top-level table after the routes fails that, and so does anything
 //! unknown). Whenever a piece does not parse, the whole file is parsed the
-//! usual way, which gives the located error. Validation always runs on the
-//! whole result, so the memo saves the TOML parsing and nothing else.
+//! usual way, which gives the located error. A route table seen before is
+//! taken as the route it validated to (not parsed, not validated again:
+//! a route's checks depend on its own text alone, except for TLS settings,
+//! so routes with those are never kept); every other part is validated as
+//! usual, and the checks across routes (duplicate names) run on all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,7 +60,7 @@ impl ParseMemo {
         if table.contains_key("routes") {
             return None;
         }
-        let header: FileConfig = toml::from_str(head).ok()?;
+        let header: FileConfig = table.try_into().ok()?;
         // Mostly the same routes in the same order: compare in place. With
         // as many routes as before, one that differs was edited where it
         // is; otherwise look it up by its text.
@@ -298,6 +301,31 @@ backends = [{ name = "blue", endpoints = ["127.0.0.1:2"] }]
             let whole = Config::load(&path).map(|c| c.routes);
             assert_eq!(format!("{pieced:?}"), format!("{whole:?}"));
         }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_file_with_every_top_level_section_loads_as_the_whole_parse_does() {
+        let sections = r#"
+[admin]
+addr = "127.0.0.1:0"
+[timeouts]
+connect = "2s"
+client_idle = "30s"
+[limits]
+max_request_headers = 50
+[[notify]]
+url = "http://127.0.0.1:9/hook"
+events = ["revision"]
+"#;
+        let text = FILE.replacen("\n[[routes]]", &format!("{sections}\n[[routes]]"), 1);
+        let path = temp("sections.toml");
+        let mut memo = ParseMemo::default();
+        let pieced = load(&path, &text, &mut memo);
+        let whole = Config::load(&path).unwrap();
+        assert_eq!(format!("{pieced:?}"), format!("{whole:?}"));
+        assert_eq!(pieced.notify.len(), 1, "the sections were read");
+        assert_eq!(memo.last.len(), 2, "loaded through the pieces, not whole");
         let _ = std::fs::remove_file(&path);
     }
 

@@ -799,7 +799,7 @@ impl Config {
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut config = Config::parse_memo(&src, &name, Format::from_path(path), dir, memo)?;
-        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.resolve_paths(dir);
         config.source = Some(path.to_path_buf());
         config.source_hash = Some(content_hash(src.as_bytes()));
         Ok(config)

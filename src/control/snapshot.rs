@@ -222,17 +222,22 @@ impl Snapshot {
         // Endpoints by route and backend. They take this snapshot's ejection
         // rules before any availability is read: the rules may lift an ejection.
         let idle_limit = config.timeouts.upstream_idle;
+        // Each route's namesake in the previous snapshot, looked up once.
+        let olds: Vec<Option<&Arc<Route>>> = config
+            .routes
+            .iter()
+            .map(|rc| previous.and_then(|p| p.route_arc(&rc.name)))
+            .collect();
         let endpoints: Vec<Vec<Vec<Arc<Endpoint>>>> = config
             .routes
             .iter()
-            .map(|rc| {
+            .zip(&olds)
+            .map(|(rc, old)| {
                 // The very same route config: either the same config published
                 // again (same TLS clients) or a reload that left a route without
                 // TLS settings alone (`ParseMemo` shares no other): the pool
                 // would give the endpoints the route has already.
-                let same = previous
-                    .and_then(|p| p.route_arc(&rc.name))
-                    .filter(|old| Arc::ptr_eq(&old.config, rc));
+                let same = old.filter(|old| Arc::ptr_eq(&old.config, rc));
                 if let Some(old) = same {
                     return old
                         .backends
@@ -262,11 +267,10 @@ impl Snapshot {
             .routes
             .iter()
             .zip(endpoints)
-            .map(|(rc, route_endpoints)| {
+            .zip(olds)
+            .map(|((rc, route_endpoints), old)| {
                 let chosen = overrides.get(&rc.name);
-                let kept = previous
-                    .and_then(|p| p.route_arc(&rc.name))
-                    .filter(|old| old.unchanged(rc, chosen, &route_endpoints));
+                let kept = old.filter(|old| old.unchanged(rc, chosen, &route_endpoints));
                 if let Some(kept) = kept {
                     return Arc::clone(kept);
                 }
