@@ -30,10 +30,14 @@ pub fn client_cert_value(subject: &str) -> Option<HeaderValue> {
     HeaderValue::try_from(format!("Subject=\"{escaped}\"")).ok()
 }
 
+/// How many fields [`HOP_BY_HOP`] lists (its type says so too, so the two
+/// cannot drift apart).
+const HOP_COUNT: usize = 7;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is not one: it declares the trailer fields, which hyper needs
 /// to send them on over HTTP/1.1.
-pub const HOP_BY_HOP: [HeaderName; 7] = [
+pub const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -192,7 +196,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // keep-alive`): one pass over the names (cheap comparisons of standard
     // headers) finds which, and only those are removed (a removal hashes).
     let hops = HOP_BY_HOP;
-    let mut present = [false; 8];
+    // One slot per field of `HOP_BY_HOP`, then `Upgrade`.
+    let mut present = [false; HOP_COUNT + 1];
     let mut any = false;
     for name in headers.keys() {
         let at = if name == header::UPGRADE {
@@ -232,6 +237,41 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, present: &[bool]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hop_by_hop_field_goes_alone_or_together_and_the_rest_stays() {
+        let all: Vec<HeaderName> = HOP_BY_HOP
+            .iter()
+            .cloned()
+            .chain([header::UPGRADE])
+            .collect();
+        let message = |names: &[HeaderName]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            headers.insert("x-named", HeaderValue::from_static("1"));
+            for name in names {
+                let value = if name == header::CONNECTION {
+                    "keep-alive, x-named"
+                } else {
+                    "1"
+                };
+                headers.append(name.clone(), HeaderValue::from_static(value));
+            }
+            headers
+        };
+        // Each one on its own (the removal marks fields by position), then all.
+        let singles = all.iter().map(std::slice::from_ref);
+        for names in singles.chain([all.as_slice()]) {
+            let mut headers = message(names);
+            remove_hop_by_hop(&mut headers);
+            for name in &all {
+                assert!(!headers.contains_key(name), "{name} left after {names:?}");
+            }
+            assert!(headers.contains_key(header::CONTENT_TYPE));
+            let named_dropped = names.contains(&header::CONNECTION);
+            assert_eq!(!headers.contains_key("x-named"), named_dropped, "{names:?}");
+        }
+    }
 
     #[test]
     fn framing_and_host_fields_survive_connection() {
